@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Generates prelabel/v1/*_pb2*.py from protos/prelabel/v1/*.proto. The output lands in
+# the package path that matches the proto package, so `import prelabel.v1.x_pb2` works
+# as is (no import rewriting). Deterministic: CI regenerates and fails on any diff.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+rm -f prelabel/v1/*_pb2.py prelabel/v1/*_pb2.pyi prelabel/v1/*_pb2_grpc.py
+"$PY" -m grpc_tools.protoc -I protos \
+  --python_out=. --pyi_out=. --grpc_python_out=. \
+  protos/prelabel/v1/*.proto

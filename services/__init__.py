@@ -1,0 +1,3 @@
+"""prelabel server processes (detection, segmentation, keypoints, router) and the
+library they share (`services.common`) plus the model-side code Triton runs
+(`services.modelkit`)."""

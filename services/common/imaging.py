@@ -1,0 +1,121 @@
+"""Decode and validate caller images before anything reaches Triton.
+
+Checks run cheapest first: size in bytes, format allow-list and pixel count from the
+header (no pixel is decoded for a bomb), then decoding. JPEGs are decoded at reduced
+scale (libjpeg DCT scaling via Pillow's draft) when the model input is smaller, which
+is invisible to the geometry: callers get the source size, and letterboxing maps to it.
+"""
+from __future__ import annotations
+
+import io
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from services.common.errors import InvalidArgument
+
+#: Formats accepted; anything else (TIFF, EPS, JPEG 2000, SVG, FITS...) is refused
+#: before a decoder for it is ever run (no Ghostscript, no exotic codecs).
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
+
+#: Exceptions Pillow raises on malformed data (the ones its own fuzzers accept).
+DECODE_ERRORS = (
+    OSError, ValueError, EOFError, SyntaxError, TypeError, IndexError, KeyError,
+    struct.error, ZeroDivisionError, Image.DecompressionBombError,
+)
+
+_ORIENTATION_TAG = 0x0112
+_SWAPS_AXES = {5, 6, 7, 8}
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """An upright RGB image. `image` may be smaller than the source when it was
+    decoded at reduced scale; `width`/`height` are always the source size (after EXIF
+    orientation), the frame every coordinate returned to callers is in."""
+
+    image: Image.Image
+    width: int
+    height: int
+    format: str
+
+
+def decode_image(
+    data: bytes,
+    *,
+    max_bytes: int,
+    max_pixels: int,
+    target_size: tuple[int, int] | None = None,
+    field: str = "image.data",
+) -> DecodedImage:
+    """Decode `data` into an upright RGB image or raise InvalidArgument(field, reason)."""
+    if not data:
+        raise InvalidArgument(field, "image is empty")
+    if len(data) > max_bytes:
+        raise InvalidArgument(field, f"image is {len(data)} bytes; the limit is {max_bytes}")
+    try:
+        image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    except UnidentifiedImageError:
+        raise InvalidArgument(
+            field, f"not a decodable image; accepted formats: {', '.join(ALLOWED_FORMATS)}"
+        ) from None
+    except DECODE_ERRORS as exc:
+        raise InvalidArgument(field, f"corrupt image header ({type(exc).__name__})") from None
+
+    raw_w, raw_h = image.size
+    if raw_w <= 0 or raw_h <= 0:
+        raise InvalidArgument(field, f"image has degenerate size {raw_w}x{raw_h}")
+    if raw_w * raw_h > max_pixels:
+        raise InvalidArgument(
+            field, f"image is {raw_w}x{raw_h} = {raw_w * raw_h} pixels; the limit is {max_pixels}"
+        )
+    try:
+        orientation = int(image.getexif().get(_ORIENTATION_TAG, 1) or 1)
+    except DECODE_ERRORS:
+        orientation = 1  # unreadable EXIF: treat as upright
+    width, height = (raw_h, raw_w) if orientation in _SWAPS_AXES else (raw_w, raw_h)
+
+    try:
+        if target_size is not None and image.format == "JPEG":
+            _draft_for(image, width, height, target_size, swapped=orientation in _SWAPS_AXES)
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        image = to_rgb(image)
+    except DECODE_ERRORS as exc:
+        raise InvalidArgument(field, f"corrupt or truncated image ({type(exc).__name__}: {exc})") from None
+    return DecodedImage(image=image, width=width, height=height, format=str(image.format or ""))
+
+
+def _draft_for(image: Image.Image, width: int, height: int, target: tuple[int, int], swapped: bool) -> None:
+    """Ask libjpeg for the smallest DCT scale still at least as large as the letterboxed size."""
+    scale = min(target[0] / width, target[1] / height)
+    if scale >= 1:
+        return
+    need_w, need_h = max(1, int(width * scale) + 1), max(1, int(height * scale) + 1)
+    if swapped:
+        need_w, need_h = need_h, need_w
+    image.draft(image.mode, (need_w, need_h))
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode -> 8-bit RGB. Transparent pixels are composited on white
+    (what annotators see in their tools); 16/32-bit greyscale keeps its top 8 bits."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        values = np.asarray(image, dtype=np.uint32)
+        image = Image.fromarray((np.clip(values, 0, 65535) >> 8).astype(np.uint8), "L")
+    elif mode == "F":
+        values = np.asarray(image, dtype=np.float32)
+        image = Image.fromarray(np.clip(values, 0, 255).astype(np.uint8), "L")
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        image.mode == "P" and "transparency" in image.info
+    )
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")

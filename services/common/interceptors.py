@@ -1,0 +1,230 @@
+"""Server interceptors: metrics around every RPC, domain errors -> gRPC status in
+one place, and admission control. Health and reflection RPCs pass through untouched."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Awaitable, Callable
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from services.common.errors import (
+    DeadlineExceeded,
+    InvalidArgument,
+    PrelabelError,
+    ResourceExhausted,
+    Unavailable,
+)
+from services.common.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+PASS_THROUGH_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+RETRY_AFTER_KEY = "retry-after-ms"
+
+Around = Callable[[Callable, str], Callable]
+
+
+def _is_probe(method: str) -> bool:
+    return method.startswith(PASS_THROUGH_PREFIXES)
+
+
+def _wrap(handler: grpc.RpcMethodHandler, method: str, around_unary, around_stream) -> grpc.RpcMethodHandler:
+    """Rebuild `handler` with its behaviour wrapped (unary responses by
+    `around_unary`, streamed responses by `around_stream`)."""
+    kw = dict(request_deserializer=handler.request_deserializer,
+              response_serializer=handler.response_serializer)
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(around_unary(handler.unary_unary, method), **kw)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(around_unary(handler.stream_unary, method), **kw)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(around_stream(handler.unary_stream, method), **kw)
+    return grpc.stream_stream_rpc_method_handler(around_stream(handler.stream_stream, method), **kw)
+
+
+class _WrappingInterceptor(grpc.aio.ServerInterceptor):
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or _is_probe(method):
+            return handler
+        return _wrap(handler, method, self.around_unary, self.around_stream)
+
+    def around_unary(self, behavior, method):
+        raise NotImplementedError
+
+    def around_stream(self, behavior, method):
+        raise NotImplementedError
+
+
+class MetricsInterceptor(_WrappingInterceptor):
+    """Counts, times and tracks in-flight RPCs; reads the final code from the context
+    after the handler (and the error interceptor) finished."""
+
+    def __init__(self, metrics: Metrics):
+        self.metrics = metrics
+
+    def _start(self, method):
+        name = method.rsplit("/", 1)[-1]
+        self.metrics.in_flight.labels(self.metrics.service, name).inc()
+        return name, time.perf_counter()
+
+    def _finish(self, name, start, context, code=None):
+        m = self.metrics
+        m.in_flight.labels(m.service, name).dec()
+        m.latency.labels(m.service, name).observe(time.perf_counter() - start)
+        if code is None:
+            code = context.code() or grpc.StatusCode.OK
+        if isinstance(code, int):
+            code = next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
+        m.requests.labels(m.service, name, code.name).inc()
+
+    def around_unary(self, behavior, method):
+        async def wrapped(request, context):
+            name, start = self._start(method)
+            code = None
+            try:
+                return await behavior(request, context)
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            finally:
+                self._finish(name, start, context, code)
+        return wrapped
+
+    def around_stream(self, behavior, method):
+        async def wrapped(request, context):
+            name, start = self._start(method)
+            code = None
+            try:
+                async for response in behavior(request, context):
+                    yield response
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            finally:
+                self._finish(name, start, context, code)
+        return wrapped
+
+
+class _Status(grpc.Status):
+    def __init__(self, code, details, trailing_metadata):
+        self.code, self.details, self.trailing_metadata = code, details, trailing_metadata
+
+
+def status_for(exc: PrelabelError, retry_after_ms: int = 0) -> grpc.Status:
+    """The gRPC status (with google.rpc details) for a domain error."""
+    details: list[any_pb2.Any] = []
+    extra: tuple = ()
+    if isinstance(exc, InvalidArgument):
+        code = code_pb2.INVALID_ARGUMENT
+        violation = error_details_pb2.BadRequest.FieldViolation(field=exc.field, description=exc.reason)
+        details.append(_pack(error_details_pb2.BadRequest(field_violations=[violation])))
+    elif isinstance(exc, ResourceExhausted):
+        code = code_pb2.RESOURCE_EXHAUSTED
+        ms = exc.retry_after_ms or retry_after_ms
+        delay = duration_pb2.Duration(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000)
+        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
+        extra = ((RETRY_AFTER_KEY, str(ms)),)
+    elif isinstance(exc, DeadlineExceeded):
+        code = code_pb2.DEADLINE_EXCEEDED
+    elif isinstance(exc, Unavailable):
+        code = code_pb2.UNAVAILABLE
+    else:
+        code = code_pb2.INTERNAL
+    status = rpc_status.to_status(status_pb2.Status(code=code, message=exc.message, details=details))
+    return _Status(status.code, status.details, tuple(status.trailing_metadata) + extra)
+
+
+def _pack(message) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+class ErrorInterceptor(_WrappingInterceptor):
+    """Domain errors -> status codes; anything else -> INTERNAL with a generic message
+    (the traceback goes to the log, not to the caller)."""
+
+    def __init__(self, retry_after_ms: int = 200):
+        self.retry_after_ms = retry_after_ms
+
+    async def _abort(self, exc: BaseException, context, method: str):
+        if isinstance(exc, PrelabelError):
+            await context.abort_with_status(status_for(exc, self.retry_after_ms))
+        log.exception("unhandled error in %s", method, exc_info=exc)
+        await context.abort(grpc.StatusCode.INTERNAL, "internal error (see server log)")
+
+    def around_unary(self, behavior, method):
+        async def wrapped(request, context):
+            try:
+                return await behavior(request, context)
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception as exc:
+                await self._abort(exc, context, method)
+        return wrapped
+
+    def around_stream(self, behavior, method):
+        async def wrapped(request, context):
+            try:
+                async for response in behavior(request, context):
+                    yield response
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception as exc:
+                await self._abort(exc, context, method)
+        return wrapped
+
+
+class AdmissionInterceptor(_WrappingInterceptor):
+    """Bounded in-flight work: beyond `max_in_flight` requests answer
+    RESOURCE_EXHAUSTED at once (with a retry hint) instead of queueing unboundedly."""
+
+    def __init__(self, max_in_flight: int, retry_after_ms: int):
+        self.max_in_flight = max_in_flight
+        self.retry_after_ms = retry_after_ms
+        self.in_flight = 0
+
+    def _admit(self):
+        if self.in_flight >= self.max_in_flight:
+            raise ResourceExhausted(
+                f"server busy: {self.in_flight} requests in flight (limit {self.max_in_flight})",
+                retry_after_ms=self.retry_after_ms,
+            )
+        self.in_flight += 1
+
+    def around_unary(self, behavior, method):
+        async def wrapped(request, context):
+            self._admit()
+            try:
+                return await behavior(request, context)
+            finally:
+                self.in_flight -= 1
+        return wrapped
+
+    def around_stream(self, behavior, method):
+        async def wrapped(request, context):
+            self._admit()
+            try:
+                async for response in behavior(request, context):
+                    yield response
+            finally:
+                self.in_flight -= 1
+        return wrapped
+
+
+def time_left(context: grpc.aio.ServicerContext, default_s: float, minimum_s: float = 0.0) -> float:
+    """Seconds left of the caller's deadline (`default_s` when the caller set none).
+    Raises DeadlineExceeded when less than `minimum_s` is left: better to say so now
+    than to start work that cannot finish."""
+    remaining = context.time_remaining()
+    left = default_s if remaining is None else min(remaining, default_s)
+    if left < minimum_s:
+        raise DeadlineExceeded(f"only {left * 1000:.0f} ms left of the deadline")
+    return left

@@ -1,0 +1,74 @@
+"""Turn padded model outputs into draft labels: threshold, class filter, top-k,
+review decision, provenance. Shared by every service."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from prelabel.v1 import common_pb2
+
+from services.common.labels import category_name
+from services.common.metrics import Metrics
+from services.common.review import DECISION_NAMES, ReviewPolicy, image_uncertainty
+
+
+@dataclass(frozen=True)
+class LabelFilter:
+    score_threshold: float
+    max_labels: int
+    category_ids: frozenset[int] = field(default_factory=frozenset)
+    category_names: frozenset[str] = field(default_factory=frozenset)
+
+    def wants(self, cat_id: int, cat_name: str) -> bool:
+        if not self.category_ids and not self.category_names:
+            return True
+        return cat_id in self.category_ids or cat_name in self.category_names
+
+
+def select(scores: np.ndarray, count: int, label_ids: np.ndarray | None, label_map: str,
+           flt: LabelFilter) -> list[tuple[int, int, str]]:
+    """Indices (into the padded outputs) of the labels to return, highest score first,
+    as (index, category id, category name)."""
+    chosen = []
+    for i in np.argsort(-scores[:count], kind="stable"):
+        i = int(i)
+        if scores[i] < flt.score_threshold:
+            break
+        cat_id = int(label_ids[i]) if label_ids is not None else 1
+        name = category_name(label_map, cat_id)
+        if flt.wants(cat_id, name):
+            chosen.append((i, cat_id, name))
+            if len(chosen) >= flt.max_labels:
+                break
+    return chosen
+
+
+def make_detection(box, cat_id: int, cat_name: str, score: float, policy: ReviewPolicy,
+                   provenance: common_pb2.Provenance) -> common_pb2.Detection:
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return common_pb2.Detection(
+        box=common_pb2.Box(x_min=x0, y_min=y0, x_max=x1, y_max=y1),
+        category=common_pb2.Category(id=cat_id, name=cat_name),
+        score=float(score),
+        review=policy.band(cat_name).decide(float(score)),
+        provenance=provenance,
+    )
+
+
+def keep_reviewed(items: list, policy: ReviewPolicy, detection_of=lambda item: item) -> list:
+    """Drop rejected labels unless the caller asked to see them."""
+    if policy.include_rejected:
+        return items
+    return [x for x in items if detection_of(x).review != common_pb2.REVIEW_DECISION_REJECT]
+
+
+def uncertainty_of(detections, policy: ReviewPolicy) -> common_pb2.ImageUncertainty:
+    return image_uncertainty((d.score, policy.band(d.category.name)) for d in detections).to_proto()
+
+
+def count_labels(metrics: Metrics, task: str, model: str, detections) -> None:
+    """Record one labelled image and its labels by review decision."""
+    metrics.images.labels(metrics.service, task).inc()
+    for d in detections:
+        metrics.labels.labels(metrics.service, task, model, DECISION_NAMES.get(d.review, "unspecified")).inc()

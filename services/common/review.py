@@ -1,0 +1,98 @@
+"""Review routing (auto-accept / needs-review / reject) and the per-image
+uncertainty score for active learning. Plain functions over plain values."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from prelabel.v1 import common_pb2
+
+from services.common.errors import InvalidArgument
+
+DEFAULT_ACCEPT_AT = 0.85
+DEFAULT_REJECT_BELOW = 0.30
+
+AUTO_ACCEPT = common_pb2.REVIEW_DECISION_AUTO_ACCEPT
+NEEDS_REVIEW = common_pb2.REVIEW_DECISION_NEEDS_REVIEW
+REJECT = common_pb2.REVIEW_DECISION_REJECT
+
+DECISION_NAMES = {AUTO_ACCEPT: "auto_accept", NEEDS_REVIEW: "needs_review", REJECT: "reject"}
+
+
+@dataclass(frozen=True)
+class Band:
+    accept_at: float = DEFAULT_ACCEPT_AT
+    reject_below: float = DEFAULT_REJECT_BELOW
+
+    def decide(self, score: float) -> int:
+        if score >= self.accept_at:
+            return AUTO_ACCEPT
+        if score < self.reject_below:
+            return REJECT
+        return NEEDS_REVIEW
+
+    def margin(self, score: float) -> float:
+        """Distance of `score` to the nearest band edge (how close it came to
+        being routed differently)."""
+        return min(abs(score - self.accept_at), abs(score - self.reject_below))
+
+
+@dataclass(frozen=True)
+class ReviewPolicy:
+    default: Band = Band()
+    by_category: dict[str, Band] = field(default_factory=dict)
+    include_rejected: bool = False
+
+    def band(self, category_name: str) -> Band:
+        return self.by_category.get(category_name, self.default)
+
+
+def _band_from_proto(pb: common_pb2.ReviewBand, base: Band, field_name: str) -> Band:
+    accept = pb.accept_at if pb.HasField("accept_at") else base.accept_at
+    reject = pb.reject_below if pb.HasField("reject_below") else base.reject_below
+    for name, value in (("accept_at", accept), ("reject_below", reject)):
+        if not (0.0 <= value <= 1.0) or math.isnan(value):
+            raise InvalidArgument(f"{field_name}.{name}", f"must be in [0, 1], got {value}")
+    if reject > accept:
+        raise InvalidArgument(field_name, f"reject_below ({reject}) is above accept_at ({accept})")
+    return Band(accept_at=accept, reject_below=reject)
+
+
+def policy_from_proto(pb: common_pb2.ReviewPolicy, field_name: str = "review_policy") -> ReviewPolicy:
+    default = _band_from_proto(pb.default_band, Band(), f"{field_name}.default_band")
+    by_category = {
+        name: _band_from_proto(band, default, f"{field_name}.by_category[{name}]")
+        for name, band in pb.by_category.items()
+    }
+    return ReviewPolicy(default=default, by_category=by_category, include_rejected=pb.include_rejected)
+
+
+def binary_entropy(p: float) -> float:
+    """H(p) in bits: 1 at p=0.5, 0 at p in {0, 1}."""
+    p = min(max(p, 0.0), 1.0)
+    if p in (0.0, 1.0):
+        return 0.0
+    return -(p * math.log2(p) + (1 - p) * math.log2(1 - p))
+
+
+@dataclass(frozen=True)
+class Uncertainty:
+    score: float = 0.0
+    needs_review_count: int = 0
+    min_margin: float = 1.0
+
+    def to_proto(self) -> common_pb2.ImageUncertainty:
+        return common_pb2.ImageUncertainty(
+            score=self.score, needs_review_count=self.needs_review_count, min_margin=self.min_margin
+        )
+
+
+def image_uncertainty(labels: Iterable[tuple[float, Band]]) -> Uncertainty:
+    """Uncertainty of an image from its labels' (score, band) pairs."""
+    score, review, margin = 0.0, 0, 1.0
+    for s, band in labels:
+        score = max(score, binary_entropy(s))
+        margin = min(margin, band.margin(s))
+        review += band.decide(s) == NEEDS_REVIEW
+    return Uncertainty(score=score, needs_review_count=review, min_margin=margin)

@@ -1,0 +1,152 @@
+"""gRPC server bootstrap shared by every process: interceptors, health (per service
+name), reflection, /metrics, readiness that follows dependencies, graceful shutdown."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Awaitable, Callable, Iterable
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from services.common.interceptors import AdmissionInterceptor, ErrorInterceptor, MetricsInterceptor
+from services.common.metrics import Metrics
+from services.common.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+ReadyCheck = Callable[[], Awaitable[bool]]
+
+
+class GrpcApp:
+    """One aio gRPC server with the suite's standard parts.
+
+    Health starts NOT_SERVING; `run()` awaits `startup()` (dependencies, warm-up),
+    then turns SERVING and keeps following `ready_check()`. On SIGTERM/SIGINT:
+    NOT_SERVING first, then `server.stop(grace)`, then `shutdown()` callbacks.
+    """
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        metrics: Metrics,
+        service_names: Iterable[str],
+        register: Callable[[grpc.aio.Server], None],
+        *,
+        ready_check: ReadyCheck | None = None,
+        startup: Callable[[], Awaitable[None]] | None = None,
+        shutdown: Callable[[], Awaitable[None]] | None = None,
+    ):
+        self.settings = settings
+        self.metrics = metrics
+        self.service_names = list(service_names)
+        self.ready_check = ready_check
+        self._startup = startup
+        self._shutdown = shutdown
+        self.health = HealthServicer()
+        self.admission = AdmissionInterceptor(settings.max_in_flight, settings.retry_after_ms)
+        self.server = grpc.aio.server(
+            interceptors=[
+                MetricsInterceptor(metrics),
+                ErrorInterceptor(settings.retry_after_ms),
+                self.admission,
+            ],
+            options=[
+                ("grpc.max_receive_message_length", settings.grpc_max_receive_bytes),
+                ("grpc.max_send_message_length", settings.grpc_max_receive_bytes),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        register(self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            [*self.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME],
+            self.server,
+        )
+        self.port: int | None = None
+        self.metrics_port: int | None = None
+        self._stopping = asyncio.Event()
+        self._serving = False
+        self._watch_task: asyncio.Task | None = None
+
+    async def set_serving(self, serving: bool) -> None:
+        self._serving = serving
+        status = SERVING if serving else NOT_SERVING
+        for name in ("", *self.service_names):
+            await self.health.set(name, status)
+
+    async def start(self) -> int:
+        await self.set_serving(False)
+        s = self.settings
+        self.port = self.server.add_insecure_port(f"{s.grpc_host}:{s.grpc_port}")
+        if self.port == 0:
+            raise RuntimeError(f"cannot bind gRPC port {s.grpc_host}:{s.grpc_port}")
+        await self.server.start()
+        if s.metrics_port is not None:
+            self.metrics_port = self.metrics.serve_http(s.metrics_host, s.metrics_port)
+        log.info("%s listening on %s:%d (metrics port %s)", self.metrics.service, s.grpc_host,
+                 self.port, self.metrics_port)
+        return self.port
+
+    async def _watch_readiness(self) -> None:
+        """Follow dependencies: NOT_SERVING while Triton (or a model) is down, SERVING again
+        when it is back. Probes stay cheap: one readiness RPC per poll."""
+        while not self._stopping.is_set():
+            ok = await self.ready_check() if self.ready_check else True
+            if ok != self._serving and not self._stopping.is_set():
+                log.warning("%s readiness -> %s", self.metrics.service, "SERVING" if ok else "NOT_SERVING")
+                await self.set_serving(ok)
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self.settings.health_poll_s)
+            except asyncio.TimeoutError:
+                pass
+
+    async def run(self, install_signal_handlers: bool = True) -> None:
+        """Start, become ready, serve until stop() or a signal."""
+        if self.port is None:
+            await self.start()
+        if install_signal_handlers:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._stopping.set)
+        try:
+            if self._startup is not None:
+                startup = asyncio.ensure_future(self._startup())
+                stop = asyncio.ensure_future(self._stopping.wait())
+                done, _ = await asyncio.wait({startup, stop}, return_when=asyncio.FIRST_COMPLETED)
+                if startup not in done:
+                    startup.cancel()
+                else:
+                    stop.cancel()
+                    startup.result()  # re-raise start-up failures
+            if not self._stopping.is_set():
+                await self.set_serving(True)
+                log.info("%s ready", self.metrics.service)
+                self._watch_task = asyncio.create_task(self._watch_readiness())
+                await self._stopping.wait()
+        finally:
+            await self.stop()
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def stop(self) -> None:
+        """Graceful: NOT_SERVING, drain in-flight RPCs for the grace period, close clients."""
+        self._stopping.set()
+        await self.set_serving(False)
+        grace = self.settings.shutdown_grace_s
+        log.info("%s stopping: draining for up to %.1fs", self.metrics.service, grace)
+        await self.server.stop(grace)
+        if self._watch_task is not None:
+            await self._watch_task
+            self._watch_task = None
+        if self._shutdown is not None:
+            await self._shutdown()
+            self._shutdown = None

@@ -1,0 +1,62 @@
+"""Settings shared by every gRPC process. Each process defines exactly one subclass
+(its own defaults); all read env vars with the PRELABEL_ prefix."""
+from __future__ import annotations
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PRELABEL_", extra="ignore")
+
+    grpc_host: str = "127.0.0.1"
+    """Address the gRPC server binds to (0.0.0.0 in a pod)."""
+
+    grpc_port: int = 0
+    """gRPC port; each process sets its default (router 50051, detection 50052,
+    segmentation 50053, keypoints 50054). 0 picks a free port."""
+
+    metrics_host: str = "127.0.0.1"
+    """Address of the Prometheus /metrics endpoint."""
+
+    metrics_port: int | None = None
+    """Port of the Prometheus /metrics endpoint; None disables it, 0 picks a free port."""
+
+    triton_url: str = "127.0.0.1:8001"
+    """Triton gRPC endpoint, host:port."""
+
+    profile: str = "cpu"
+    """Deployment profile: "cpu" (development, CI) or "gpu" (production)."""
+
+    require_pretrained: bool = False
+    """Production: refuse to start when a model reports random weights."""
+
+    max_image_bytes: int = 20 * 1024 * 1024
+    """Largest encoded image accepted (INVALID_ARGUMENT above it)."""
+
+    max_image_pixels: int = 36_000_000
+    """Largest width*height accepted, checked from the header before decoding
+    (decompression bombs). Peers use 16.8 to 75 MP."""
+
+    grpc_max_receive_bytes: int = 32 * 1024 * 1024
+    """gRPC transport limit; a larger message gets RESOURCE_EXHAUSTED from gRPC itself."""
+
+    max_in_flight: int = 64
+    """Admission control: requests beyond this many in flight get RESOURCE_EXHAUSTED."""
+
+    retry_after_ms: int = 200
+    """Retry hint sent with RESOURCE_EXHAUSTED (trailing metadata `retry-after-ms`)."""
+
+    default_timeout_s: float = 30.0
+    """Deadline applied when a caller sets none (no hop runs without a deadline)."""
+
+    min_time_left_s: float = 0.01
+    """Reject with DEADLINE_EXCEEDED when less than this is left of the deadline."""
+
+    shutdown_grace_s: float = 10.0
+    """On SIGTERM: health goes NOT_SERVING, then in-flight requests get this long."""
+
+    startup_timeout_s: float = 600.0
+    """How long to wait for dependencies (Triton models) at start-up."""
+
+    health_poll_s: float = 1.0
+    """How often readiness re-checks dependencies."""

@@ -1,0 +1,167 @@
+"""Async Triton client: model specs from Triton's own config, inference under the
+caller's deadline, and one place that turns Triton errors into domain errors."""
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+import tritonclient.grpc.aio as triton_aio
+from tritonclient.grpc import InferInput, InferRequestedOutput
+from tritonclient.utils import InferenceServerException
+
+from prelabel.v1 import common_pb2
+
+from services.common.errors import DeadlineExceeded, PrelabelError, ResourceExhausted, Unavailable
+
+_WEIGHTS = {
+    "pretrained": common_pb2.WEIGHTS_PRETRAINED,
+    "custom": common_pb2.WEIGHTS_CUSTOM,
+    "random": common_pb2.WEIGHTS_RANDOM,
+}
+
+# Triton priority levels (see dynamic_batching.priority_levels in the configs).
+TRITON_PRIORITY = {
+    common_pb2.PRIORITY_UNSPECIFIED: 1,
+    common_pb2.PRIORITY_INTERACTIVE: 1,
+    common_pb2.PRIORITY_BULK: 2,
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a service needs to know about a Triton model, read from its config."""
+
+    name: str
+    inputs: dict[str, list[int]]  # name -> dims without the batch axis
+    input_dtypes: dict[str, str]  # name -> numpy dtype name
+    outputs: list[str]
+    max_batch_size: int
+    parameters: dict[str, str]
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(width, height) of the IMAGE input."""
+        h, w, _ = self.inputs["IMAGE"]
+        return w, h
+
+    @property
+    def label_map(self) -> str:
+        return self.parameters.get("label_map", "")
+
+
+@dataclass(frozen=True)
+class InferOutput:
+    outputs: dict[str, np.ndarray]
+    model_version: str
+    provenance: common_pb2.Provenance
+
+
+def provenance_from(model_name: str, model_version: str, raw: bytes) -> common_pb2.Provenance:
+    info = json.loads(raw)
+    return common_pb2.Provenance(
+        model_name=model_name,
+        model_version=model_version,
+        architecture=info.get("architecture", ""),
+        weights=_WEIGHTS.get(info.get("kind", ""), common_pb2.WEIGHTS_UNSPECIFIED),
+        weights_source=info.get("source", ""),
+    )
+
+
+def translate_error(exc: InferenceServerException, model: str) -> PrelabelError:
+    """Triton reports its own overload as UNAVAILABLE ("Exceeds maximum queue size")
+    and a dead Python stub as INTERNAL; callers need RESOURCE_EXHAUSTED and UNAVAILABLE."""
+    status = str(exc.status() or "")
+    message = str(exc.message() or "")
+    if "queue size" in message.lower() or "exceeds maximum" in message.lower():
+        return ResourceExhausted(f"{model}: Triton queue is full", retry_after_ms=200)
+    if "DEADLINE_EXCEEDED" in status or "timeout" in message.lower() and "queue" in message.lower():
+        return DeadlineExceeded(f"{model}: deadline exceeded waiting for Triton")
+    if "CANCELLED" in status:
+        return DeadlineExceeded(f"{model}: request cancelled")
+    if "stub process" in message.lower() or "UNAVAILABLE" in status:
+        return Unavailable(f"{model}: Triton unavailable ({message.splitlines()[0] if message else status})")
+    if "NOT_FOUND" in status or "unknown model" in message.lower():
+        return Unavailable(f"{model}: model not loaded in Triton")
+    return Unavailable(f"{model}: Triton error {status}: {message.splitlines()[0] if message else ''}")
+
+
+class TritonClient:
+    """One aio channel to Triton, shared by every request of a process."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self._client = triton_aio.InferenceServerClient(url=url)
+        self._specs: dict[str, ModelSpec] = {}
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def spec(self, model: str, timeout_s: float = 5.0) -> ModelSpec:
+        if model not in self._specs:
+            try:
+                cfg = (await self._client.get_model_config(model, as_json=True, client_timeout=timeout_s))["config"]
+            except InferenceServerException as exc:
+                raise translate_error(exc, model) from None
+            self._specs[model] = ModelSpec(
+                name=model,
+                inputs={i["name"]: [int(d) for d in i["dims"]] for i in cfg["input"]},
+                input_dtypes={i["name"]: _NUMPY_DTYPES[i["data_type"]] for i in cfg["input"]},
+                outputs=[o["name"] for o in cfg["output"]],
+                max_batch_size=int(cfg.get("max_batch_size", 0)),
+                parameters={k: v.get("string_value", "") for k, v in cfg.get("parameters", {}).items()},
+            )
+        return self._specs[model]
+
+    async def ready(self, models: list[str], timeout_s: float = 2.0) -> bool:
+        try:
+            checks = [self._client.is_model_ready(m, client_timeout=timeout_s) for m in models]
+            return all(await asyncio.gather(*checks))
+        except (InferenceServerException, grpc.RpcError, asyncio.TimeoutError):
+            return False
+
+    async def infer(
+        self,
+        model: str,
+        inputs: dict[str, np.ndarray],
+        *,
+        timeout_s: float | None,
+        priority: int = common_pb2.PRIORITY_INTERACTIVE,
+    ) -> InferOutput:
+        """Run one request (inputs carry their batch axis). `timeout_s` is the time
+        left of the caller's deadline; it becomes the gRPC deadline to Triton, and
+        a cancelled caller cancels the Triton call with it."""
+        if timeout_s is not None and timeout_s <= 0:
+            raise DeadlineExceeded(f"{model}: no time left for inference")
+        spec = await self.spec(model)
+        triton_inputs = []
+        for name, array in inputs.items():
+            tensor = InferInput(name, list(array.shape), _triton_dtype(array))
+            tensor.set_data_from_numpy(array)
+            triton_inputs.append(tensor)
+        outputs = [InferRequestedOutput(name) for name in spec.outputs]
+        try:
+            result = await self._client.infer(
+                model, triton_inputs, outputs=outputs,
+                priority=TRITON_PRIORITY.get(priority, 1),
+                client_timeout=timeout_s,
+            )
+        except InferenceServerException as exc:
+            raise translate_error(exc, model) from None
+        arrays = {name: result.as_numpy(name) for name in spec.outputs}
+        version = result.get_response().model_version
+        raw = arrays.pop("PROVENANCE")
+        return InferOutput(outputs=arrays, model_version=version,
+                           provenance=provenance_from(model, version, raw.reshape(-1)[0]))
+
+    async def statistics(self, model: str) -> dict:
+        return await self._client.get_inference_statistics(model, as_json=True)
+
+
+_NUMPY_DTYPES = {"TYPE_UINT8": "uint8", "TYPE_FP32": "float32", "TYPE_INT32": "int32"}
+
+
+def _triton_dtype(array: np.ndarray) -> str:
+    return {np.uint8: "UINT8", np.float32: "FP32", np.int32: "INT32"}[array.dtype.type]

@@ -1,0 +1,1 @@
+"""Detection service (prelabel.v1.Detector): draft boxes from Triton detectors."""

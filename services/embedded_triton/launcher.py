@@ -1,0 +1,234 @@
+"""Start, wait for, and stop a real tritonserver process from the nvidia-pytriton wheel."""
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.embedded_triton.settings import REPO_ROOT, TritonSettings
+
+log = logging.getLogger(__name__)
+
+SHM_GLOB = "/dev/shm/triton_python_backend_shm_region_*"
+
+
+class TritonStartError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class TritonInstallation:
+    """Where the pytriton wheel keeps the server, its libraries and backends."""
+
+    binary: Path
+    libs: Path
+    python_backend: Path
+    stub: Path
+
+    @classmethod
+    def find(cls) -> "TritonInstallation":
+        try:
+            import pytriton
+        except ImportError as exc:  # pragma: no cover - install problem
+            raise TritonStartError("nvidia-pytriton is not installed (pip install nvidia-pytriton)") from exc
+        root = Path(pytriton.__file__).parent / "tritonserver"
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        inst = cls(
+            binary=root / "bin" / "tritonserver",
+            libs=Path(pytriton.__file__).parent.parent / "nvidia_pytriton.libs",
+            python_backend=root / "backends" / "python",
+            stub=root / "python_backend_stubs" / version / "triton_python_backend_stub",
+        )
+        for path in (inst.binary, inst.libs, inst.python_backend, inst.stub):
+            if not path.exists():
+                raise TritonStartError(f"missing from the nvidia-pytriton wheel: {path}")
+        return inst
+
+    def backend_directory(self, into: Path) -> Path:
+        """A backend folder holding python/{libtriton_python.so, utils, stub for this Python}."""
+        python_dir = into / "python"
+        python_dir.mkdir(parents=True, exist_ok=True)
+        for src in (
+            self.python_backend / "libtriton_python.so",
+            self.python_backend / "triton_python_backend_utils.py",
+            self.stub,
+        ):
+            dst = python_dir / src.name
+            if not dst.exists():
+                dst.symlink_to(src)
+        return into
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def leftover_shm_regions() -> list[str]:
+    return glob.glob(SHM_GLOB)
+
+
+class EmbeddedTriton:
+    """A tritonserver child process. Use as a context manager or call start()/stop()."""
+
+    def __init__(self, settings: TritonSettings | None = None, log_path: Path | None = None):
+        self.settings = settings or TritonSettings()
+        s = self.settings
+        self.host = s.host
+        self.grpc_port = s.grpc_port or free_port(s.host)
+        self.http_port = s.http_port or free_port(s.host)
+        self.metrics_port = s.metrics_port or free_port(s.host)
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+        self._workdir = Path(tempfile.mkdtemp(prefix="prelabel-triton-"))
+        self._log_file = None
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.http_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.metrics_port}/metrics"
+
+    def command(self) -> list[str]:
+        s = self.settings
+        inst = TritonInstallation.find()
+        cmd = [
+            str(inst.binary),
+            f"--model-repository={s.model_repository}",
+            f"--backend-directory={inst.backend_directory(self._workdir / 'backends')}",
+            f"--grpc-address={s.host}", f"--grpc-port={self.grpc_port}",
+            f"--http-address={s.host}", f"--http-port={self.http_port}",
+            "--allow-metrics=true", "--allow-gpu-metrics=false",
+            f"--metrics-address={s.host}", f"--metrics-port={self.metrics_port}",
+            f"--exit-timeout-secs={s.exit_timeout_s}",
+            "--strict-readiness=true",
+            f"--log-verbose={s.log_verbose}",
+        ]
+        if s.models:
+            cmd.append("--model-control-mode=explicit")
+            cmd += [f"--load-model={m}" for m in s.models]
+        else:
+            cmd.append("--model-control-mode=none")
+        if s.profile != "cpu":
+            cmd.append(f"--model-config-name={s.profile}")
+        return cmd
+
+    def environment(self) -> dict[str, str]:
+        inst = TritonInstallation.find()
+        env = dict(os.environ)
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(
+            p for p in (str(inst.libs), env.get("LD_LIBRARY_PATH", "")) if p
+        )
+        # The Python-backend stubs embed their own interpreter: give them this checkout
+        # (services.modelkit) and this interpreter's packages (torch, facenet-pytorch).
+        # The stub finds its packages through the `python3` first on PATH.
+        paths = [str(REPO_ROOT), env.get("PYTHONPATH", "")]
+        env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+        env["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), env.get("PATH", "")))
+        env["PRELABEL_ALLOW_RANDOM_WEIGHTS"] = "1" if self.settings.allow_random_weights else "0"
+        return env
+
+    def start(self) -> "EmbeddedTriton":
+        if self.process is not None:
+            raise TritonStartError("already started")
+        cmd = self.command()
+        log.info("starting tritonserver: %s", " ".join(cmd))
+        out = subprocess.DEVNULL
+        if self.log_path is not None:
+            self._log_file = open(self.log_path, "ab")
+            out = self._log_file
+        self.process = subprocess.Popen(
+            cmd, env=self.environment(), stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C in a terminal reaches us, we stop Triton in order
+        )
+        self.wait_ready(self.settings.startup_timeout_s)
+        return self
+
+    def is_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=2) as r:
+                return r.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise TritonStartError(
+                    f"tritonserver exited with code {self.process.returncode} while starting"
+                    + (f"; see {self.log_path}" if self.log_path else "")
+                )
+            if self.is_ready():
+                log.info("tritonserver ready: grpc %s, metrics %s", self.grpc_url, self.metrics_url)
+                return
+            time.sleep(0.25)
+        self.stop()
+        raise TritonStartError(f"tritonserver not ready after {timeout_s:.0f}s")
+
+    def stop(self, timeout_s: float | None = None) -> int | None:
+        """SIGTERM (Triton unloads models and frees its shared memory), then SIGKILL."""
+        if self.process is None:
+            return None
+        timeout_s = timeout_s if timeout_s is not None else self.settings.exit_timeout_s + 15
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                log.warning("tritonserver ignored SIGTERM for %.0fs; killing it", timeout_s)
+                self.kill()
+        code = self.process.returncode
+        self._cleanup()
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL the server and its stubs (fault tests); stale shm regions are removed."""
+        if self.process is None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait()
+        self._remove_shm_regions()
+
+    def _remove_shm_regions(self) -> None:
+        # A killed server leaves its Python-backend regions behind.
+        for path in leftover_shm_regions():
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+    def _cleanup(self) -> None:
+        self.process = None
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        shutil.rmtree(self._workdir, ignore_errors=True)
+        self._workdir.mkdir(parents=True, exist_ok=True)
+
+    def __enter__(self) -> "EmbeddedTriton":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,43 @@
+"""COCO box detector (torchvision Faster R-CNN family) for Triton's Python backend.
+
+Input  IMAGE  uint8 [B, S, S, 3]  letterboxed RGB, S from the config.
+Output BOXES  fp32  [B, N, 4]  x_min, y_min, x_max, y_max in model-input pixels
+       SCORES fp32  [B, N]     LABELS int32 [B, N] (COCO ids)   COUNT int32 [B, 1]
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from services.modelkit.triton_base import BatchedModel, pad_rows
+from services.modelkit.torchvision_models import build_detector, to_float_images
+
+
+class CocoDetector(BatchedModel):
+    def load(self, params, settings, device):
+        input_size = int(self.config["input"][0]["dims"][0])
+        self.max_detections = self.output_dims("SCORES")[0]
+        self.model, info = build_detector(
+            model_name=self.model_name,
+            architecture=params["architecture"],
+            input_size=input_size,
+            max_detections=self.max_detections,
+            settings=settings,
+            device=device,
+        )
+        return info
+
+    def infer(self, inputs):
+        detections = self.model(to_float_images(inputs["IMAGE"], self.device))
+        n = self.max_detections
+        boxes, scores, labels, counts = [], [], [], []
+        for det in detections:
+            boxes.append(pad_rows(det["boxes"].cpu().numpy().astype(np.float32), n))
+            scores.append(pad_rows(det["scores"].cpu().numpy().astype(np.float32), n))
+            labels.append(pad_rows(det["labels"].cpu().numpy().astype(np.int32), n))
+            counts.append([min(n, len(det["scores"]))])
+        return {
+            "BOXES": np.stack(boxes),
+            "SCORES": np.stack(scores),
+            "LABELS": np.stack(labels),
+            "COUNT": np.asarray(counts, dtype=np.int32),
+        }

@@ -1,0 +1,54 @@
+"""Face detector with real weights: MTCNN from the facenet-pytorch wheel.
+
+Input  IMAGE     uint8 [B, S, S, 3]  letterboxed RGB.
+Output BOXES     fp32 [B, N, 4]   model-input pixels     SCORES fp32 [B, N]
+       LANDMARKS fp32 [B, N, 5, 2] (left eye, right eye, nose, mouth left, mouth right)
+       COUNT     int32 [B, 1]
+"""
+from __future__ import annotations
+
+from importlib import metadata
+
+import numpy as np
+import torch
+
+from services.modelkit.triton_base import BatchedModel, pad_rows
+from services.modelkit.weights import PRETRAINED, WeightsInfo
+
+
+class FaceDetector(BatchedModel):
+    def load(self, params, settings, device):
+        from facenet_pytorch import MTCNN
+
+        self.max_faces = self.output_dims("SCORES")[0]
+        # The weights ship inside the wheel (pnet/rnet/onet .pt files, MIT licence).
+        self.mtcnn = MTCNN(
+            keep_all=True,
+            device=device,
+            min_face_size=int(params.get("min_face_size", "20")),
+            select_largest=False,
+        )
+        self.mtcnn.eval()
+        version = metadata.version("facenet-pytorch")
+        return WeightsInfo(kind=PRETRAINED, source=f"facenet-pytorch {version} (MTCNN)",
+                           architecture="mtcnn")
+
+    def infer(self, inputs):
+        images = torch.from_numpy(inputs["IMAGE"]).to(self.device)
+        boxes_b, probs_b, landmarks_b = self.mtcnn.detect(images, landmarks=True)
+        n = self.max_faces
+        boxes, scores, landmarks, counts = [], [], [], []
+        for box, prob, marks in zip(boxes_b, probs_b, landmarks_b):
+            if box is None:
+                box, prob, marks = np.zeros((0, 4)), np.zeros((0,)), np.zeros((0, 5, 2))
+            order = np.argsort(-np.asarray(prob, dtype=np.float32))
+            boxes.append(pad_rows(np.asarray(box, np.float32)[order], n))
+            scores.append(pad_rows(np.asarray(prob, np.float32)[order], n))
+            landmarks.append(pad_rows(np.asarray(marks, np.float32)[order], n))
+            counts.append([min(n, len(order))])
+        return {
+            "BOXES": np.stack(boxes),
+            "SCORES": np.stack(scores),
+            "LANDMARKS": np.stack(landmarks),
+            "COUNT": np.asarray(counts, dtype=np.int32),
+        }

@@ -1,0 +1,75 @@
+"""Build torchvision detection models with real or (explicitly allowed) random
+weights, sized for a fixed square model input."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torchvision
+from torchvision.models import get_model_weights
+
+from services.modelkit.settings import ModelSettings
+from services.modelkit.weights import (
+    RANDOM,
+    WeightsInfo,
+    find_weights,
+    load_state_dict,
+    missing_weights_error,
+    random_weights_info,
+    sha256_prefix,
+)
+
+
+def published_file(architecture: str) -> str | None:
+    """File name of the published COCO weights (as torch hub caches them)."""
+    weights = get_model_weights(architecture).DEFAULT
+    return Path(weights.url).name
+
+
+def build_detector(
+    *,
+    model_name: str,
+    architecture: str,
+    input_size: int,
+    max_detections: int,
+    settings: ModelSettings,
+    device: torch.device,
+    **kwargs,
+) -> tuple[torch.nn.Module, WeightsInfo]:
+    """A torchvision R-CNN-family model whose internal resize is a no-op for a
+    `input_size` square input (the service letterboxes to exactly that)."""
+    build = getattr(torchvision.models.detection, architecture)
+    file = published_file(architecture)
+    found = find_weights(
+        model_name=model_name, architecture=architecture, published_file=file,
+        weights_dir=settings.weights_dir,
+    )
+    if found is None and not settings.allow_random_weights:
+        raise missing_weights_error(model_name, architecture, file, settings.weights_dir)
+    torch.manual_seed(settings.random_seed)
+    model = build(
+        weights=None,
+        weights_backbone=None,
+        min_size=input_size,
+        max_size=input_size,
+        box_detections_per_img=max_detections,
+        **kwargs,
+    )
+    if found is None:
+        info = random_weights_info(architecture, settings.random_seed)
+    else:
+        path, kind = found
+        model.load_state_dict(load_state_dict(path))
+        info = WeightsInfo(kind=kind, source=f"{path.name} sha256:{sha256_prefix(path)}",
+                           architecture=architecture)
+    return model.eval().to(device), info
+
+
+def to_float_images(batch_uint8, device: torch.device) -> list[torch.Tensor]:
+    """[B,H,W,3] uint8 -> list of [3,H,W] float in [0,1] (the model normalises)."""
+    images = torch.from_numpy(batch_uint8).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+    return list(images)
+
+
+def is_random(info: WeightsInfo) -> bool:
+    return info.kind == RANDOM
