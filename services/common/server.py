@@ -23,6 +23,11 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 ReadyCheck = Callable[[], Awaitable[bool]]
 
+#: Health service name that stays SERVING while the process is alive (liveness
+#: probes): "" and the API names follow readiness, and a pod must not be restarted
+#: just because Triton is down.
+LIVENESS = "liveness"
+
 
 class GrpcApp:
     """One aio gRPC server with the suite's standard parts.
@@ -83,6 +88,7 @@ class GrpcApp:
             await self.health.set(name, status)
 
     async def start(self) -> int:
+        await self.health.set(LIVENESS, SERVING)
         await self.set_serving(False)
         s = self.settings
         self.port = self.server.add_insecure_port(f"{s.grpc_host}:{s.grpc_port}")

@@ -298,9 +298,11 @@ def test_grpc_services_have_native_grpc_probes(target):
         }
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             assert c[probe]["grpc"]["port"] == port, f"{name}.{probe}"
-            assert c[probe]["grpc"].get("service", "") == "", (
-                f"{name}.{probe}: overall health"
-            )
+        # Startup/readiness follow Triton (overall health ""); liveness must not, or
+        # every pod restarts while Triton is down.
+        assert c["startupProbe"]["grpc"].get("service", "") == ""
+        assert c["readinessProbe"]["grpc"].get("service", "") == ""
+        assert c["livenessProbe"]["grpc"]["service"] == "liveness"
         env = {e["name"]: e.get("value") for e in c.get("env", [])}
         assert env["PRELABEL_GRPC_PORT"] == str(port)
         assert env["PRELABEL_METRICS_PORT"] == str(METRICS_PORTS[name])

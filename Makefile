@@ -1,0 +1,43 @@
+# prelabel -- `make help` lists the targets.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+FACENET := facenet-pytorch==2.6.0
+
+.DEFAULT_GOAL := help
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+
+venv: $(VENV)/.installed ## Create the virtualenv and install everything (idempotent)
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -r requirements.txt -r requirements-dev.txt
+	# facenet-pytorch's metadata pins torch<2.3; it runs with ours (see README).
+	$(PY) -m pip install --no-deps $(FACENET)
+	$(PY) -m pip install --no-deps -e .
+	touch $@
+
+system-deps: ## Install promtool/prometheus and kubectl when missing (Debian, needs root)
+	bash scripts/ensure_system_deps.sh
+
+protos: $(VENV)/.installed ## Regenerate prelabel/v1 from protos/
+	PYTHON=$(PY) bash scripts/gen_protos.sh
+
+check-protos: protos ## Fail when the generated code in git is stale
+	@git diff --exit-code --stat -- prelabel/v1 || { echo "generated code is stale: run 'make protos' and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- prelabel/v1)" || { git status --porcelain -- prelabel/v1; echo "untracked generated files: run 'make protos' and commit"; exit 1; }
+
+test: venv system-deps check-protos ## Run the whole test suite (unit, integration with a real Triton, manifests, rules)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: venv ## Unit tests only (no servers)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+run: venv ## Start embedded Triton + the services on localhost, pre-label sample photos, serve until Ctrl-C
+	$(PY) -m services.devstack
+
+.PHONY: help venv system-deps protos check-protos test test-unit run
