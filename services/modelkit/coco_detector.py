@@ -23,6 +23,9 @@ class CocoDetector(BatchedModel):
             max_detections=self.max_detections,
             settings=settings,
             device=device,
+            # Return every candidate above a floor; callers choose their own threshold
+            # per request (the service applies it), down to this floor.
+            box_score_thresh=float(params.get("box_score_floor", "0.001")),
         )
         return info
 

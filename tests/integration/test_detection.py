@@ -1,0 +1,250 @@
+"""Detection end to end: real tritonserver, real detection gRPC server, real photos."""
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+import grpc
+import numpy as np
+import pytest
+from grpc_status import rpc_status
+from google.rpc import error_details_pb2
+from PIL import Image, ImageOps
+
+from prelabel.v1 import common_pb2, detection_pb2
+from services.common.errors import Unavailable
+from services.common.metrics import Metrics
+from services.common.startup import RandomWeightsRefused, warm_up
+from services.common.triton_client import TritonClient
+from services.detection.pipeline import detect
+from services.detection.settings import DetectionSettings
+from services.embedded_triton.launcher import free_port
+from tests.photos import encode, photo, photo_bytes
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+FACE = "face_detector"
+
+
+def iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def as_tuple(box) -> tuple[float, float, float, float]:
+    return (box.x_min, box.y_min, box.x_max, box.y_max)
+
+
+async def best_face(detector, data: bytes) -> tuple:
+    reply = await detector.Detect(
+        detection_pb2.DetectRequest(image=common_pb2.Image(data=data), model=FACE, score_threshold=0.9),
+        timeout=60)
+    assert reply.detections, "no face found"
+    return as_tuple(reply.detections[0].box), reply
+
+
+async def test_detect_returns_face_at_its_place_with_pretrained_provenance_when_real_photo(detector):
+    box, reply = await best_face(detector, photo_bytes("astronaut.png"))
+    # Eileen Collins' face in skimage's astronaut.png lies around x 180-270, y 60-175.
+    assert iou(box, (180, 60, 270, 175)) > 0.7, box
+    det = reply.detections[0]
+    assert det.category.name == "face" and det.score > 0.99
+    for prov in (det.provenance, reply.provenance):
+        assert prov.weights == common_pb2.WEIGHTS_PRETRAINED
+        assert prov.model_name == FACE and prov.model_version == "1"
+        assert "facenet-pytorch" in prov.weights_source
+    assert (reply.image_size.width, reply.image_size.height) == (512, 512)
+
+
+def exif_variant(upright: Image.Image, orientation: int) -> bytes:
+    """Store `upright` the way a camera would for EXIF `orientation`: pixels transformed
+    so that applying the orientation gives `upright` back."""
+    inverse = {
+        1: None,
+        2: Image.Transpose.FLIP_LEFT_RIGHT,
+        3: Image.Transpose.ROTATE_180,
+        4: Image.Transpose.FLIP_TOP_BOTTOM,
+        5: Image.Transpose.TRANSPOSE,
+        6: Image.Transpose.ROTATE_90,
+        7: Image.Transpose.TRANSVERSE,
+        8: Image.Transpose.ROTATE_270,
+    }[orientation]
+    stored = upright if inverse is None else upright.transpose(inverse)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode(stored, "JPEG", exif=exif, quality=95)
+    assert ImageOps.exif_transpose(Image.open(__import__("io").BytesIO(data))).size == upright.size
+    return data
+
+
+async def test_detect_finds_same_face_when_photo_rescaled_padded_grey_or_exif_rotated(detector):
+    upright = photo("astronaut.png").convert("RGB")
+    reference, _ = await best_face(detector, encode(upright, "PNG"))
+
+    variants: dict[str, tuple[bytes, callable]] = {}
+    for factor in (0.6, 1.8):
+        size = (round(upright.width * factor), round(upright.height * factor))
+        variants[f"scale {factor}"] = (
+            encode(upright.resize(size, Image.BICUBIC), "PNG"),
+            lambda b, f=factor: tuple(v / f for v in b),
+        )
+    canvas = Image.new("RGB", (900, 640), (0, 0, 0))
+    canvas.paste(upright, (300, 100))
+    variants["padded"] = (encode(canvas, "PNG"), lambda b: (b[0] - 300, b[1] - 100, b[2] - 300, b[3] - 100))
+    variants["greyscale"] = (encode(upright.convert("L"), "PNG"), lambda b: b)
+    for orientation in range(1, 9):
+        variants[f"exif {orientation}"] = (exif_variant(upright, orientation), lambda b: b)
+
+    for name, (data, to_reference_frame) in variants.items():
+        box, _ = await best_face(detector, data)
+        overlap = iou(to_reference_frame(box), reference)
+        assert overlap >= 0.9, f"{name}: IoU {overlap:.3f} ({box} vs {reference})"
+
+
+async def test_detect_reports_random_weights_on_every_label_when_coco_model_offline(detector):
+    reply = await detector.Detect(detection_pb2.DetectRequest(
+        image=common_pb2.Image(data=photo_bytes("coffee.png")), score_threshold=0.0,
+        review_policy=common_pb2.ReviewPolicy(include_rejected=True)), timeout=60)
+    assert reply.provenance.weights == common_pb2.WEIGHTS_RANDOM
+    assert reply.provenance.model_name == "coco_detector"
+    assert reply.provenance.architecture == "fasterrcnn_mobilenet_v3_large_320_fpn"
+    assert all(d.provenance.weights == common_pb2.WEIGHTS_RANDOM for d in reply.detections)
+
+
+async def test_detect_applies_threshold_class_filter_and_max_when_requested(detector):
+    base = detection_pb2.DetectRequest(image=common_pb2.Image(data=photo_bytes("coffee.png")),
+                                       score_threshold=0.0,
+                                       review_policy=common_pb2.ReviewPolicy(include_rejected=True))
+    everything = await detector.Detect(base, timeout=60)
+    assert len(everything.detections) > 3, "random-weight model should emit low-score boxes"
+    scores = [d.score for d in everything.detections]
+    assert scores == sorted(scores, reverse=True)
+    for d in everything.detections:
+        assert 0 <= d.box.x_min <= d.box.x_max <= everything.image_size.width
+        assert 0 <= d.box.y_min <= d.box.y_max <= everything.image_size.height
+
+    capped = detection_pb2.DetectRequest()
+    capped.CopyFrom(base)
+    capped.max_detections = 2
+    assert len((await detector.Detect(capped, timeout=60)).detections) == 2
+
+    wanted = everything.detections[0].category
+    filtered = detection_pb2.DetectRequest()
+    filtered.CopyFrom(base)
+    filtered.category_names.append(wanted.name)
+    got = (await detector.Detect(filtered, timeout=60)).detections
+    assert got and all(d.category.name == wanted.name for d in got)
+
+    threshold = detection_pb2.DetectRequest()
+    threshold.CopyFrom(base)
+    # (random weights give near-uniform class scores, so test both sides of the top score)
+    threshold.score_threshold = scores[-1]
+    got = (await detector.Detect(threshold, timeout=60)).detections
+    assert got and all(d.score >= threshold.score_threshold for d in got)
+    threshold.score_threshold = min(1.0, scores[0] + 1e-3)
+    assert not (await detector.Detect(threshold, timeout=60)).detections
+
+
+async def test_detect_batches_in_triton_when_16_concurrent_requests(detector, triton):
+    client = TritonClient(triton.grpc_url)
+    try:
+        def counts(stats):
+            s = stats["model_stats"][0]
+            return int(s.get("inference_count", 0)), int(s.get("execution_count", 0))
+
+        before = counts(await client.statistics("coco_detector"))
+        data = photo_bytes("chelsea.png")
+        request = detection_pb2.DetectRequest(image=common_pb2.Image(data=data))
+        replies = await asyncio.gather(*(detector.Detect(request, timeout=120) for _ in range(16)))
+        assert len(replies) == 16
+        after = counts(await client.statistics("coco_detector"))
+    finally:
+        await client.close()
+    inferences, executions = after[0] - before[0], after[1] - before[1]
+    assert inferences == 16
+    assert executions < inferences, f"no batching: {executions} executions for {inferences} inferences"
+
+
+def bad_request_field(err: grpc.aio.AioRpcError) -> str:
+    status = rpc_status.from_call(err)
+    assert status is not None, "no rich status"
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            return bad.field_violations[0].field
+    raise AssertionError("no BadRequest detail")
+
+
+@pytest.mark.parametrize("data", [
+    b"",
+    b"\x89PNG\r\n\x1a\n garbage",
+    b"this is plain text, not an image",
+    encode(Image.new("RGB", (64, 64)), "JPEG")[:200],
+])
+async def test_detect_returns_invalid_argument_with_field_when_image_corrupt(detector, data):
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await detector.Detect(detection_pb2.DetectRequest(image=common_pb2.Image(data=data)), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert bad_request_field(err.value) == "image.data"
+
+
+async def test_detect_returns_invalid_argument_when_image_oversized(detector):
+    # 7000x6000 = 42 MP from a small PNG: rejected from the header (cap 36 MP).
+    data = encode(Image.new("1", (7000, 6000)), "PNG")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await detector.Detect(detection_pb2.DetectRequest(image=common_pb2.Image(data=data)), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "pixels" in err.value.details()
+
+
+@pytest.mark.parametrize("request_kw,field", [
+    ({"model": "no_such_model"}, "model"),
+    ({"score_threshold": 1.5}, "score_threshold"),
+    ({"max_detections": 100000}, "max_detections"),
+    ({"review_policy": common_pb2.ReviewPolicy(default_band=common_pb2.ReviewBand(accept_at=2))},
+     "review_policy.default_band.accept_at"),
+])
+async def test_detect_returns_invalid_argument_naming_field_when_parameter_bad(detector, request_kw, field):
+    request = detection_pb2.DetectRequest(image=common_pb2.Image(data=photo_bytes("coffee.png")), **request_kw)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await detector.Detect(request, timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert bad_request_field(err.value) == field
+
+
+async def test_detect_raises_unavailable_when_triton_not_listening():
+    dead = TritonClient(f"127.0.0.1:{free_port()}")
+    try:
+        with pytest.raises(Unavailable):
+            await detect(
+                detection_pb2.DetectRequest(image=common_pb2.Image(data=photo_bytes("coffee.png"))),
+                triton=dead, settings=DetectionSettings(), metrics=Metrics("t"), timeout_s=5)
+    finally:
+        await dead.close()
+
+
+async def test_warm_up_refuses_random_weights_when_pretrained_required(triton):
+    client = TritonClient(triton.grpc_url)
+    try:
+        with pytest.raises(RandomWeightsRefused, match="coco_detector"):
+            await warm_up(client, ["face_detector", "coco_detector"], require_pretrained=True)
+        provenance = await warm_up(client, ["face_detector"], require_pretrained=True)
+        assert provenance["face_detector"].weights == common_pb2.WEIGHTS_PRETRAINED
+    finally:
+        await client.close()
+
+
+def test_detection_process_exits_nonzero_when_pretrained_required_and_weights_random(triton):
+    env = dict(os.environ, PRELABEL_TRITON_URL=triton.grpc_url, PRELABEL_GRPC_PORT="0",
+               PRELABEL_METRICS_PORT="", PRELABEL_REQUIRE_PRETRAINED="true")
+    env.pop("PRELABEL_METRICS_PORT")
+    proc = subprocess.run([sys.executable, "-m", "services.detection"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert "RANDOM weights" in proc.stderr
