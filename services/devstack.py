@@ -1,0 +1,168 @@
+"""`make run`: embedded Triton + every service + the router on localhost, a pre-label
+pass over real sample photos with a short summary, then serve until Ctrl-C."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from prelabel.v1 import common_pb2, prelabel_pb2, prelabel_pb2_grpc
+from services.embedded_triton.launcher import EmbeddedTriton
+
+log = logging.getLogger("devstack")
+
+SAMPLES = ["astronaut.png", "camera.png", "coffee.png", "chelsea.png", "motorcycle_left.png"]
+WEIGHTS = {v: k.removeprefix("WEIGHTS_").lower() for k, v in common_pb2.Weights.items()}
+
+
+class DevstackSettings(BaseSettings):
+    """Ports of `make run` (env prefix PRELABEL_DEV_)."""
+
+    model_config = SettingsConfigDict(env_prefix="PRELABEL_DEV_", extra="ignore")
+
+    router_port: int = 50051
+    detection_port: int = 50052
+    segmentation_port: int = 50053
+    keypoints_port: int = 50054
+    metrics_base_port: int = 9091  # router 9091, detection 9092, segmentation 9093, keypoints 9094
+    run_dir: Path = Path(".run")
+    samples: list[str] = SAMPLES
+
+
+def sample_photos(names: list[str]) -> list[Path]:
+    import skimage
+
+    data = Path(skimage.__file__).parent / "data"
+    return [data / n for n in names if (data / n).is_file()]
+
+
+class Stack:
+    def __init__(self, settings: DevstackSettings):
+        self.s = settings
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.triton: EmbeddedTriton | None = None
+
+    def services(self) -> list[tuple[str, int, int]]:
+        s = self.s
+        return [
+            ("detection", s.detection_port, s.metrics_base_port + 1),
+            ("segmentation", s.segmentation_port, s.metrics_base_port + 2),
+            ("keypoints", s.keypoints_port, s.metrics_base_port + 3),
+            ("router", s.router_port, s.metrics_base_port),
+        ]
+
+    def start(self) -> None:
+        self.s.run_dir.mkdir(exist_ok=True)
+        print("starting tritonserver (first start loads the models; ~10-30 s)...", flush=True)
+        self.triton = EmbeddedTriton(log_path=self.s.run_dir / "tritonserver.log").start()
+        env = dict(os.environ, PRELABEL_TRITON_URL=self.triton.grpc_url,
+                   PRELABEL_DETECTION_ADDR=f"127.0.0.1:{self.s.detection_port}",
+                   PRELABEL_SEGMENTATION_ADDR=f"127.0.0.1:{self.s.segmentation_port}",
+                   PRELABEL_KEYPOINTS_ADDR=f"127.0.0.1:{self.s.keypoints_port}")
+        for name, port, metrics_port in self.services():
+            log_file = open(self.s.run_dir / f"{name}.log", "ab")
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", f"services.{name}"],
+                env=dict(env, PRELABEL_GRPC_PORT=str(port), PRELABEL_METRICS_PORT=str(metrics_port)),
+                stdout=log_file, stderr=subprocess.STDOUT,
+            )
+
+    async def wait_serving(self, timeout_s: float = 300) -> None:
+        deadline = time.monotonic() + timeout_s
+        for name, port, _ in self.services():
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = health_pb2_grpc.HealthStub(channel)
+                while True:
+                    if self.procs[name].poll() is not None:
+                        raise RuntimeError(f"{name} exited ({self.procs[name].returncode}); "
+                                           f"see {self.s.run_dir / (name + '.log')}")
+                    try:
+                        reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
+                        if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                            break
+                    except grpc.aio.AioRpcError:
+                        pass
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{name} not serving after {timeout_s:.0f}s")
+                    await asyncio.sleep(0.2)
+            print(f"  {name:<13} 127.0.0.1:{port}  ready", flush=True)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for name, proc in self.procs.items():
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if self.triton is not None:
+            self.triton.stop()
+
+
+async def summarise(router_port: int, photos: list[Path]) -> None:
+    """Pre-label each photo through the router (every task) and print one line each."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{router_port}") as channel:
+        stub = prelabel_pb2_grpc.PreLabelerStub(channel)
+        print(f"\n{'image':<22}{'size':>10}{'boxes':>7}{'masks':>7}{'persons':>8}{'faces':>6}"
+              f"{'uncert.':>9}{'ms':>7}  weights / notes")
+        for path in photos:
+            start = time.perf_counter()
+            reply = await stub.PreLabel(prelabel_pb2.PreLabelRequest(
+                image=common_pb2.Image(data=path.read_bytes(), image_id=path.name)), timeout=120)
+            ms = (time.perf_counter() - start) * 1000
+            weights = sorted({f"{d.provenance.model_name}={WEIGHTS[d.provenance.weights]}"
+                              for d in [*reply.detections, *(f.detection for f in reply.faces),
+                                        *(m.detection for m in reply.masks),
+                                        *(k.detection for k in reply.person_keypoints)]})
+            failed = [f"{prelabel_pb2.Task.Name(t.task)}:{t.code}" for t in reply.task_results if t.code != "OK"]
+            face = ""
+            if reply.faces:
+                b = reply.faces[0].detection.box
+                face = f" face@({b.x_min:.0f},{b.y_min:.0f},{b.x_max:.0f},{b.y_max:.0f})"
+            print(f"{path.name:<22}{reply.image_size.width:>5}x{reply.image_size.height:<4}"
+                  f"{len(reply.detections):>7}{len(reply.masks):>7}{len(reply.person_keypoints):>8}"
+                  f"{len(reply.faces):>6}{reply.uncertainty.score:>9.2f}{ms:>7.0f}  "
+                  f"{' '.join(weights)}{face}{' FAILED ' + ' '.join(failed) if failed else ''}")
+        print("\nModels with random weights produce meaningless labels (offline CPU profile); "
+              "the face model has real MTCNN weights.")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING)
+    settings = DevstackSettings()
+    stack = Stack(settings)
+    stopping = asyncio.Event()
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stopping.set)
+        stack.start()
+        await stack.wait_serving()
+        await summarise(settings.router_port, sample_photos(settings.samples))
+        print(f"\nServing: router 127.0.0.1:{settings.router_port} (PreLabeler), detection :{settings.detection_port}, "
+              f"segmentation :{settings.segmentation_port}, keypoints :{settings.keypoints_port}; "
+              f"metrics :{settings.metrics_base_port}-{settings.metrics_base_port + 3}, "
+              f"Triton metrics {stack.triton.metrics_url}. Logs in {settings.run_dir}/. Ctrl-C to stop.",
+              flush=True)
+        await stopping.wait()
+
+    try:
+        asyncio.run(run())
+    finally:
+        print("stopping...", flush=True)
+        stack.stop()
+
+
+if __name__ == "__main__":
+    main()

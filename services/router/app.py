@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from prelabel.v1 import prelabel_pb2, prelabel_pb2_grpc
+
+from services.common.metrics import Metrics
+from services.common.server import GrpcApp
+from services.router.downstream import Downstream
+from services.router.servicer import PreLabelerServicer
+from services.router.settings import RouterSettings
+
+SERVICE_NAME = prelabel_pb2.DESCRIPTOR.services_by_name["PreLabeler"].full_name
+
+
+def build_app(settings: RouterSettings | None = None, metrics: Metrics | None = None) -> GrpcApp:
+    settings = settings or RouterSettings()
+    metrics = metrics or Metrics("router")
+    down = Downstream(settings)
+    return GrpcApp(
+        settings, metrics, [SERVICE_NAME],
+        register=lambda server: prelabel_pb2_grpc.add_PreLabelerServicer_to_server(
+            PreLabelerServicer(settings, down, metrics), server),
+        ready_check=down.any_serving,
+        shutdown=down.close,
+    )

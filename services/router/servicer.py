@@ -1,0 +1,85 @@
+"""Thin gRPC adapter: unary PreLabel (interactive) and flow-controlled PreLabelStream (bulk)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from prelabel.v1 import common_pb2, prelabel_pb2, prelabel_pb2_grpc
+
+from services.common.errors import InvalidArgument, PrelabelError
+from services.common.interceptors import time_left
+from services.common.metrics import Metrics
+from services.router.downstream import Downstream
+from services.router.fanout import prelabel
+from services.router.settings import RouterSettings
+
+log = logging.getLogger(__name__)
+
+
+class PreLabelerServicer(prelabel_pb2_grpc.PreLabelerServicer):
+    def __init__(self, settings: RouterSettings, downstream: Downstream, metrics: Metrics):
+        self.settings, self.down, self.metrics = settings, downstream, metrics
+
+    async def PreLabel(self, request, context):
+        s = self.settings
+        return await prelabel(request, self.down, self.metrics,
+                              timeout_s=time_left(context, s.default_timeout_s, s.min_time_left_s),
+                              priority=common_pb2.PRIORITY_INTERACTIVE, min_time_left_s=s.min_time_left_s)
+
+    async def PreLabelStream(self, request_iterator, context):
+        """At most `stream_window` images in flight: the next request is read only
+        after a result has been handed to gRPC, so memory stays bounded whatever the
+        reader's speed. Per-image failures come back as task results, never end the stream."""
+        s = self.settings
+        window = asyncio.Semaphore(s.stream_window)
+        done: asyncio.Queue = asyncio.Queue()
+        pending: set[asyncio.Task] = set()
+
+        async def one(request, index: int) -> prelabel_pb2.PreLabelResponse:
+            try:
+                if not request.image.image_id:
+                    raise InvalidArgument("image.image_id", f"required on PreLabelStream (message {index})")
+                timeout = min(s.stream_item_timeout_s, time_left(context, s.stream_item_timeout_s))
+                return await prelabel(request, self.down, self.metrics, timeout_s=timeout,
+                                      priority=common_pb2.PRIORITY_BULK, min_time_left_s=s.min_time_left_s,
+                                      raise_when_all_failed=False)
+            except PrelabelError as exc:
+                return failed_response(request, exc)
+
+        async def read() -> None:
+            index = 0
+            async for request in request_iterator:
+                await window.acquire()
+                task = asyncio.create_task(one(request, index))
+                pending.add(task)
+                task.add_done_callback(lambda t: (pending.discard(t), done.put_nowait(t)))
+                index += 1
+
+        reader = asyncio.create_task(read())
+        try:
+            while not (reader.done() and not pending and done.empty()):
+                getter = asyncio.ensure_future(done.get())
+                finished, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                if getter not in finished:
+                    getter.cancel()
+                    reader.result()  # surface a broken request stream
+                    continue
+                result = getter.result().result()
+                yield result
+                window.release()
+            reader.result()
+        finally:
+            reader.cancel()
+            for task in pending:
+                task.cancel()
+
+
+def failed_response(request, exc: PrelabelError) -> prelabel_pb2.PreLabelResponse:
+    from services.router.fanout import ALL_TASKS, _code_of
+
+    code, message = _code_of(exc)
+    tasks = list(dict.fromkeys(request.tasks)) or list(ALL_TASKS)
+    return prelabel_pb2.PreLabelResponse(
+        image_id=request.image.image_id,
+        task_results=[prelabel_pb2.TaskResult(task=t, code=code.name, message=message) for t in tasks],
+    )

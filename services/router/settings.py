@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from services.common.settings import ServiceSettings
+
+
+class RouterSettings(ServiceSettings):
+    """Router process settings (env prefix PRELABEL_)."""
+
+    grpc_port: int = 50051
+    metrics_port: int | None = 9091
+
+    detection_addr: str = "127.0.0.1:50052"
+    """Detection service, host:port."""
+
+    segmentation_addr: str = "127.0.0.1:50053"
+    """Segmentation service, host:port."""
+
+    keypoints_addr: str = "127.0.0.1:50054"
+    """Keypoint service, host:port."""
+
+    stream_window: int = 8
+    """PreLabelStream: images in flight per stream. The router reads the next image
+    only when one of these has been written back, so a slow reader slows the sender
+    (gRPC flow control) instead of growing the router's memory."""
+
+    stream_item_timeout_s: float = 120.0
+    """PreLabelStream: deadline of each image's fan-out (bounded by the stream's)."""
