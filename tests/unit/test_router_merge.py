@@ -1,0 +1,67 @@
+import grpc
+import pytest
+
+from prelabel.v1 import common_pb2, detection_pb2, keypoints_pb2, prelabel_pb2
+from services.common.errors import DeadlineExceeded, InvalidArgument
+from services.router.fanout import ALL_TASKS, merge, plan
+
+
+def det(score, name="person"):
+    return common_pb2.Detection(box=common_pb2.Box(x_min=1, y_min=2, x_max=3, y_max=4), score=score,
+                                category=common_pb2.Category(id=1, name=name))
+
+
+def make_plan(**kw):
+    request = prelabel_pb2.PreLabelRequest(image=common_pb2.Image(data=b"x", image_id="img"), **kw)
+    return plan(request, timeout_s=5, priority=common_pb2.PRIORITY_INTERACTIVE, min_time_left_s=0.01)
+
+
+class FakeRpcError(grpc.aio.AioRpcError):
+    """A downstream failure as grpc.aio raises it (built directly: the unit under test
+    only reads code() and details())."""
+
+    def __init__(self, code, details):
+        super().__init__(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
+
+
+def test_plan_defaults_to_all_tasks_when_none_named():
+    assert make_plan().tasks == list(ALL_TASKS)
+
+
+@pytest.mark.parametrize("kw,field", [
+    ({"tasks": [99]}, "tasks[0]"),
+    ({"score_threshold": -1}, "score_threshold"),
+    ({"max_labels": 10**6}, "max_labels"),
+])
+def test_plan_rejects_request_naming_field_when_invalid(kw, field):
+    with pytest.raises(InvalidArgument) as err:
+        make_plan(**kw)
+    assert err.value.field == field
+
+
+def test_plan_time_left_raises_when_deadline_spent():
+    p = plan(prelabel_pb2.PreLabelRequest(image=common_pb2.Image(data=b"x")), timeout_s=0.0,
+             priority=1, min_time_left_s=0.01)
+    with pytest.raises(DeadlineExceeded):
+        p.time_left()
+
+
+def test_merge_keeps_other_tasks_labels_and_reports_status_when_one_task_failed():
+    p = make_plan(tasks=[prelabel_pb2.TASK_DETECT, prelabel_pb2.TASK_SEGMENT, prelabel_pb2.TASK_FACES])
+    detect = detection_pb2.DetectResponse(image_size=common_pb2.ImageSize(width=10, height=20),
+                                          detections=[det(0.95), det(0.5, "dog")])
+    faces = keypoints_pb2.KeypointResponse(
+        instances=[keypoints_pb2.KeypointInstance(detection=det(0.99, "face"))],
+        schema=common_pb2.KeypointSchema(name="face_5"))
+    out = merge(p, [
+        (prelabel_pb2.TASK_DETECT, detect, None, 0.010),
+        (prelabel_pb2.TASK_SEGMENT, None, FakeRpcError(grpc.StatusCode.UNAVAILABLE, "down"), 0.002),
+        (prelabel_pb2.TASK_FACES, faces, None, 0.020),
+    ])
+    assert [t.code for t in out.task_results] == ["OK", "UNAVAILABLE", "OK"]
+    assert out.task_results[1].message == "down"
+    assert len(out.detections) == 2 and len(out.faces) == 1 and not out.masks
+    assert (out.image_size.width, out.image_size.height) == (10, 20)
+    assert out.uncertainty.score == pytest.approx(1.0)  # the 0.5 dog
+    assert out.uncertainty.needs_review_count == 1
+    assert [s.name for s in out.keypoint_schemas] == ["face_5"]
