@@ -45,13 +45,14 @@ async def wait_serving(address: str, service: str = "", timeout_s: float = 120.0
 
 
 @contextlib.asynccontextmanager
-async def running(app):
+async def running(app, wait_ready: bool = True):
     """Run a GrpcApp in this event loop until the block ends, then stop it gracefully."""
     await app.start()
     task = asyncio.create_task(app.run(install_signal_handlers=False))
     address = f"127.0.0.1:{app.port}"
     try:
-        await wait_serving(address)
+        if wait_ready:
+            await wait_serving(address)
         yield address
     finally:
         app.request_stop()
@@ -75,3 +76,41 @@ async def detector(detection_address):
 
     async with grpc.aio.insecure_channel(detection_address) as channel:
         yield detection_pb2_grpc.DetectorStub(channel)
+
+
+@pytest.fixture(scope="session")
+async def segmentation_address(triton):
+    from services.common.metrics import Metrics
+    from services.segmentation.app import build_app
+    from services.segmentation.settings import SegmentationSettings
+
+    settings = SegmentationSettings(grpc_port=0, metrics_port=None, triton_url=triton.grpc_url)
+    async with running(build_app(settings, Metrics("segmentation"))) as address:
+        yield address
+
+
+@pytest.fixture(scope="session")
+async def segmenter(segmentation_address):
+    from prelabel.v1 import segmentation_pb2_grpc
+
+    async with grpc.aio.insecure_channel(segmentation_address) as channel:
+        yield segmentation_pb2_grpc.SegmenterStub(channel)
+
+
+@pytest.fixture(scope="session")
+async def keypoints_address(triton):
+    from services.common.metrics import Metrics
+    from services.keypoints.app import build_app
+    from services.keypoints.settings import KeypointSettings
+
+    settings = KeypointSettings(grpc_port=0, metrics_port=None, triton_url=triton.grpc_url)
+    async with running(build_app(settings, Metrics("keypoints"))) as address:
+        yield address
+
+
+@pytest.fixture(scope="session")
+async def keypoint_detector(keypoints_address):
+    from prelabel.v1 import keypoints_pb2_grpc
+
+    async with grpc.aio.insecure_channel(keypoints_address) as channel:
+        yield keypoints_pb2_grpc.KeypointDetectorStub(channel)

@@ -22,10 +22,10 @@ IMAGE = common_pb2.Image(data=b"bytes the stand-ins do not decode", image_id="im
 
 
 @contextlib.asynccontextmanager
-async def router_over(det: str, seg: str, kp: str, **kw):
+async def router_over(det: str, seg: str, kp: str, wait_ready: bool = True, **kw):
     settings = RouterSettings(grpc_port=0, metrics_port=None, detection_addr=det, segmentation_addr=seg,
                               keypoints_addr=kp, **kw)
-    async with running(build_app(settings, Metrics("router"))) as address:
+    async with running(build_app(settings, Metrics("router")), wait_ready=wait_ready) as address:
         # No BDP probing: the client's HTTP/2 window stays at its 64 KB start.
         async with grpc.aio.insecure_channel(address, options=[("grpc.http2.bdp_probe", 0)]) as channel:
             yield prelabel_pb2_grpc.PreLabelerStub(channel)
@@ -100,7 +100,7 @@ async def test_prelabel_returns_partial_results_then_full_when_a_service_returns
 
 async def test_prelabel_fails_with_unavailable_when_every_service_down():
     dead = [f"127.0.0.1:{free_port()}" for _ in range(3)]
-    async with router_over(*dead) as router:
+    async with router_over(*dead, wait_ready=False) as router:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await router.PreLabel(prelabel_pb2.PreLabelRequest(image=IMAGE), timeout=5)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
