@@ -34,3 +34,11 @@ class ResourceExhausted(PrelabelError):
 
 class DeadlineExceeded(PrelabelError):
     """Too little time left for the work: DEADLINE_EXCEEDED."""
+
+
+class Unauthenticated(PrelabelError):
+    """No valid credentials: UNAUTHENTICATED."""
+
+
+class PermissionDenied(PrelabelError):
+    """Valid credentials that do not allow this method: PERMISSION_DENIED."""

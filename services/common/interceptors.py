@@ -15,8 +15,10 @@ from grpc_status import rpc_status
 from services.common.errors import (
     DeadlineExceeded,
     InvalidArgument,
+    PermissionDenied,
     PrelabelError,
     ResourceExhausted,
+    Unauthenticated,
     Unavailable,
 )
 from services.common.metrics import Metrics
@@ -135,6 +137,10 @@ def status_for(exc: PrelabelError, retry_after_ms: int = 0) -> grpc.Status:
         code = code_pb2.DEADLINE_EXCEEDED
     elif isinstance(exc, Unavailable):
         code = code_pb2.UNAVAILABLE
+    elif isinstance(exc, Unauthenticated):
+        code = code_pb2.UNAUTHENTICATED
+    elif isinstance(exc, PermissionDenied):
+        code = code_pb2.PERMISSION_DENIED
     else:
         code = code_pb2.INTERNAL
     status = rpc_status.to_status(status_pb2.Status(code=code, message=exc.message, details=details))
@@ -216,6 +222,40 @@ class AdmissionInterceptor(_WrappingInterceptor):
                     yield response
             finally:
                 self.in_flight -= 1
+        return wrapped
+
+
+class AuthInterceptor(_WrappingInterceptor):
+    """Bearer-token authentication (`authorization: Bearer <token>` metadata) with
+    per-token method permissions. Health and reflection stay open for probes."""
+
+    def __init__(self, tokens: dict[str, list[str]]):
+        self.tokens = tokens
+
+    def check(self, context, method: str) -> None:
+        metadata = dict(context.invocation_metadata() or ())
+        header = metadata.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthenticated("missing bearer token (metadata 'authorization: Bearer <token>')")
+        allowed = self.tokens.get(token)
+        if allowed is None:
+            raise Unauthenticated("unknown token")
+        name = method.rsplit("/", 1)[-1]
+        if not any(rule in ("*", name, method) for rule in allowed):
+            raise PermissionDenied(f"token may not call {name}")
+
+    def around_unary(self, behavior, method):
+        async def wrapped(request, context):
+            self.check(context, method)
+            return await behavior(request, context)
+        return wrapped
+
+    def around_stream(self, behavior, method):
+        async def wrapped(request, context):
+            self.check(context, method)
+            async for response in behavior(request, context):
+                yield response
         return wrapped
 
 

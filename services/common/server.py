@@ -12,7 +12,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from services.common.interceptors import AdmissionInterceptor, ErrorInterceptor, MetricsInterceptor
+from services.common.interceptors import (
+    AdmissionInterceptor,
+    AuthInterceptor,
+    ErrorInterceptor,
+    MetricsInterceptor,
+)
 from services.common.metrics import Metrics
 from services.common.settings import ServiceSettings
 
@@ -56,12 +61,11 @@ class GrpcApp:
         self._shutdown = shutdown
         self.health = HealthServicer()
         self.admission = AdmissionInterceptor(settings.max_in_flight, settings.retry_after_ms)
+        interceptors = [MetricsInterceptor(metrics), ErrorInterceptor(settings.retry_after_ms)]
+        if settings.auth_tokens:
+            interceptors.append(AuthInterceptor(settings.auth_tokens))
         self.server = grpc.aio.server(
-            interceptors=[
-                MetricsInterceptor(metrics),
-                ErrorInterceptor(settings.retry_after_ms),
-                self.admission,
-            ],
+            interceptors=[*interceptors, self.admission],
             options=[
                 ("grpc.max_receive_message_length", settings.grpc_max_receive_bytes),
                 ("grpc.max_send_message_length", settings.grpc_max_receive_bytes),
@@ -91,7 +95,12 @@ class GrpcApp:
         await self.health.set(LIVENESS, SERVING)
         await self.set_serving(False)
         s = self.settings
-        self.port = self.server.add_insecure_port(f"{s.grpc_host}:{s.grpc_port}")
+        address = f"{s.grpc_host}:{s.grpc_port}"
+        credentials = server_credentials(s)
+        if credentials is None:
+            self.port = self.server.add_insecure_port(address)
+        else:
+            self.port = self.server.add_secure_port(address, credentials)
         if self.port == 0:
             raise RuntimeError(f"cannot bind gRPC port {s.grpc_host}:{s.grpc_port}")
         await self.server.start()
@@ -156,3 +165,19 @@ class GrpcApp:
         if self._shutdown is not None:
             await self._shutdown()
             self._shutdown = None
+
+
+def server_credentials(settings: ServiceSettings) -> grpc.ServerCredentials | None:
+    """TLS when a certificate and key are configured; mutual TLS when a client CA is too."""
+    if settings.tls_cert_file is None and settings.tls_key_file is None:
+        if settings.tls_client_ca_file is not None:
+            raise ValueError("tls_client_ca_file needs tls_cert_file and tls_key_file")
+        return None
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        raise ValueError("TLS needs both tls_cert_file and tls_key_file")
+    ca = settings.tls_client_ca_file.read_bytes() if settings.tls_client_ca_file else None
+    return grpc.ssl_server_credentials(
+        [(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())],
+        root_certificates=ca,
+        require_client_auth=ca is not None,
+    )

@@ -2,6 +2,8 @@
 (its own defaults); all read env vars with the PRELABEL_ prefix."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -60,3 +62,18 @@ class ServiceSettings(BaseSettings):
 
     health_poll_s: float = 1.0
     """How often readiness re-checks dependencies."""
+
+    tls_cert_file: Path | None = None
+    """Server certificate chain (PEM). With tls_key_file, the gRPC port serves TLS only."""
+
+    tls_key_file: Path | None = None
+    """Server private key (PEM)."""
+
+    tls_client_ca_file: Path | None = None
+    """CA bundle (PEM) for client certificates: when set, clients must present a
+    certificate signed by it (mutual TLS)."""
+
+    auth_tokens: dict[str, list[str]] = {}
+    """Bearer tokens and the methods each may call ("*" for all), e.g.
+    {"annotator-token": ["PreLabel", "Detect"], "bulk-token": ["*"]}. Empty: no
+    token required (development; rely on NetworkPolicies)."""

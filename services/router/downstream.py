@@ -17,10 +17,17 @@ class Downstream:
             ("grpc.max_send_message_length", settings.grpc_max_receive_bytes),
             ("grpc.max_receive_message_length", settings.grpc_max_receive_bytes),
         ]
+        # Sent on every call when the services require a token (plain metadata, so it
+        # also works without TLS inside a NetworkPolicy-protected pod network).
+        self.metadata = (("authorization", f"Bearer {settings.downstream_token}"),) \
+            if settings.downstream_token else ()
+        credentials = channel_credentials(settings)
         self.channels = {
-            "detection": grpc.aio.insecure_channel(settings.detection_addr, options=options),
-            "segmentation": grpc.aio.insecure_channel(settings.segmentation_addr, options=options),
-            "keypoints": grpc.aio.insecure_channel(settings.keypoints_addr, options=options),
+            name: (grpc.aio.insecure_channel(addr, options=options) if credentials is None
+                   else grpc.aio.secure_channel(addr, credentials, options=options))
+            for name, addr in (("detection", settings.detection_addr),
+                               ("segmentation", settings.segmentation_addr),
+                               ("keypoints", settings.keypoints_addr))
         }
         self.detector = detection_pb2_grpc.DetectorStub(self.channels["detection"])
         self.segmenter = segmentation_pb2_grpc.SegmenterStub(self.channels["segmentation"])
@@ -45,3 +52,15 @@ class Downstream:
 
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self.channels.values()))
+
+
+def channel_credentials(settings: RouterSettings) -> grpc.ChannelCredentials | None:
+    """TLS, optionally with a client certificate (mutual TLS)."""
+    tls = None
+    if settings.downstream_ca_file is not None:
+        tls = grpc.ssl_channel_credentials(
+            root_certificates=settings.downstream_ca_file.read_bytes(),
+            private_key=settings.downstream_key_file.read_bytes() if settings.downstream_key_file else None,
+            certificate_chain=settings.downstream_cert_file.read_bytes() if settings.downstream_cert_file else None,
+        )
+    return tls

@@ -68,7 +68,7 @@ async def _detect(p: Plan, down: Downstream) -> detection_pb2.DetectResponse:
     r = p.request
     req = detection_pb2.DetectRequest(**_common(r), category_names=r.category_names,
                                       max_detections=r.max_labels, priority=p.priority)
-    return await down.detector.Detect(req, timeout=p.time_left())
+    return await down.detector.Detect(req, timeout=p.time_left(), metadata=down.metadata)
 
 
 async def _segment(p: Plan, down: Downstream, boxes: list[common_pb2.Detection] | None):
@@ -80,7 +80,7 @@ async def _segment(p: Plan, down: Downstream, boxes: list[common_pb2.Detection] 
         if not boxes:
             return segmentation_pb2.SegmentResponse(image_id=r.image.image_id)
         req.prompts.extend(segmentation_pb2.BoxPrompt(box=d.box, category=d.category) for d in boxes[:32])
-    return await down.segmenter.Segment(req, timeout=p.time_left())
+    return await down.segmenter.Segment(req, timeout=p.time_left(), metadata=down.metadata)
 
 
 async def _keypoints(p: Plan, down: Downstream, kind: int, boxes: list[common_pb2.Detection] | None):
@@ -91,7 +91,7 @@ async def _keypoints(p: Plan, down: Downstream, kind: int, boxes: list[common_pb
         if not boxes:
             return keypoints_pb2.KeypointResponse(image_id=r.image.image_id)
         req.prompt_boxes.extend(d.box for d in boxes[:32])
-    return await down.keypoints.DetectKeypoints(req, timeout=p.time_left())
+    return await down.keypoints.DetectKeypoints(req, timeout=p.time_left(), metadata=down.metadata)
 
 
 async def _timed(task: int, coro, metrics: Metrics):

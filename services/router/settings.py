@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 from services.common.settings import ServiceSettings
 
 
@@ -25,3 +27,15 @@ class RouterSettings(ServiceSettings):
 
     stream_item_timeout_s: float = 120.0
     """PreLabelStream: deadline of each image's fan-out (bounded by the stream's)."""
+
+    downstream_ca_file: Path | None = None
+    """CA (PEM) that signed the services' certificates: calls them over TLS when set."""
+
+    downstream_cert_file: Path | None = None
+    """Router's client certificate (PEM) for services that require mutual TLS."""
+
+    downstream_key_file: Path | None = None
+    """Private key (PEM) of downstream_cert_file."""
+
+    downstream_token: str | None = None
+    """Bearer token the router presents to the services (their auth_tokens)."""

@@ -36,11 +36,13 @@ class Recorder:
     max_in_flight: int = 0
     time_remaining: list = field(default_factory=list)
     priorities: list = field(default_factory=list)
+    authorization: list = field(default_factory=list)
 
     async def work(self, request, context):
         self.calls += 1
         self.time_remaining.append(context.time_remaining())
         self.priorities.append(request.priority)
+        self.authorization.append(dict(context.invocation_metadata()).get("authorization"))
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
