@@ -114,3 +114,24 @@ async def keypoint_detector(keypoints_address):
 
     async with grpc.aio.insecure_channel(keypoints_address) as channel:
         yield keypoints_pb2_grpc.KeypointDetectorStub(channel)
+
+
+@pytest.fixture(scope="session")
+async def router_address(detection_address, segmentation_address, keypoints_address):
+    """The real router over the real detection, segmentation and keypoint services."""
+    from services.common.metrics import Metrics
+    from services.router.app import build_app
+    from services.router.settings import RouterSettings
+
+    settings = RouterSettings(grpc_port=0, metrics_port=None, detection_addr=detection_address,
+                              segmentation_addr=segmentation_address, keypoints_addr=keypoints_address)
+    async with running(build_app(settings, Metrics("router"))) as address:
+        yield address
+
+
+@pytest.fixture(scope="session")
+async def router(router_address):
+    from prelabel.v1 import prelabel_pb2_grpc
+
+    async with grpc.aio.insecure_channel(router_address) as channel:
+        yield prelabel_pb2_grpc.PreLabelerStub(channel)

@@ -145,3 +145,30 @@ async def test_prelabel_stream_reports_per_image_error_and_continues_when_image_
         replies = [r async for r in router.PreLabelStream(requests(), timeout=20)]
     codes = sorted((r.image_id, r.task_results[0].code) for r in replies)
     assert codes == [("", "INVALID_ARGUMENT"), ("ok", "OK")]
+
+
+async def test_prelabel_real_services_return_every_task_with_provenance_when_photo(router):
+    from tests.photos import photo_bytes
+
+    reply = await router.PreLabel(prelabel_pb2.PreLabelRequest(
+        image=common_pb2.Image(data=photo_bytes("astronaut.png"), image_id="astronaut")), timeout=120)
+    assert reply.image_id == "astronaut"
+    assert [r.code for r in reply.task_results] == ["OK"] * 4, reply.task_results
+    assert (reply.image_size.width, reply.image_size.height) == (512, 512)
+    assert reply.faces, "MTCNN (real weights) finds the astronaut's face"
+    face = reply.faces[0]
+    assert face.detection.provenance.weights == common_pb2.WEIGHTS_PRETRAINED
+    assert len(face.keypoints) == 5
+    labels = [*reply.detections, *(m.detection for m in reply.masks),
+              *(k.detection for k in reply.person_keypoints), *(f.detection for f in reply.faces)]
+    assert all(d.provenance.model_name and d.provenance.weights != common_pb2.WEIGHTS_UNSPECIFIED
+               for d in labels)
+    assert {s.name for s in reply.keypoint_schemas} == {"coco_person_17", "face_5"}
+
+
+async def test_prelabel_real_services_reject_bad_image_with_field_when_all_tasks_fail(router):
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await router.PreLabel(prelabel_pb2.PreLabelRequest(image=common_pb2.Image(data=b"not an image")),
+                              timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "image.data" in err.value.details()

@@ -1,0 +1,156 @@
+"""`prelabel annotate` paths that need no real router: the _SUCCESS short cut, empty shards,
+parameter and lock guards, exit codes, and the Kubernetes Job's exact argv."""
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from prelabel.cli import (
+    EXIT_FAILED,
+    EXIT_LOCKED,
+    EXIT_OK,
+    EXIT_REJECTED,
+    build_parser,
+    main,
+)
+from prelabel.inputs import shard_of
+from services.embedded_triton.launcher import free_port
+from tests.unit.prelabeler_double import PreLabelerDouble, serve
+
+pytestmark = pytest.mark.timeout(60)
+
+REPO = Path(__file__).resolve().parents[2]
+NO_ROUTER = "127.0.0.1:1"  # nothing listens there: any attempt to call it would fail
+
+
+def photos(folder: Path, names) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / name).write_bytes(b"image " + name.encode())
+    return folder
+
+
+def test_annotate_exits_zero_without_work_when_success_marker_exists(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "_SUCCESS").write_text("{}")
+    assert main(["annotate", str(tmp_path / "does-not-exist"), "--out", str(out), "--router", NO_ROUTER]) == EXIT_OK
+    assert sorted(os.listdir(out)) == ["_SUCCESS"]
+
+
+def test_annotate_completes_shard_when_no_image_hashes_to_it(tmp_path):
+    folder = photos(tmp_path / "in", ["a.jpg"])
+    image_id = str(folder / "a.jpg")
+    other = (shard_of(image_id, 2) + 1) % 2
+    out = tmp_path / "out"
+    code = main(["annotate", str(folder), "--out", str(out), "--router", NO_ROUTER, "--no-progress",
+                 "--shard-index", str(other), "--shard-count", "2"])
+    assert code == EXIT_OK
+    assert json.loads((out / "_SUCCESS").read_text())["images"] == 0
+    coco = json.loads((out / "coco.json").read_text())
+    assert coco["images"] == [] and coco["annotations"] == []
+    assert (out / "labelstudio.json").read_text().strip() == "[\n]"
+
+
+def test_annotate_refuses_when_out_dir_holds_a_run_with_other_tasks(tmp_path, capsys):
+    folder = photos(tmp_path / "in", ["a.jpg"])
+    image_id = str(folder / "a.jpg")
+    other = (shard_of(image_id, 2) + 1) % 2
+    args = ["annotate", str(folder), "--out", str(tmp_path / "out"), "--router", NO_ROUTER, "--no-progress",
+            "--shard-index", str(other), "--shard-count", "2"]
+    assert main(args + ["--tasks", "detect"]) == EXIT_OK
+    os.unlink(tmp_path / "out" / "_SUCCESS")
+    with pytest.raises(SystemExit) as info:
+        main(args + ["--tasks", "detect,faces"])
+    assert info.value.code == 2
+    assert "other parameters (tasks" in capsys.readouterr().err
+
+
+def test_annotate_exits_75_when_another_process_holds_the_out_dir(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        code = main(["annotate", str(photos(tmp_path / "in", ["a.jpg"])), "--out", str(out),
+                     "--router", NO_ROUTER, "--lock-timeout-s", "0"])
+    finally:
+        os.close(fd)
+    assert code == EXIT_LOCKED
+
+
+def test_parser_accepts_the_kubernetes_job_argv_when_read_from_job_yaml():
+    job = yaml.safe_load((REPO / "k8s/jobs/annotate/job.yaml").read_text())
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["prelabel"]
+    argv = [a.replace("$(JOB_COMPLETION_INDEX)", "3") for a in container["args"]]
+    args = build_parser().parse_args(argv)
+    assert (args.manifest, args.shard_index, args.shard_count) == ("/data/manifest.txt", 3, 8)
+    assert args.router == "router:50051" and args.out == "/out/shard-3"
+    assert args.tasks == ["detect", "segment", "keypoints", "faces"]
+
+
+async def annotate(*args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "prelabel.cli", "annotate", "--no-progress", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=REPO)
+    out, _ = await asyncio.wait_for(proc.communicate(), 50)
+    return proc.returncode, out.decode()
+
+
+async def test_annotate_exits_4_with_complete_outputs_when_an_image_is_rejected(tmp_path):
+    folder = photos(tmp_path / "in", ["a.jpg", "b.jpg", "bad.jpg"])
+    double = PreLabelerDouble(task_code_for={"bad": "INVALID_ARGUMENT"})
+    out = tmp_path / "out"
+    async with serve(double) as address:
+        code, log = await annotate(str(folder), "--out", str(out), "--router", address, "--tasks", "detect")
+        assert code == EXIT_REJECTED, log
+        assert (await annotate(str(folder), "--out", str(out), "--router", address))[0] == EXIT_OK
+    (failure,) = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
+    assert failure["image_id"].endswith("bad.jpg") and failure["retryable"] is False
+    assert json.loads((out / "_SUCCESS").read_text())["rejected"] == 1
+    files = [img["file_name"] for img in json.loads((out / "coco.json").read_text())["images"]]
+    assert sorted(os.path.basename(f) for f in files) == ["a.jpg", "b.jpg"]
+
+
+async def test_annotate_exits_3_without_success_when_router_is_unreachable(tmp_path):
+    folder = photos(tmp_path / "in", ["a.jpg"])
+    out = tmp_path / "out"
+    # --timeout-s bounds the connection wait too; 5 tries without progress, then give up.
+    code, log = await annotate(str(folder), "--out", str(out), "--router", f"127.0.0.1:{free_port()}",
+                               "--timeout-s", "0.5")
+    assert code == EXIT_FAILED, log
+    assert not (out / "_SUCCESS").exists() and not (out / "coco.json").exists()
+    (failure,) = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
+    assert failure["retryable"] is True and "router unavailable" in failure["reason"]
+
+
+async def test_annotate_finishes_images_in_flight_then_exits_143_when_sigterm(tmp_path):
+    folder = photos(tmp_path / "in", [f"{i}.jpg" for i in range(12)])
+    double = PreLabelerDouble(delay_s=0.2)
+    out = tmp_path / "out"
+    async with serve(double) as address:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "prelabel.cli", "annotate", "--no-progress", str(folder), "--out", str(out),
+            "--router", address, "--tasks", "detect", "--concurrency", "2", cwd=REPO,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        journal = out / "journal.jsonl"
+        while not (journal.exists() and journal.read_bytes().count(b"\n") >= 2):
+            await asyncio.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        log = (await asyncio.wait_for(proc.communicate(), 30))[0].decode()
+        assert proc.returncode == 143, log
+        journaled = {json.loads(line)["image_id"] for line in journal.read_text().splitlines()}
+        assert journaled == set(double.stream_received)  # what was sent was finished
+        assert len(journaled) < 12 and not (out / "_SUCCESS").exists()
+        code, log = await annotate(str(folder), "--out", str(out), "--router", address, "--tasks", "detect")
+        assert code == EXIT_OK, log
+    assert len(json.loads((out / "coco.json").read_text())["images"]) == 12
