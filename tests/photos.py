@@ -33,3 +33,26 @@ def encode(image: Image.Image | np.ndarray, fmt: str = "PNG", **kw) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format=fmt, **kw)
     return buf.getvalue()
+
+
+# Transform that stores an upright image under EXIF orientation k (the inverse of
+# what a viewer applies: ImageOps.exif_transpose).
+STORE_AS = {
+    1: None,
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_90,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_270,
+}
+
+
+def with_orientation(upright: Image.Image, orientation: int, fmt: str = "JPEG") -> bytes:
+    """`upright` stored the way a camera would for EXIF `orientation`: applying the
+    orientation gives `upright` back."""
+    stored = upright if STORE_AS[orientation] is None else upright.transpose(STORE_AS[orientation])
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return encode(stored, fmt, exif=exif.tobytes(), **({"quality": 95} if fmt == "JPEG" else {}))

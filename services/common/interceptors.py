@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Awaitable, Callable
-
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
@@ -27,9 +25,6 @@ log = logging.getLogger(__name__)
 
 PASS_THROUGH_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 RETRY_AFTER_KEY = "retry-after-ms"
-
-Around = Callable[[Callable, str], Callable]
-
 
 def _is_probe(method: str) -> bool:
     return method.startswith(PASS_THROUGH_PREFIXES)

@@ -136,7 +136,8 @@ async def _cascade(p: Plan, down: Downstream, wanted: set, metrics: Metrics) -> 
     if detect[2] is not None:  # no boxes to prompt with: the dependent tasks fail alike
         return results + [(t, None, detect[2], 0.0) for t in
                           (prelabel_pb2.TASK_SEGMENT, prelabel_pb2.TASK_KEYPOINTS) if t in wanted]
-    boxes = list(detect[1].detections)
+    # Boxes clipped to zero area at the image border cannot prompt anything.
+    boxes = [d for d in detect[1].detections if d.box.x_max > d.box.x_min and d.box.y_max > d.box.y_min]
     persons = [d for d in boxes if d.category.name == PERSON]
     calls = []
     if prelabel_pb2.TASK_SEGMENT in wanted:

@@ -7,11 +7,8 @@ import subprocess
 import sys
 
 import grpc
-import numpy as np
 import pytest
-from grpc_status import rpc_status
-from google.rpc import error_details_pb2
-from PIL import Image, ImageOps
+from PIL import Image
 
 from prelabel.v1 import common_pb2, detection_pb2
 from services.common.errors import Unavailable
@@ -21,7 +18,8 @@ from services.common.triton_client import TritonClient
 from services.detection.pipeline import detect
 from services.detection.settings import DetectionSettings
 from services.embedded_triton.launcher import free_port
-from tests.photos import encode, photo, photo_bytes
+from tests.grpc_helpers import bad_request_field, counts, model_statistics, settled_statistics
+from tests.photos import encode, photo, photo_bytes, with_orientation
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -61,26 +59,6 @@ async def test_detect_returns_face_at_its_place_with_pretrained_provenance_when_
     assert (reply.image_size.width, reply.image_size.height) == (512, 512)
 
 
-def exif_variant(upright: Image.Image, orientation: int) -> bytes:
-    """Store `upright` the way a camera would for EXIF `orientation`: pixels transformed
-    so that applying the orientation gives `upright` back."""
-    inverse = {
-        1: None,
-        2: Image.Transpose.FLIP_LEFT_RIGHT,
-        3: Image.Transpose.ROTATE_180,
-        4: Image.Transpose.FLIP_TOP_BOTTOM,
-        5: Image.Transpose.TRANSPOSE,
-        6: Image.Transpose.ROTATE_90,
-        7: Image.Transpose.TRANSVERSE,
-        8: Image.Transpose.ROTATE_270,
-    }[orientation]
-    stored = upright if inverse is None else upright.transpose(inverse)
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    data = encode(stored, "JPEG", exif=exif, quality=95)
-    assert ImageOps.exif_transpose(Image.open(__import__("io").BytesIO(data))).size == upright.size
-    return data
-
 
 async def test_detect_finds_same_face_when_photo_rescaled_padded_grey_or_exif_rotated(detector):
     upright = photo("astronaut.png").convert("RGB")
@@ -98,7 +76,7 @@ async def test_detect_finds_same_face_when_photo_rescaled_padded_grey_or_exif_ro
     variants["padded"] = (encode(canvas, "PNG"), lambda b: (b[0] - 300, b[1] - 100, b[2] - 300, b[3] - 100))
     variants["greyscale"] = (encode(upright.convert("L"), "PNG"), lambda b: b)
     for orientation in range(1, 9):
-        variants[f"exif {orientation}"] = (exif_variant(upright, orientation), lambda b: b)
+        variants[f"exif {orientation}"] = (with_orientation(upright, orientation), lambda b: b)
 
     for name, (data, to_reference_frame) in variants.items():
         box, _ = await best_face(detector, data)
@@ -153,32 +131,18 @@ async def test_detect_applies_threshold_class_filter_and_max_when_requested(dete
 async def test_detect_batches_in_triton_when_16_concurrent_requests(detector, triton):
     client = TritonClient(triton.grpc_url)
     try:
-        def counts(stats):
-            s = stats["model_stats"][0]
-            return int(s.get("inference_count", 0)), int(s.get("execution_count", 0))
-
-        before = counts(await client.statistics("coco_detector"))
+        before = await model_statistics(client, "coco_detector")
         data = photo_bytes("chelsea.png")
         request = detection_pb2.DetectRequest(image=common_pb2.Image(data=data))
         replies = await asyncio.gather(*(detector.Detect(request, timeout=120) for _ in range(16)))
         assert len(replies) == 16
-        after = counts(await client.statistics("coco_detector"))
+        after = await settled_statistics(client, "coco_detector", before, expected=16)
     finally:
         await client.close()
-    inferences, executions = after[0] - before[0], after[1] - before[1]
+    inferences, executions = counts(after, before)
     assert inferences == 16
     assert executions < inferences, f"no batching: {executions} executions for {inferences} inferences"
 
-
-def bad_request_field(err: grpc.aio.AioRpcError) -> str:
-    status = rpc_status.from_call(err)
-    assert status is not None, "no rich status"
-    for detail in status.details:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            return bad.field_violations[0].field
-    raise AssertionError("no BadRequest detail")
 
 
 @pytest.mark.parametrize("data", [

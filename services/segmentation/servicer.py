@@ -1,0 +1,20 @@
+"""Thin gRPC adapter over services.segmentation.pipeline."""
+from __future__ import annotations
+
+from prelabel.v1 import segmentation_pb2, segmentation_pb2_grpc
+
+from services.common.interceptors import time_left
+from services.common.metrics import Metrics
+from services.common.triton_client import TritonClient
+from services.segmentation.pipeline import segment
+from services.segmentation.settings import SegmentationSettings
+
+
+class SegmenterServicer(segmentation_pb2_grpc.SegmenterServicer):
+    def __init__(self, settings: SegmentationSettings, triton: TritonClient, metrics: Metrics):
+        self.settings, self.triton, self.metrics = settings, triton, metrics
+
+    async def Segment(self, request: segmentation_pb2.SegmentRequest, context) -> segmentation_pb2.SegmentResponse:
+        timeout_s = time_left(context, self.settings.default_timeout_s, self.settings.min_time_left_s)
+        return await segment(request, triton=self.triton, settings=self.settings,
+                             metrics=self.metrics, timeout_s=timeout_s)

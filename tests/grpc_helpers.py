@@ -1,0 +1,44 @@
+"""Helpers for tests that talk to real gRPC servers and Triton."""
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from services.common.triton_client import TritonClient
+
+
+def bad_request_field(error: grpc.aio.AioRpcError) -> str:
+    """The field named by the google.rpc.BadRequest detail of an INVALID_ARGUMENT."""
+    status = rpc_status.from_call(error)
+    assert status is not None, "no rich status"
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            return bad.field_violations[0].field
+    raise AssertionError(f"no BadRequest detail in {status}")
+
+
+def counts(after: dict, before: dict) -> tuple[int, int]:
+    """(inferences, executions) between two Triton statistics snapshots."""
+    return tuple(int(after.get(k, 0)) - int(before.get(k, 0)) for k in ("inference_count", "execution_count"))
+
+
+async def model_statistics(client: TritonClient, model: str) -> dict:
+    return (await client.statistics(model))["model_stats"][0]
+
+
+async def settled_statistics(client: TritonClient, model: str, before: dict, expected: int,
+                             timeout_s: float = 10.0) -> dict:
+    """Triton counts a batch just after answering it: poll until `expected` inferences
+    show, then read once more after a pause so the execution count has settled too."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        after = await model_statistics(client, model)
+        if counts(after, before)[0] >= expected or asyncio.get_running_loop().time() > deadline:
+            await asyncio.sleep(0.2)
+            return await model_statistics(client, model)
+        await asyncio.sleep(0.05)

@@ -1,0 +1,197 @@
+"""Keypoint service against the real embedded tritonserver: MTCNN facial landmarks
+(real weights) on real photos and every EXIF orientation, COCO person keypoints
+(keypointer, CPU profile, random weights) automatic and box-prompted, bad requests,
+batching under concurrent load."""
+from __future__ import annotations
+
+import asyncio
+import io
+
+import grpc
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageOps
+
+from prelabel.v1 import common_pb2, keypoints_pb2
+from services.common.labels import COCO_KEYPOINT_NAMES
+from services.common.triton_client import TritonClient
+from tests.grpc_helpers import bad_request_field, counts, settled_statistics
+from tests.photos import STORE_AS, encode, photo, photo_bytes, with_orientation
+
+pytestmark = pytest.mark.integration
+
+RPC_TIMEOUT_S = 60
+FACE = keypoints_pb2.KEYPOINT_KIND_FACE
+PERSON = keypoints_pb2.KEYPOINT_KIND_PERSON
+
+
+
+def landmarks(instance: keypoints_pb2.KeypointInstance) -> dict[str, tuple[float, float]]:
+    return {k.name: (k.x, k.y) for k in instance.keypoints}
+
+
+
+
+
+def drawn_people(width: int, height: int) -> bytes:
+    image = Image.new("RGB", (width, height), (200, 200, 190))
+    draw = ImageDraw.Draw(image)
+    for cx in (0.3, 0.7):
+        x, w, h = width * cx, width * 0.08, height
+        draw.ellipse((x - w / 2, h * 0.1, x + w / 2, h * 0.25), fill=(230, 180, 150))
+        draw.rectangle((x - w, h * 0.25, x + w, h * 0.6), fill=(40, 60, 160))
+        draw.rectangle((x - w * 0.8, h * 0.6, x + w * 0.8, h * 0.95), fill=(50, 50, 50))
+    return encode(image, "PNG")
+
+
+def box(x0, y0, x1, y1) -> common_pb2.Box:
+    return common_pb2.Box(x_min=x0, y_min=y0, x_max=x1, y_max=y1)
+
+
+@pytest.mark.parametrize("name", ["astronaut.png", "camera.png"])
+async def test_face_landmarks_fall_inside_the_face_in_a_plausible_layout_when_photos_are_real(
+        keypoint_detector, name):
+    reply = await keypoint_detector.DetectKeypoints(keypoints_pb2.KeypointRequest(
+        image=common_pb2.Image(data=photo_bytes(name), image_id=name), kind=FACE), timeout=RPC_TIMEOUT_S)
+
+    assert reply.schema.name == "face_5"
+    assert list(reply.schema.keypoint_names) == ["left_eye", "right_eye", "nose", "mouth_left", "mouth_right"]
+    assert reply.provenance.model_name == "face_detector"
+    assert reply.provenance.weights == common_pb2.WEIGHTS_PRETRAINED
+    assert len(reply.instances) == 1
+    face = reply.instances[0]
+    assert face.detection.category.name == "face" and face.detection.score > 0.99
+    b = face.detection.box
+    points = landmarks(face)
+    for x, y in points.values():
+        assert b.x_min <= x <= b.x_max and b.y_min <= y <= b.y_max
+    assert all(k.visibility == 2 for k in face.keypoints)
+    (lex, ley), (rex, rey), (_, ny) = points["left_eye"], points["right_eye"], points["nose"]
+    (mlx, mly), (mrx, mry) = points["mouth_left"], points["mouth_right"]
+    # Eyes above the nose above the mouth corners; "left" is image-left (MTCNN).
+    assert max(ley, rey) < ny < min(mly, mry)
+    assert lex < rex and mlx < mrx
+
+
+async def test_face_landmarks_are_the_same_when_the_photo_is_stored_with_any_exif_orientation(
+        keypoint_detector):
+    upright = photo("astronaut.png").convert("RGB").crop((0, 0, 400, 512))  # non-square
+    for orientation in STORE_AS:  # the helper really stores what a viewer shows upright
+        shown = ImageOps.exif_transpose(Image.open(io.BytesIO(with_orientation(upright, orientation, "PNG"))))
+        assert np.array_equal(np.asarray(shown.convert("RGB")), np.asarray(upright)), orientation
+
+    replies = await asyncio.gather(*(
+        keypoint_detector.DetectKeypoints(keypoints_pb2.KeypointRequest(
+            image=common_pb2.Image(data=with_orientation(upright, orientation)), kind=FACE),
+            timeout=RPC_TIMEOUT_S)
+        for orientation in STORE_AS))
+    results = {}
+    for orientation, reply in zip(STORE_AS, replies):
+        assert (reply.image_size.width, reply.image_size.height) == (400, 512)
+        assert len(reply.instances) == 1, orientation
+        face = reply.instances[0]
+        b = face.detection.box
+        results[orientation] = np.array([[b.x_min, b.y_min], [b.x_max, b.y_max], *landmarks(face).values()])
+    reference = results[1]
+    for orientation, points in results.items():
+        assert np.abs(points - reference).max() <= 3.0, (orientation, points - reference)
+
+
+@pytest.mark.parametrize(("width", "height"), [(640, 200), (200, 640)])
+async def test_person_keypoints_stay_inside_their_prompt_box_when_boxes_are_prompted(
+        keypoint_detector, width, height):
+    prompts = [box(0, 0, width * 0.5, height), box(width * 0.5, height * 0.2, width, height),
+               box(-20, -20, width * 0.2, height * 0.2)]
+    reply = await keypoint_detector.DetectKeypoints(keypoints_pb2.KeypointRequest(
+        image=common_pb2.Image(data=drawn_people(width, height)), prompt_boxes=prompts,
+        labeled_threshold=0.0, visible_threshold=0.5), timeout=RPC_TIMEOUT_S)
+
+    assert [i.prompt_index for i in reply.instances] == [0, 1, 2]
+    assert list(reply.schema.keypoint_names) == COCO_KEYPOINT_NAMES
+    for prompt, instance in zip(prompts, reply.instances):
+        b = instance.detection.box
+        assert (b.x_min, b.y_min, b.x_max, b.y_max) == pytest.approx(
+            (max(0, prompt.x_min), max(0, prompt.y_min), min(width, prompt.x_max), min(height, prompt.y_max)))
+        assert instance.detection.category.id == 1 and instance.detection.category.name == "person"
+        assert 0 <= instance.detection.score <= 1
+        assert [k.name for k in instance.keypoints] == COCO_KEYPOINT_NAMES
+        for k in instance.keypoints:
+            assert k.visibility in (1, 2)  # labeled_threshold 0: every point is labeled
+            # One heatmap cell of slack (the box is 56 cells across).
+            slack_x, slack_y = (b.x_max - b.x_min) / 56, (b.y_max - b.y_min) / 56
+            assert b.x_min - slack_x <= k.x <= b.x_max + slack_x
+            assert b.y_min - slack_y <= k.y <= b.y_max + slack_y
+
+
+async def test_person_keypoints_follow_the_request_thresholds_when_automatic(keypoint_detector):
+    reply = await keypoint_detector.DetectKeypoints(keypoints_pb2.KeypointRequest(
+        image=common_pb2.Image(data=photo_bytes("astronaut.png")), kind=PERSON,
+        visible_threshold=0.52, labeled_threshold=0.49, max_instances=4,
+        review_policy=common_pb2.ReviewPolicy(include_rejected=True)), timeout=RPC_TIMEOUT_S)
+
+    assert reply.provenance.model_name == "keypointer"
+    assert reply.provenance.weights == common_pb2.WEIGHTS_RANDOM
+    assert reply.schema.name == "coco_person_17"
+    assert 0 < len(reply.instances) <= 4
+    flags = set()
+    for instance in reply.instances:
+        assert not instance.HasField("prompt_index")
+        for k in instance.keypoints:
+            expected = 2 if k.score >= 0.52 else 1 if k.score >= 0.49 else 0
+            assert k.visibility == expected
+            flags.add(k.visibility)
+            if k.visibility == 0:
+                assert (k.x, k.y) == (0, 0)
+            else:
+                assert 0 <= k.x <= 512 and 0 <= k.y <= 512
+
+
+def _boxes(n: int, b=None) -> list:
+    return [b or box(1, 1, 50, 50) for _ in range(n)]
+
+
+@pytest.mark.parametrize(("request_fields", "field"), [
+    ({"image": common_pb2.Image(data=b"\x89PNG\r\n\x1a\n broken")}, "image.data"),
+    ({"kind": FACE, "prompt_boxes": _boxes(1)}, "prompt_boxes"),
+    ({"kind": 7}, "kind"),
+    ({"prompt_boxes": _boxes(33)}, "prompt_boxes"),
+    ({"prompt_boxes": _boxes(1, box(10, 10, 5, 30))}, "prompt_boxes[0]"),
+    ({"prompt_boxes": _boxes(2) + _boxes(1, box(10, 10, 30, 10))}, "prompt_boxes[2]"),
+    ({"prompt_boxes": _boxes(1, box(10, 10, 30, float("inf")))}, "prompt_boxes[0]"),
+    ({"prompt_boxes": _boxes(1, box(-50, -50, -10, -10))}, "prompt_boxes[0]"),
+    ({"visible_threshold": 1.5}, "visible_threshold"),
+    ({"labeled_threshold": -0.5}, "labeled_threshold"),
+    ({"visible_threshold": 0.3, "labeled_threshold": 0.6}, "labeled_threshold"),
+    ({"score_threshold": -1}, "score_threshold"),
+])
+async def test_detect_keypoints_rejects_bad_requests_with_the_field_name_when_fields_are_invalid(
+        keypoint_detector, request_fields, field):
+    request = keypoints_pb2.KeypointRequest(image=common_pb2.Image(data=drawn_people(200, 100)))
+    request.MergeFrom(keypoints_pb2.KeypointRequest(**request_fields))
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await keypoint_detector.DetectKeypoints(request, timeout=RPC_TIMEOUT_S)
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert bad_request_field(exc.value) == field
+
+
+async def test_keypointer_model_batches_requests_when_they_arrive_concurrently(keypoint_detector, triton):
+    client = TritonClient(triton.grpc_url)
+    try:
+        before = (await client.statistics("keypointer"))["model_stats"][0]
+        requests = [
+            keypoints_pb2.KeypointRequest(
+                image=common_pb2.Image(data=drawn_people(300 + 20 * i, 200), image_id=str(i)),
+                prompt_boxes=_boxes(i % 3, box(5, 5, 100, 150)), score_threshold=0.9,
+            )
+            for i in range(12)
+        ]
+        replies = await asyncio.gather(*(keypoint_detector.DetectKeypoints(r, timeout=RPC_TIMEOUT_S)
+                                         for r in requests))
+        after = await settled_statistics(client, "keypointer", before, expected=12)
+    finally:
+        await client.close()
+    assert [r.image_id for r in replies] == [str(i) for i in range(12)]
+    assert [len(r.instances) for r in replies if r.image_id in ("1", "2")] == [1, 2]
+    inferences, executions = counts(after, before)
+    assert inferences == 12
+    assert executions < inferences, f"{executions} executions for {inferences} inferences: no batching"

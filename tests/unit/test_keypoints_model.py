@@ -1,0 +1,92 @@
+"""The keypointer's Triton model body, run in-process on its CPU config (random
+weights): prompted rows, keypoints inside their boxes, mixed batches."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from google.protobuf import json_format, text_format
+from tritonclient.grpc import model_config_pb2
+
+from services.modelkit.keypointer import Keypointer
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def triton_args(model: str) -> dict:
+    """What Triton passes to `initialize` for model_repository/<model>/config.pbtxt."""
+    config = text_format.Parse((REPO_ROOT / "model_repository" / model / "config.pbtxt").read_text(),
+                               model_config_pb2.ModelConfig())
+    as_json = json_format.MessageToDict(config, preserving_proto_field_name=True)
+    return {"model_config": json.dumps(as_json), "model_name": model, "model_instance_kind": "CPU"}
+
+
+@pytest.fixture(scope="module")
+def keypointer():
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PRELABEL_ALLOW_RANDOM_WEIGHTS", "1")
+        mp.delenv("PRELABEL_WEIGHTS_DIR", raising=False)
+        model = Keypointer()
+        model.initialize(triton_args("keypointer"))
+    return model
+
+
+def batch(images: np.ndarray, prompts: list[list[tuple]]) -> dict:
+    inputs = {
+        "IMAGE": images,
+        "PROMPT_BOXES": np.zeros((len(images), 32, 4), np.float32),
+        "PROMPT_COUNT": np.array([[len(p)] for p in prompts], np.int32),
+    }
+    for i, boxes in enumerate(prompts):
+        if boxes:
+            inputs["PROMPT_BOXES"][i, : len(boxes)] = boxes
+    return inputs
+
+
+def run(model, inputs):
+    with torch.inference_mode():
+        return model.infer(inputs)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(11).integers(0, 256, (2, 320, 320, 3), dtype=np.uint8)
+
+
+def test_keypointer_puts_every_keypoint_inside_its_prompt_box_when_prompted(keypointer, images):
+    prompts = [(10.5, 20.25, 100, 200), (250, 0, 320, 40), (0, 0, 320, 320)]
+    out = run(keypointer, batch(images[:1], [prompts]))
+    assert out["COUNT"][0, 0] == 3
+    np.testing.assert_allclose(out["BOXES"][0, :3], prompts)
+    assert (out["LABELS"][0, :3] == 1).all()
+    for k, (x0, y0, x1, y1) in enumerate(prompts):
+        xy = out["KEYPOINTS"][0, k]
+        assert xy.shape == (17, 2)
+        assert (xy[:, 0] >= x0).all() and (xy[:, 0] <= x1).all(), (k, xy)
+        assert (xy[:, 1] >= y0).all() and (xy[:, 1] <= y1).all(), (k, xy)
+    scores = out["KEYPOINT_SCORES"][0, :3]
+    assert ((scores >= 0) & (scores <= 1)).all()
+    assert ((out["SCORES"][0, :3] >= 0) & (out["SCORES"][0, :3] <= 1)).all()
+
+
+def test_keypointer_gives_each_item_its_own_answer_when_modes_are_mixed_in_a_batch(keypointer, images):
+    prompts = [(40, 40, 200, 260), (100, 10, 180, 300)]
+    alone_auto = run(keypointer, batch(images[:1], [[]]))
+    alone_prompted = run(keypointer, batch(images[1:], [prompts]))
+    mixed = run(keypointer, batch(images, [[], prompts]))
+    for name in ("BOXES", "SCORES", "LABELS", "KEYPOINTS", "KEYPOINT_SCORES", "COUNT"):
+        np.testing.assert_allclose(mixed[name][0], alone_auto[name][0], atol=1e-3, err_msg=name)
+        np.testing.assert_allclose(mixed[name][1], alone_prompted[name][0], atol=1e-3, err_msg=name)
+    assert mixed["COUNT"][1, 0] == 2
+
+
+def test_keypointer_keeps_automatic_keypoints_inside_detected_boxes_when_not_prompted(keypointer, images):
+    out = run(keypointer, batch(images[:1], [[]]))
+    n = out["COUNT"][0, 0]
+    assert 0 < n <= 32  # random weights score every proposal 0.5
+    boxes, xy = out["BOXES"][0, :n], out["KEYPOINTS"][0, :n]
+    assert (xy[..., 0] >= boxes[:, None, 0] - 1e-3).all() and (xy[..., 0] <= boxes[:, None, 2] + 1e-3).all()
+    assert (xy[..., 1] >= boxes[:, None, 1] - 1e-3).all() and (xy[..., 1] <= boxes[:, None, 3] + 1e-3).all()
