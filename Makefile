@@ -40,4 +40,18 @@ test-unit: venv ## Unit tests only (no servers)
 run: venv ## Start embedded Triton + the services on localhost, pre-label sample photos, serve until Ctrl-C
 	$(PY) -m services.devstack
 
-.PHONY: help venv system-deps protos check-protos test test-unit run
+bench: venv ## Benchmarks side by side (suite vs bare Triton, batching on/off, hops, payload): bench/results/
+	$(PY) -m bench
+
+bench-gpu: ## GPU benchmark on a machine with one NVIDIA GPU (see bench/gpu.sh)
+	bash bench/gpu.sh
+
+fuzz: venv ## Longer atheris fuzzing run over image decoding and request validation (10 min)
+	mkdir -p .fuzz/corpus .fuzz/artifacts
+	$(PY) fuzz/fuzz_decode.py -max_total_time=600 -rss_limit_mb=2048 -timeout=10 -artifact_prefix=.fuzz/artifacts/ .fuzz/corpus fuzz/corpus
+
+reliability-report: venv ## Re-run the reliability tests and write their figures into README
+	$(PY) -m pytest -q tests/reliability tests/fuzz
+	$(PY) scripts/reliability_report.py
+
+.PHONY: help venv system-deps protos check-protos test test-unit run bench bench-gpu fuzz reliability-report

@@ -12,7 +12,7 @@ import struct
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from services.common.errors import InvalidArgument
 
@@ -28,6 +28,16 @@ DECODE_ERRORS = (
 
 _ORIENTATION_TAG = 0x0112
 _SWAPS_AXES = {5, 6, 7, 8}
+# What makes a stored image upright for each EXIF orientation (as Pillow's exif_transpose).
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 @dataclass(frozen=True)
@@ -57,6 +67,8 @@ def decode_image(
         raise InvalidArgument(field, f"image is {len(data)} bytes; the limit is {max_bytes}")
     try:
         image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    except Image.DecompressionBombError:
+        raise InvalidArgument(field, "image has too many pixels (decompression bomb)") from None
     except UnidentifiedImageError:
         raise InvalidArgument(
             field, f"not a decodable image; accepted formats: {', '.join(ALLOWED_FORMATS)}"
@@ -71,21 +83,32 @@ def decode_image(
         raise InvalidArgument(
             field, f"image is {raw_w}x{raw_h} = {raw_w * raw_h} pixels; the limit is {max_pixels}"
         )
-    try:
-        orientation = int(image.getexif().get(_ORIENTATION_TAG, 1) or 1)
-    except DECODE_ERRORS:
-        orientation = 1  # unreadable EXIF: treat as upright
+    fmt = str(image.format or "")
+    orientation = exif_orientation(image)
     width, height = (raw_h, raw_w) if orientation in _SWAPS_AXES else (raw_w, raw_h)
 
     try:
-        if target_size is not None and image.format == "JPEG":
+        if target_size is not None and fmt == "JPEG":
             _draft_for(image, width, height, target_size, swapped=orientation in _SWAPS_AXES)
         image.load()
-        image = ImageOps.exif_transpose(image)
+        # Apply the orientation we read ourselves (not ImageOps.exif_transpose, which
+        # may disagree on malformed tags), so pixels and reported size always match.
+        if orientation in _TRANSPOSE:
+            image = image.transpose(_TRANSPOSE[orientation])
         image = to_rgb(image)
     except DECODE_ERRORS as exc:
         raise InvalidArgument(field, f"corrupt or truncated image ({type(exc).__name__}: {exc})") from None
-    return DecodedImage(image=image, width=width, height=height, format=str(image.format or ""))
+    return DecodedImage(image=image, width=width, height=height, format=fmt)
+
+
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation (1..8) when stored as a proper integer, else 1 (upright).
+    A tag of another type (ASCII "6", a rational) is ignored rather than half-applied."""
+    try:
+        raw = image.getexif().get(_ORIENTATION_TAG, 1)
+    except DECODE_ERRORS:
+        return 1
+    return raw if type(raw) is int and 1 <= raw <= 8 else 1
 
 
 def _draft_for(image: Image.Image, width: int, height: int, target: tuple[int, int], swapped: bool) -> None:

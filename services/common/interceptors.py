@@ -7,6 +7,7 @@ import logging
 import time
 import grpc
 from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -148,12 +149,49 @@ def _pack(message) -> any_pb2.Any:
     return packed
 
 
+class MalformedRequest:
+    """Stands in for a request message whose bytes did not parse."""
+
+    def __init__(self, type_name: str):
+        self.type_name = type_name
+
+
+def _safe_deserializer(deserialize):
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes):
+        try:
+            return deserialize(data)
+        except DecodeError:
+            return MalformedRequest(getattr(deserialize, "__qualname__", "request").split(".")[0])
+    return parse
+
+
+def _reject_malformed(request):
+    if isinstance(request, MalformedRequest):
+        raise InvalidArgument("request", f"malformed {request.type_name}: not a valid protobuf message")
+
+
+async def _checked_stream(requests):
+    async for request in requests:
+        _reject_malformed(request)
+        yield request
+
+
 class ErrorInterceptor(_WrappingInterceptor):
     """Domain errors -> status codes; anything else -> INTERNAL with a generic message
-    (the traceback goes to the log, not to the caller)."""
+    (the traceback goes to the log, not to the caller). Requests whose bytes do not
+    parse become INVALID_ARGUMENT instead of gRPC's UNKNOWN."""
 
     def __init__(self, retry_after_ms: int = 200):
         self.retry_after_ms = retry_after_ms
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await super().intercept_service(continuation, handler_call_details)
+        if handler is None or _is_probe(handler_call_details.method):
+            return handler
+        return handler._replace(request_deserializer=_safe_deserializer(handler.request_deserializer))
 
     async def _abort(self, exc: BaseException, context, method: str):
         if isinstance(exc, PrelabelError):
@@ -164,6 +202,9 @@ class ErrorInterceptor(_WrappingInterceptor):
     def around_unary(self, behavior, method):
         async def wrapped(request, context):
             try:
+                if hasattr(request, "__aiter__"):
+                    request = _checked_stream(request)
+                _reject_malformed(request)
                 return await behavior(request, context)
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
@@ -174,6 +215,9 @@ class ErrorInterceptor(_WrappingInterceptor):
     def around_stream(self, behavior, method):
         async def wrapped(request, context):
             try:
+                if hasattr(request, "__aiter__"):
+                    request = _checked_stream(request)
+                _reject_malformed(request)
                 async for response in behavior(request, context):
                     yield response
             except (asyncio.CancelledError, grpc.aio.AbortError):

@@ -34,6 +34,29 @@ ReadyCheck = Callable[[], Awaitable[bool]]
 LIVENESS = "liveness"
 
 
+class DrainingHealthServicer(HealthServicer):
+    """grpc.health.v1 whose Watch streams end once they have sent NOT_SERVING during
+    shutdown: an open watch (client-side health checking, a mesh) must not hold
+    `server.stop(grace)` for the whole grace period."""
+
+    async def Watch(self, request, context):
+        condition = self._server_watchers[request.service]
+        last = None
+        try:
+            async with condition:
+                while True:
+                    status = self._server_status.get(
+                        request.service, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
+                    if status != last:
+                        await context.write(health_pb2.HealthCheckResponse(status=status))
+                        last = status
+                    if self._gracefully_shutting_down:
+                        return
+                    await condition.wait()
+        finally:
+            self._server_watchers.pop(request.service, None)
+
+
 class GrpcApp:
     """One aio gRPC server with the suite's standard parts.
 
@@ -59,7 +82,7 @@ class GrpcApp:
         self.ready_check = ready_check
         self._startup = startup
         self._shutdown = shutdown
-        self.health = HealthServicer()
+        self.health = DrainingHealthServicer()
         self.admission = AdmissionInterceptor(settings.max_in_flight, settings.retry_after_ms)
         interceptors = [MetricsInterceptor(metrics), ErrorInterceptor(settings.retry_after_ms)]
         if settings.auth_tokens:
@@ -156,6 +179,7 @@ class GrpcApp:
         """Graceful: NOT_SERVING, drain in-flight RPCs for the grace period, close clients."""
         self._stopping.set()
         await self.set_serving(False)
+        await self.health.enter_graceful_shutdown()  # also ends open Watch streams
         grace = self.settings.shutdown_grace_s
         log.info("%s stopping: draining for up to %.1fs", self.metrics.service, grace)
         await self.server.stop(grace)

@@ -30,6 +30,18 @@ TRITON_PRIORITY = {
 }
 
 
+# Replaces tritonclient's defaults, so the unlimited message sizes are restated.
+# A short reconnect backoff bounds recovery after Triton restarts (gRPC's default
+# backoff grows to 2 minutes).
+CHANNEL_ARGS = [
+    ("grpc.max_send_message_length", -1),
+    ("grpc.max_receive_message_length", -1),
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """What a service needs to know about a Triton model, read from its config."""
@@ -93,7 +105,7 @@ class TritonClient:
 
     def __init__(self, url: str):
         self.url = url
-        self._client = triton_aio.InferenceServerClient(url=url)
+        self._client = triton_aio.InferenceServerClient(url=url, channel_args=CHANNEL_ARGS)
         self._specs: dict[str, ModelSpec] = {}
 
     async def close(self) -> None:

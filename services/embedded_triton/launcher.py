@@ -20,7 +20,6 @@ from services.embedded_triton.settings import REPO_ROOT, TritonSettings
 
 log = logging.getLogger(__name__)
 
-SHM_GLOB = "/dev/shm/triton_python_backend_shm_region_*"
 
 
 class TritonStartError(RuntimeError):
@@ -76,8 +75,8 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def leftover_shm_regions() -> list[str]:
-    return glob.glob(SHM_GLOB)
+def leftover_shm_regions(prefix: str) -> list[str]:
+    return glob.glob(f"/dev/shm/{glob.escape(prefix)}*")
 
 
 class EmbeddedTriton:
@@ -93,6 +92,9 @@ class EmbeddedTriton:
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
         self._workdir = Path(tempfile.mkdtemp(prefix="prelabel-triton-"))
+        # Our own shared-memory prefix, so cleaning up after a kill touches only the
+        # regions of this server (others may run on the same machine).
+        self.shm_prefix = f"prelabel_{os.getpid()}_{self.grpc_port}_"
         self._log_file = None
 
     @property
@@ -120,6 +122,7 @@ class EmbeddedTriton:
             f"--metrics-address={s.host}", f"--metrics-port={self.metrics_port}",
             f"--exit-timeout-secs={s.exit_timeout_s}",
             "--strict-readiness=true",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             f"--log-verbose={s.log_verbose}",
         ]
         if s.models:
@@ -209,11 +212,11 @@ class EmbeddedTriton:
         except ProcessLookupError:
             pass
         self.process.wait()
-        self._remove_shm_regions()
+        self._cleanup()  # start() may follow, on the same ports
 
     def _remove_shm_regions(self) -> None:
         # A killed server leaves its Python-backend regions behind.
-        for path in leftover_shm_regions():
+        for path in leftover_shm_regions(self.shm_prefix):
             try:
                 os.unlink(path)
             except OSError:
@@ -221,6 +224,7 @@ class EmbeddedTriton:
 
     def _cleanup(self) -> None:
         self.process = None
+        self._remove_shm_regions()
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
