@@ -92,19 +92,19 @@ async def test_detect_answers_deadline_exceeded_on_time_when_deadline_is_shorter
         normal = [await timed_detect(stub, request, 60) for _ in range(3)]
         assert all(c.code == grpc.StatusCode.OK for c in normal), [c.code for c in normal]
         model_s = min(c.seconds for c in normal)
-        if model_s < 2 * SHORT_DEADLINE_S:
-            pytest.skip(f"the model answers in {model_s * 1000:.0f} ms: too fast to be 'slow' here")
+        # A deadline well inside the model's time, however fast this machine is.
+        deadline_s = max(0.005, min(SHORT_DEADLINE_S, model_s / 3))
 
         before = triton_inference_count(face_triton.grpc_url, MODEL, ("success",))
-        short = [await timed_detect(stub, request, SHORT_DEADLINE_S) for _ in range(10)]
+        short = [await timed_detect(stub, request, deadline_s) for _ in range(10)]
         await asyncio.sleep(max(1.0, 2 * model_s))  # anything Triton still ran has finished now
         abandoned_but_run = triton_inference_count(face_triton.grpc_url, MODEL, ("success",)) - before
 
-    overshoot = [c.seconds - SHORT_DEADLINE_S for c in short]
+    overshoot = [c.seconds - deadline_s for c in short]
     p99_ms = percentile(overshoot, 99) * 1000
     record("deadlines",
            model_latency_ms=figure(model_s * 1000, "ms", note="face_detector, CPU"),
-           client_deadline_ms=figure(SHORT_DEADLINE_S * 1000, "ms"),
+           client_deadline_ms=figure(deadline_s * 1000, "ms"),
            overshoot_p99_ms=figure(p99_ms, "ms", "< 20", p99_ms < 20),
            abandoned_requests_triton_still_ran=figure(abandoned_but_run, "of 10",
                                                        note="cancellation reaching Triton"))
