@@ -29,7 +29,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torchvision
 from torch.nn import functional as F
 from torchvision.models.detection import KeypointRCNN, MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -41,15 +40,10 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from services.modelkit.settings import ModelSettings
-from services.modelkit.torchvision_models import published_file, to_float_images
+from services.modelkit.torchvision_models import build_detector, to_float_images
 from services.modelkit.triton_base import BatchedModel, pad_rows
 from services.modelkit.weights import (
     WeightsInfo,
-    find_weights,
-    load_state_dict,
-    missing_weights_error,
-    random_weights_info,
-    sha256_prefix,
 )
 
 COCO_NUM_CLASSES = 91  # background + the original 1..90 COCO ids
@@ -110,38 +104,14 @@ def build_rcnn(
     settings: ModelSettings,
     device: torch.device,
 ) -> tuple[torch.nn.Module, WeightsInfo]:
-    """Build a Mask/Keypoint R-CNN whose internal resize is a no-op for an
-    `input_size` square input, with the same weights rules as `build_detector`:
-    real weights when found, random only when allowed (and then said loudly)."""
-    if architecture in LITE_ARCHITECTURES:
-        build, file = LITE_ARCHITECTURES[architecture], None
-        extra = {}
-    else:
-        build = getattr(torchvision.models.detection, architecture)
-        file = published_file(architecture)
-        extra = {"weights": None, "weights_backbone": None}
-    found = find_weights(
-        model_name=model_name, architecture=architecture, published_file=file,
-        weights_dir=settings.weights_dir,
+    """Build a Mask/Keypoint R-CNN (torchvision or one of LITE_ARCHITECTURES) with the
+    same weights rules as every model: real weights when found, random only when
+    allowed (and then said loudly)."""
+    return build_detector(
+        model_name=model_name, architecture=architecture, input_size=input_size,
+        max_detections=max_detections, settings=settings, device=device,
+        custom_builders=LITE_ARCHITECTURES, box_score_thresh=box_score_thresh,
     )
-    if found is None and not settings.allow_random_weights:
-        raise missing_weights_error(model_name, architecture, file, settings.weights_dir)
-    torch.manual_seed(settings.random_seed)
-    model = build(
-        min_size=input_size,
-        max_size=input_size,
-        box_detections_per_img=max_detections,
-        box_score_thresh=box_score_thresh,
-        **extra,
-    )
-    if found is None:
-        info = random_weights_info(architecture, settings.random_seed)
-    else:
-        path, kind = found
-        model.load_state_dict(load_state_dict(path))
-        info = WeightsInfo(kind=kind, source=f"{path.name} sha256:{sha256_prefix(path)}",
-                           architecture=architecture)
-    return model.eval().to(device), info
 
 
 def _subset(features: dict[str, torch.Tensor], images: ImageList, index: list[int]):

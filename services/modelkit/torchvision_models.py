@@ -3,6 +3,7 @@ weights, sized for a fixed square model input."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torchvision
@@ -34,12 +35,20 @@ def build_detector(
     max_detections: int,
     settings: ModelSettings,
     device: torch.device,
+    custom_builders: dict[str, Callable[..., torch.nn.Module]] | None = None,
     **kwargs,
 ) -> tuple[torch.nn.Module, WeightsInfo]:
     """A torchvision R-CNN-family model whose internal resize is a no-op for a
-    `input_size` square input (the service letterboxes to exactly that)."""
-    build = getattr(torchvision.models.detection, architecture)
-    file = published_file(architecture)
+    `input_size` square input (the service letterboxes to exactly that).
+
+    `architecture` names a torchvision builder (published COCO weights are looked
+    for) or one of `custom_builders` (no published weights: custom file or random)."""
+    if custom_builders and architecture in custom_builders:
+        build, file, extra = custom_builders[architecture], None, {}
+    else:
+        build = getattr(torchvision.models.detection, architecture)
+        file = published_file(architecture)
+        extra = {"weights": None, "weights_backbone": None}
     found = find_weights(
         model_name=model_name, architecture=architecture, published_file=file,
         weights_dir=settings.weights_dir,
@@ -48,11 +57,10 @@ def build_detector(
         raise missing_weights_error(model_name, architecture, file, settings.weights_dir)
     torch.manual_seed(settings.random_seed)
     model = build(
-        weights=None,
-        weights_backbone=None,
         min_size=input_size,
         max_size=input_size,
         box_detections_per_img=max_detections,
+        **extra,
         **kwargs,
     )
     if found is None:
