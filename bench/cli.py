@@ -399,11 +399,44 @@ def run(plan: Plan, out: Path, router: str | None = None, singles: dict[str, str
         result["meta"]["startup_s"] = stack.startup_s
         log.info("servers up at %.0fs: %s", deadline.elapsed(), stack.startup_s)
         result["comparisons"] = asyncio.run(measure(stack, plan, deadline, router, singles or {}))
+    if router is None and plan.mode == "full" and not deadline.expired():
+        result["comparisons"]["fanout"] = fanout_with_devstack(plan, out / "logs")
     result["targets"] = report.targets(result["comparisons"], result["stages"])
     result["meta"]["loadavg_end"] = loadavg()
     result["meta"]["wall_s"] = deadline.elapsed()
     report.write(result, out)
     return result
+
+
+def fanout_with_devstack(plan: Plan, logs: Path) -> dict:
+    """Start the whole suite (Triton with every model, the three services, the router)
+    on free loopback ports, as `make run` does, and compare the router with the services."""
+    from services.devstack import DevstackSettings, Stack as SuiteStack
+    from services.embedded_triton.launcher import free_port
+    from services.embedded_triton.settings import TritonSettings
+
+    ports = [free_port() for _ in range(4)]
+    settings = DevstackSettings(router_port=ports[0], detection_port=ports[1], segmentation_port=ports[2],
+                                keypoints_port=ports[3], metrics_base_port=0, run_dir=logs / "fanout")
+    suite = SuiteStack(settings, TritonSettings(grpc_port=0, http_port=0, metrics_port=0))
+
+    async def go() -> dict:
+        await suite.wait_serving()
+        a = suite.addresses()
+        singles = {"detect": a["detection"], "segment": a["segmentation"], "keypoints": a["keypoints"],
+                   "faces": a["keypoints"]}
+        return await measure_fanout(a["router"], singles, [p.data for p in images.jpegs()],
+                                    rounds=plan.hop_rounds, warm_s=plan.warm_s, window_s=plan.hop_window_s * 2)
+
+    log.info("-- fan-out: starting the whole suite")
+    try:
+        suite.start()
+        return asyncio.run(go())
+    except Exception as exc:  # report, don't lose the rest of the run
+        log.exception("fan-out failed")
+        return {"measured": False, "reason": f"fan-out failed: {exc}"}
+    finally:
+        suite.stop()
 
 
 def _exit_on_sigterm(signum, frame) -> None:

@@ -1,14 +1,12 @@
 """Fan-out: the router's PreLabel p50 for all tasks over the largest p50 of the single
 services it fans out to, same images, concurrency 1, interleaved (target <= 1.15).
 
-Plug point: `measure_fanout(router_address, single_addresses, ...)`. The bench stack
-does not start the router nor the segmentation/keypoint services (their models would
-add minutes of CPU start-up and per-image cost). Start them (or point at running
-ones) and pass the addresses: `python -m bench --router HOST:PORT
+A full run starts the whole suite for this (bench.cli.fanout_with_devstack: Triton with
+every model, the three services and the router, as `make run` does). To measure a
+running deployment instead: `python -m bench --router HOST:PORT
 --fanout-single detect=HOST:PORT --fanout-single segment=HOST:PORT
 --fanout-single keypoints=HOST:PORT --fanout-single faces=HOST:PORT` (the tasks
-given are the tasks asked of the router), or call `measure_fanout` from a
-Stack that starts them.
+given are the tasks asked of the router).
 """
 from __future__ import annotations
 
@@ -18,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from bench.load import Variant, interleave
 
 NOT_BUILT = "not measured: router not built yet"
-NOT_IN_STACK = ("not measured: the router (services/router) is not in the bench stack yet; pass "
+NOT_IN_STACK = ("not measured in this mode: a full run starts the whole suite for it, or pass "
                 "--router HOST:PORT and --fanout-single TASK=HOST:PORT for each service it calls")
 
 SingleCall = Callable[[bytes], Awaitable[object]]

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from prelabel.v1 import common_pb2, prelabel_pb2, prelabel_pb2_grpc
 from services.embedded_triton.launcher import EmbeddedTriton
+from services.embedded_triton.settings import TritonSettings
 
 log = logging.getLogger("devstack")
 
@@ -46,24 +47,29 @@ def sample_photos(names: list[str]) -> list[Path]:
 
 
 class Stack:
-    def __init__(self, settings: DevstackSettings):
+    def __init__(self, settings: DevstackSettings, triton_settings: TritonSettings | None = None):
         self.s = settings
+        self.triton_settings = triton_settings
         self.procs: dict[str, subprocess.Popen] = {}
         self.triton: EmbeddedTriton | None = None
 
     def services(self) -> list[tuple[str, int, int]]:
         s = self.s
+
+        def metrics(offset: int) -> int:  # base 0: every process picks a free port
+            return 0 if s.metrics_base_port == 0 else s.metrics_base_port + offset
+
         return [
-            ("detection", s.detection_port, s.metrics_base_port + 1),
-            ("segmentation", s.segmentation_port, s.metrics_base_port + 2),
-            ("keypoints", s.keypoints_port, s.metrics_base_port + 3),
-            ("router", s.router_port, s.metrics_base_port),
+            ("detection", s.detection_port, metrics(1)),
+            ("segmentation", s.segmentation_port, metrics(2)),
+            ("keypoints", s.keypoints_port, metrics(3)),
+            ("router", s.router_port, metrics(0)),
         ]
 
     def start(self) -> None:
         self.s.run_dir.mkdir(exist_ok=True)
         print("starting tritonserver (first start loads the models; ~10-30 s)...", flush=True)
-        self.triton = EmbeddedTriton(log_path=self.s.run_dir / "tritonserver.log").start()
+        self.triton = EmbeddedTriton(self.triton_settings, log_path=self.s.run_dir / "tritonserver.log").start()
         env = dict(os.environ, PRELABEL_TRITON_URL=self.triton.grpc_url,
                    PRELABEL_DETECTION_ADDR=f"127.0.0.1:{self.s.detection_port}",
                    PRELABEL_SEGMENTATION_ADDR=f"127.0.0.1:{self.s.segmentation_port}",
@@ -95,6 +101,9 @@ class Stack:
                         raise TimeoutError(f"{name} not serving after {timeout_s:.0f}s")
                     await asyncio.sleep(0.2)
             print(f"  {name:<13} 127.0.0.1:{port}  ready", flush=True)
+
+    def addresses(self) -> dict[str, str]:
+        return {name: f"127.0.0.1:{port}" for name, port, _ in self.services()}
 
     def stop(self) -> None:
         for proc in self.procs.values():

@@ -1,6 +1,7 @@
 """Caller bytes -> validated, upright image -> letterboxed uint8 model input."""
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,3 +37,12 @@ def prepare_image(data: bytes, input_size: tuple[int, int], settings: ServiceSet
     tensor = np.zeros((1, height, width, 3), dtype=np.uint8)
     letterbox_image(decoded.image, lb, out=tensor[0])
     return PreparedImage(decoded=decoded, letterbox=lb, tensor=tensor)
+
+
+async def prepare_image_async(data: bytes, input_size: tuple[int, int], settings: ServiceSettings,
+                              field: str = "image.data") -> PreparedImage:
+    """prepare_image off the event loop, except for small images: handing those to a
+    worker thread costs more than decoding them (measured ~0.5 ms per request)."""
+    if len(data) <= settings.inline_decode_max_bytes:
+        return prepare_image(data, input_size, settings, field)
+    return await asyncio.to_thread(prepare_image, data, input_size, settings, field)

@@ -39,6 +39,10 @@ class ServiceSettings(BaseSettings):
     """Largest width*height accepted, checked from the header before decoding
     (decompression bombs). Peers use 16.8 to 75 MP."""
 
+    inline_decode_max_bytes: int = 16 * 1024
+    """Images up to this size are decoded on the event loop (a worker-thread hop costs
+    more than their decode); larger ones in a worker thread."""
+
     grpc_max_receive_bytes: int = 32 * 1024 * 1024
     """gRPC transport limit; a larger message gets RESOURCE_EXHAUSTED from gRPC itself."""
 

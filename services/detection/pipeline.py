@@ -1,7 +1,6 @@
 """Detect: request -> decode/letterbox -> Triton -> boxes in source pixels."""
 from __future__ import annotations
 
-import asyncio
 
 from prelabel.v1 import detection_pb2
 
@@ -17,7 +16,7 @@ from services.common.labeling import (
 )
 from services.common.letterbox import boxes_to_source
 from services.common.metrics import Metrics
-from services.common.preprocess import prepare_image
+from services.common.preprocess import prepare_image_async
 from services.common.review import policy_from_proto
 from services.common.triton_client import TritonClient
 from services.detection.settings import DetectionSettings
@@ -58,7 +57,7 @@ async def detect(
 
     metrics.payload.labels(metrics.service, "Detect").observe(len(request.image.data))
     with metrics.timed("decode"):
-        prepared = await asyncio.to_thread(prepare_image, request.image.data, spec.image_size, settings)
+        prepared = await prepare_image_async(request.image.data, spec.image_size, settings)
     with metrics.timed("triton"):
         result = await triton.infer(model, {"IMAGE": prepared.tensor}, timeout_s=timeout_s,
                                     priority=request.priority)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import glob
+import importlib.util
 import logging
 import os
 import shutil
@@ -37,15 +38,16 @@ class TritonInstallation:
 
     @classmethod
     def find(cls) -> "TritonInstallation":
-        try:
-            import pytriton
-        except ImportError as exc:  # pragma: no cover - install problem
-            raise TritonStartError("nvidia-pytriton is not installed (pip install nvidia-pytriton)") from exc
-        root = Path(pytriton.__file__).parent / "tritonserver"
+        # Locate, don't import: importing pytriton pulls in zmq, sh and typer.
+        spec = importlib.util.find_spec("pytriton")
+        if spec is None or not spec.submodule_search_locations:
+            raise TritonStartError("nvidia-pytriton is not installed (pip install nvidia-pytriton)")
+        package = Path(list(spec.submodule_search_locations)[0])
+        root = package / "tritonserver"
         version = f"{sys.version_info.major}.{sys.version_info.minor}"
         inst = cls(
             binary=root / "bin" / "tritonserver",
-            libs=Path(pytriton.__file__).parent.parent / "nvidia_pytriton.libs",
+            libs=package.parent / "nvidia_pytriton.libs",
             python_backend=root / "backends" / "python",
             stub=root / "python_backend_stubs" / version / "triton_python_backend_stub",
         )

@@ -15,7 +15,6 @@ clamped to the image border.
 """
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,7 +44,7 @@ from services.common.labeling import (
 from services.common.labels import category_name
 from services.common.letterbox import Letterbox, boxes_to_model, boxes_to_source, points_to_source
 from services.common.metrics import Metrics
-from services.common.preprocess import prepare_image
+from services.common.preprocess import prepare_image_async
 from services.common.review import ReviewPolicy, policy_from_proto
 from services.common.triton_client import InferOutput, TritonClient
 from services.keypoints.settings import KeypointSettings
@@ -108,7 +107,7 @@ async def detect_keypoints(
 
     metrics.payload.labels(metrics.service, "DetectKeypoints").observe(len(request.image.data))
     with metrics.timed("decode"):
-        prepared = await asyncio.to_thread(prepare_image, request.image.data, spec.image_size, settings)
+        prepared = await prepare_image_async(request.image.data, spec.image_size, settings)
     lb = prepared.letterbox
     boxes = [fields.box(pb, f"prompt_boxes[{k}]", lb.src_w, lb.src_h)
              for k, pb in enumerate(request.prompt_boxes)]

@@ -38,7 +38,7 @@ from services.common.labels import LABEL_MAPS, category_name
 from services.common.letterbox import Letterbox, boxes_to_model, boxes_to_source, points_to_source
 from services.common.masks import encode_mask
 from services.common.metrics import Metrics
-from services.common.preprocess import prepare_image
+from services.common.preprocess import prepare_image_async
 from services.common.review import ReviewPolicy, policy_from_proto
 from services.common.triton_client import InferOutput, ModelSpec, TritonClient
 from services.segmentation.settings import SegmentationSettings
@@ -112,7 +112,7 @@ async def segment(
 
     metrics.payload.labels(metrics.service, "Segment").observe(len(request.image.data))
     with metrics.timed("decode"):
-        prepared = await asyncio.to_thread(prepare_image, request.image.data, spec.image_size, settings)
+        prepared = await prepare_image_async(request.image.data, spec.image_size, settings)
     width, height = prepared.decoded.width, prepared.decoded.height
     boxes = [fields.box(p.box, f"prompts[{k}].box", width, height) for k, p in enumerate(request.prompts)]
     categories = [prompt_category(p, spec.label_map) for p in request.prompts]
