@@ -422,6 +422,9 @@ def fanout_with_devstack(plan: Plan, logs: Path) -> dict:
 
     async def go() -> dict:
         await suite.wait_serving()
+        # The detection-stack probes point at processes that have stopped.
+        load.PROBES.clear()
+        load.STAGES = None
         a = suite.addresses()
         singles = {"detect": a["detection"], "segment": a["segmentation"], "keypoints": a["keypoints"],
                    "faces": a["keypoints"]}
