@@ -87,6 +87,7 @@ async def measure_fanout(router_address: str | None, single_addresses: dict[str,
     router_p50 = summaries["router_all_tasks"]["p50_ms"]
     slowest_p50, slowest = max((s["p50_ms"], n) for n, s in summaries.items() if n != "router_all_tasks")
     return {
+        "measured": True,
         "tasks": list(single_addresses),
         "variants": summaries,
         "router_p50_ms": router_p50,
