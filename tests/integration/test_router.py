@@ -69,7 +69,9 @@ async def test_prelabel_passes_only_remaining_deadline_to_every_hop_when_caller_
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert elapsed < 0.4 + 0.2
     remaining = [x for r in recs for x in r.time_remaining]
-    assert remaining and all(x is not None and 0 < x <= 0.4 for x in remaining), remaining
+    # Every hop got a deadline, and none later than the caller's (within the ~1 ms
+    # resolution of gRPC's timeout header and clock reads).
+    assert remaining and all(x is not None and 0 < x <= 0.4 + 0.01 for x in remaining), remaining
 
 
 async def test_prelabel_uses_default_deadline_on_every_hop_when_caller_sets_none():
