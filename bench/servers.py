@@ -23,43 +23,6 @@ from bench.repo import REPO_ROOT, build_repository
 log = logging.getLogger("bench")
 
 
-def _find_installation_without_import():
-    """TritonInstallation.find() imports `pytriton`, whose __init__ pulls in its whole
-    client stack (pyzmq, sh, typer, ...). Only file paths are needed: find them from
-    the package's location without running it, so a machine that carries just the
-    nvidia-pytriton wheel (bench/gpu.sh) can start the server."""
-    import importlib.util
-
-    from services.embedded_triton.launcher import TritonInstallation, TritonStartError
-
-    spec = importlib.util.find_spec("pytriton")
-    if spec is None or not spec.submodule_search_locations:
-        raise TritonStartError("nvidia-pytriton is not installed (pip install nvidia-pytriton)")
-    package = Path(next(iter(spec.submodule_search_locations)))
-    root = package / "tritonserver"
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    inst = TritonInstallation(
-        binary=root / "bin" / "tritonserver",
-        libs=package.parent / "nvidia_pytriton.libs",
-        python_backend=root / "backends" / "python",
-        stub=root / "python_backend_stubs" / version / "triton_python_backend_stub",
-    )
-    for path in (inst.binary, inst.libs, inst.python_backend, inst.stub):
-        if not path.exists():
-            raise TritonStartError(f"missing from the nvidia-pytriton wheel: {path}")
-    return inst
-
-
-def _patch_installation_lookup() -> None:
-    from services.embedded_triton import launcher
-
-    try:
-        launcher.TritonInstallation.find()
-    except Exception as exc:  # noqa: BLE001 - any import failure of pytriton's client stack
-        log.info("pytriton does not import (%s); locating tritonserver from its files", exc)
-        launcher.TritonInstallation.find = classmethod(lambda cls: _find_installation_without_import())
-
-
 def _bench_triton_class():
     from services.embedded_triton.launcher import EmbeddedTriton
 
@@ -170,7 +133,6 @@ class Stack:
         from services.embedded_triton.launcher import free_port
         from services.embedded_triton.settings import TritonSettings
 
-        _patch_installation_lookup()
         repo = build_repository(self.workdir / "model_repository", self.triton_models)
         started = time.monotonic()
         settings = TritonSettings(

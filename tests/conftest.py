@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 from pathlib import Path
 
 import grpc
@@ -59,79 +60,70 @@ async def running(app, wait_ready: bool = True):
         await asyncio.wait_for(task, 60)
 
 
-@pytest.fixture(scope="session")
-async def detection_address(triton):
+@contextlib.asynccontextmanager
+async def serving(process: str, settings_class: str, **settings):
+    """Run `services.<process>` in this event loop on a free loopback port (no metrics
+    endpoint, a fresh registry); yields its address."""
     from services.common.metrics import Metrics
-    from services.detection.app import build_app
-    from services.detection.settings import DetectionSettings
 
-    settings = DetectionSettings(grpc_port=0, metrics_port=None, triton_url=triton.grpc_url)
-    async with running(build_app(settings, Metrics("detection"))) as address:
+    build_app = importlib.import_module(f"services.{process}.app").build_app
+    settings_type = getattr(importlib.import_module(f"services.{process}.settings"), settings_class)
+    app = build_app(settings_type(grpc_port=0, metrics_port=None, **settings), Metrics(process))
+    async with running(app) as address:
         yield address
 
 
-@pytest.fixture(scope="session")
-async def detector(detection_address):
-    from prelabel.v1 import detection_pb2_grpc
+@contextlib.asynccontextmanager
+async def stub(address: str, module: str, name: str):
+    async with grpc.aio.insecure_channel(address) as channel:
+        yield getattr(importlib.import_module(f"prelabel.v1.{module}_pb2_grpc"), name)(channel)
 
-    async with grpc.aio.insecure_channel(detection_address) as channel:
-        yield detection_pb2_grpc.DetectorStub(channel)
+
+@pytest.fixture(scope="session")
+async def detection_address(triton):
+    async with serving("detection", "DetectionSettings", triton_url=triton.grpc_url) as address:
+        yield address
 
 
 @pytest.fixture(scope="session")
 async def segmentation_address(triton):
-    from services.common.metrics import Metrics
-    from services.segmentation.app import build_app
-    from services.segmentation.settings import SegmentationSettings
-
-    settings = SegmentationSettings(grpc_port=0, metrics_port=None, triton_url=triton.grpc_url)
-    async with running(build_app(settings, Metrics("segmentation"))) as address:
+    async with serving("segmentation", "SegmentationSettings", triton_url=triton.grpc_url) as address:
         yield address
-
-
-@pytest.fixture(scope="session")
-async def segmenter(segmentation_address):
-    from prelabel.v1 import segmentation_pb2_grpc
-
-    async with grpc.aio.insecure_channel(segmentation_address) as channel:
-        yield segmentation_pb2_grpc.SegmenterStub(channel)
 
 
 @pytest.fixture(scope="session")
 async def keypoints_address(triton):
-    from services.common.metrics import Metrics
-    from services.keypoints.app import build_app
-    from services.keypoints.settings import KeypointSettings
-
-    settings = KeypointSettings(grpc_port=0, metrics_port=None, triton_url=triton.grpc_url)
-    async with running(build_app(settings, Metrics("keypoints"))) as address:
+    async with serving("keypoints", "KeypointSettings", triton_url=triton.grpc_url) as address:
         yield address
-
-
-@pytest.fixture(scope="session")
-async def keypoint_detector(keypoints_address):
-    from prelabel.v1 import keypoints_pb2_grpc
-
-    async with grpc.aio.insecure_channel(keypoints_address) as channel:
-        yield keypoints_pb2_grpc.KeypointDetectorStub(channel)
 
 
 @pytest.fixture(scope="session")
 async def router_address(detection_address, segmentation_address, keypoints_address):
     """The real router over the real detection, segmentation and keypoint services."""
-    from services.common.metrics import Metrics
-    from services.router.app import build_app
-    from services.router.settings import RouterSettings
-
-    settings = RouterSettings(grpc_port=0, metrics_port=None, detection_addr=detection_address,
-                              segmentation_addr=segmentation_address, keypoints_addr=keypoints_address)
-    async with running(build_app(settings, Metrics("router"))) as address:
+    async with serving("router", "RouterSettings", detection_addr=detection_address, segmentation_addr=segmentation_address,
+                       keypoints_addr=keypoints_address) as address:
         yield address
 
 
 @pytest.fixture(scope="session")
-async def router(router_address):
-    from prelabel.v1 import prelabel_pb2_grpc
+async def detector(detection_address):
+    async with stub(detection_address, "detection", "DetectorStub") as s:
+        yield s
 
-    async with grpc.aio.insecure_channel(router_address) as channel:
-        yield prelabel_pb2_grpc.PreLabelerStub(channel)
+
+@pytest.fixture(scope="session")
+async def segmenter(segmentation_address):
+    async with stub(segmentation_address, "segmentation", "SegmenterStub") as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+async def keypoint_detector(keypoints_address):
+    async with stub(keypoints_address, "keypoints", "KeypointDetectorStub") as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+async def router(router_address):
+    async with stub(router_address, "prelabel", "PreLabelerStub") as s:
+        yield s

@@ -2,36 +2,17 @@
 weights): prompted rows, keypoints inside their boxes, mixed batches."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
-from google.protobuf import json_format, text_format
-from tritonclient.grpc import model_config_pb2
 
 from services.modelkit.keypointer import Keypointer
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def triton_args(model: str) -> dict:
-    """What Triton passes to `initialize` for model_repository/<model>/config.pbtxt."""
-    config = text_format.Parse((REPO_ROOT / "model_repository" / model / "config.pbtxt").read_text(),
-                               model_config_pb2.ModelConfig())
-    as_json = json_format.MessageToDict(config, preserving_proto_field_name=True)
-    return {"model_config": json.dumps(as_json), "model_name": model, "model_instance_kind": "CPU"}
+from tests.unit.triton_models import initialised
 
 
 @pytest.fixture(scope="module")
 def keypointer():
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PRELABEL_ALLOW_RANDOM_WEIGHTS", "1")
-        mp.delenv("PRELABEL_WEIGHTS_DIR", raising=False)
-        model = Keypointer()
-        model.initialize(triton_args("keypointer"))
-    return model
+    return initialised(Keypointer, "keypointer")
 
 
 def batch(images: np.ndarray, prompts: list[list[tuple]]) -> dict:

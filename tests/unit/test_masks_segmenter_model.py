@@ -2,40 +2,22 @@
 prompted rows, mixed batches, channel choice, weights provenance."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
-from google.protobuf import json_format, text_format
-from tritonclient.grpc import model_config_pb2
 
 from services.modelkit.rcnn import build_rcnn
 from services.modelkit.segmenter import Segmenter
 from services.modelkit.settings import ModelSettings
 from services.modelkit.weights import MissingWeightsError
+from tests.unit.triton_models import initialised
 
 ARCH = "maskrcnn_mobilenet_v3_large_320_fpn_lite"
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def triton_args(model: str) -> dict:
-    """What Triton passes to `initialize` for model_repository/<model>/config.pbtxt."""
-    config = text_format.Parse((REPO_ROOT / "model_repository" / model / "config.pbtxt").read_text(),
-                               model_config_pb2.ModelConfig())
-    as_json = json_format.MessageToDict(config, preserving_proto_field_name=True)
-    return {"model_config": json.dumps(as_json), "model_name": model, "model_instance_kind": "CPU"}
 
 
 @pytest.fixture(scope="module")
 def segmenter():
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PRELABEL_ALLOW_RANDOM_WEIGHTS", "1")
-        mp.delenv("PRELABEL_WEIGHTS_DIR", raising=False)
-        model = Segmenter()
-        model.initialize(triton_args("segmenter"))
-    return model
+    return initialised(Segmenter, "segmenter")
 
 
 def batch(images: np.ndarray, prompts: list[list[tuple]], labels: list[list[int]] | None = None) -> dict:
