@@ -44,16 +44,18 @@ class PreLabelRequest(_message.Message):
     def __init__(self, image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., tasks: _Optional[_Iterable[_Union[Task, str]]] = ..., score_threshold: _Optional[float] = ..., category_names: _Optional[_Iterable[str]] = ..., max_labels: _Optional[int] = ..., review_policy: _Optional[_Union[_common_pb2.ReviewPolicy, _Mapping]] = ..., cascade: _Optional[bool] = ..., include_polygons: _Optional[bool] = ...) -> None: ...
 
 class TaskResult(_message.Message):
-    __slots__ = ("task", "code", "message", "latency_ms")
+    __slots__ = ("task", "code", "message", "latency_ms", "provenance")
     TASK_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    PROVENANCE_FIELD_NUMBER: _ClassVar[int]
     task: Task
     code: str
     message: str
     latency_ms: float
-    def __init__(self, task: _Optional[_Union[Task, str]] = ..., code: _Optional[str] = ..., message: _Optional[str] = ..., latency_ms: _Optional[float] = ...) -> None: ...
+    provenance: _common_pb2.Provenance
+    def __init__(self, task: _Optional[_Union[Task, str]] = ..., code: _Optional[str] = ..., message: _Optional[str] = ..., latency_ms: _Optional[float] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ...) -> None: ...
 
 class PreLabelResponse(_message.Message):
     __slots__ = ("image_id", "image_size", "detections", "masks", "person_keypoints", "faces", "task_results", "uncertainty", "keypoint_schemas")

@@ -193,6 +193,8 @@ def merge(p: Plan, results: list[tuple]) -> prelabel_pb2.PreLabelResponse:
                                                         latency_ms=seconds * 1000))
         if value is None:
             continue
+        if value.HasField("provenance"):
+            out.task_results[-1].provenance.CopyFrom(value.provenance)
         if value.HasField("image_size"):
             out.image_size.CopyFrom(value.image_size)
         if task == prelabel_pb2.TASK_DETECT:

@@ -165,6 +165,9 @@ async def test_prelabel_real_services_return_every_task_with_provenance_when_pho
               *(k.detection for k in reply.person_keypoints), *(f.detection for f in reply.faces)]
     assert all(d.provenance.model_name and d.provenance.weights != common_pb2.WEIGHTS_UNSPECIFIED
                for d in labels)
+    # every task says which model served it, even one that returned no labels
+    assert {r.provenance.model_name for r in reply.task_results} == {
+        "coco_detector", "segmenter", "keypointer", "face_detector"}
     assert {s.name for s in reply.keypoint_schemas} == {"coco_person_17", "face_5"}
 
 

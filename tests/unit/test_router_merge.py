@@ -48,8 +48,9 @@ def test_plan_time_left_raises_when_deadline_spent():
 
 def test_merge_keeps_other_tasks_labels_and_reports_status_when_one_task_failed():
     p = make_plan(tasks=[prelabel_pb2.TASK_DETECT, prelabel_pb2.TASK_SEGMENT, prelabel_pb2.TASK_FACES])
+    provenance = common_pb2.Provenance(model_name="coco_detector", weights=common_pb2.WEIGHTS_RANDOM)
     detect = detection_pb2.DetectResponse(image_size=common_pb2.ImageSize(width=10, height=20),
-                                          detections=[det(0.95), det(0.5, "dog")])
+                                          detections=[det(0.95), det(0.5, "dog")], provenance=provenance)
     faces = keypoints_pb2.KeypointResponse(
         instances=[keypoints_pb2.KeypointInstance(detection=det(0.99, "face"))],
         schema=common_pb2.KeypointSchema(name="face_5"))
@@ -60,6 +61,8 @@ def test_merge_keeps_other_tasks_labels_and_reports_status_when_one_task_failed(
     ])
     assert [t.code for t in out.task_results] == ["OK", "UNAVAILABLE", "OK"]
     assert out.task_results[1].message == "down"
+    assert out.task_results[0].provenance == provenance
+    assert not out.task_results[1].HasField("provenance")
     assert len(out.detections) == 2 and len(out.faces) == 1 and not out.masks
     assert (out.image_size.width, out.image_size.height) == (10, 20)
     assert out.uncertainty.score == pytest.approx(1.0)  # the 0.5 dog
