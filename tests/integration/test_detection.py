@@ -18,6 +18,7 @@ from services.common.triton_client import TritonClient
 from services.detection.pipeline import detect
 from services.detection.settings import DetectionSettings
 from services.embedded_triton.launcher import free_port
+from tests.geometry import iou
 from tests.grpc_helpers import bad_request_field, counts, model_statistics, settled_statistics
 from tests.photos import encode, photo, photo_bytes, with_orientation
 
@@ -26,12 +27,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 FACE = "face_detector"
 
 
-def iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def as_tuple(box) -> tuple[float, float, float, float]:

@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw, ImageOps
 from prelabel.v1 import common_pb2, keypoints_pb2
 from services.common.labels import COCO_KEYPOINT_NAMES
 from services.common.triton_client import TritonClient
-from tests.grpc_helpers import bad_request_field, counts, settled_statistics
+from tests.grpc_helpers import bad_request_field, counts, model_statistics, settled_statistics
 from tests.photos import STORE_AS, encode, photo, photo_bytes, with_orientation
 
 pytestmark = pytest.mark.integration
@@ -177,7 +177,7 @@ async def test_detect_keypoints_rejects_bad_requests_with_the_field_name_when_fi
 async def test_keypointer_model_batches_requests_when_they_arrive_concurrently(keypoint_detector, triton):
     client = TritonClient(triton.grpc_url)
     try:
-        before = (await client.statistics("keypointer"))["model_stats"][0]
+        before = await model_statistics(client, "keypointer")
         requests = [
             keypoints_pb2.KeypointRequest(
                 image=common_pb2.Image(data=drawn_people(300 + 20 * i, 200), image_id=str(i)),

@@ -13,7 +13,7 @@ from pycocotools import mask as coco_mask
 
 from prelabel.v1 import common_pb2, segmentation_pb2
 from services.common.triton_client import TritonClient
-from tests.grpc_helpers import bad_request_field, counts, settled_statistics
+from tests.grpc_helpers import bad_request_field, counts, model_statistics, settled_statistics
 from tests.photos import encode, photo_bytes
 
 pytestmark = pytest.mark.integration
@@ -197,7 +197,7 @@ async def test_segment_rejects_bad_requests_with_the_field_name_when_fields_are_
 async def test_segmenter_model_batches_requests_when_they_arrive_concurrently(segmenter, triton):
     client = TritonClient(triton.grpc_url)
     try:
-        before = (await client.statistics("segmenter"))["model_stats"][0]
+        before = await model_statistics(client, "segmenter")
         images = [drawn_image(320 + 16 * i, 240) for i in range(12)]
         requests = [
             segmentation_pb2.SegmentRequest(

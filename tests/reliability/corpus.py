@@ -271,32 +271,3 @@ def animated(fmt: str) -> bytes:
     buf = io.BytesIO()
     frames[0].save(buf, fmt, save_all=True, append_images=frames[1:], duration=100, loop=0)
     return buf.getvalue()
-
-
-# Pillow's exif_transpose: orientation -> transpose applied to the stored pixels.
-EXIF_TRANSPOSE = {
-    1: None,
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
-_INVERSE = {
-    Image.Transpose.ROTATE_270: Image.Transpose.ROTATE_90,
-    Image.Transpose.ROTATE_90: Image.Transpose.ROTATE_270,
-}
-
-
-def stored_for_orientation(upright: Image.Image, orientation: int) -> Image.Image:
-    """The pixels a camera stores for `upright` when it writes `orientation`."""
-    method = EXIF_TRANSPOSE[orientation]
-    if method is None:
-        return upright.copy()
-    return upright.transpose(_INVERSE.get(method, method))
-
-
-def oriented(upright: Image.Image, orientation: int, fmt: str = "PNG", **kw) -> bytes:
-    return encode(stored_for_orientation(upright, orientation), fmt, exif=exif_orientation(orientation), **kw)

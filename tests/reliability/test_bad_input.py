@@ -29,6 +29,8 @@ from tests.reliability.conftest import (
     triton_inference_count,
 )
 from tests.reliability.report import figure
+from tests.geometry import iou
+from tests.photos import with_orientation
 
 pytestmark = [pytest.mark.integration]
 
@@ -371,12 +373,6 @@ async def test_detect_answers_result_when_colour_mode_or_animation_is_unusual(de
 
 
 # --------------------------------------------------------------- EXIF orientation
-def iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def top_box(reply) -> tuple[float, float, float, float]:
@@ -395,8 +391,8 @@ async def test_detect_boxes_match_upright_reference_when_exif_orientation_is_any
     ref_box = top_box(reference)
 
     ious, problems = {}, []
-    variants = [(f"{fmt}_{o}", corpus.oriented(upright, o, fmt, **kw), min_iou)
-                for fmt, kw, min_iou in (("PNG", {}, 0.99), ("JPEG", {"quality": 95}, 0.9))
+    variants = [(f"{fmt}_{o}", with_orientation(upright, o, fmt), min_iou)
+                for fmt, min_iou in (("PNG", 0.99), ("JPEG", 0.9))
                 for o in range(1, 9)]
     results = await call_all(detector, [request_for(data, **face) for _, data, _ in variants])
     for (key, _, min_iou), (code, reply, _) in zip(variants, results, strict=True):

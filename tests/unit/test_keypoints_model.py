@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from services.modelkit.keypointer import Keypointer
-from tests.unit.triton_models import initialised
+from tests.unit.triton_models import initialised, run
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +24,6 @@ def batch(images: np.ndarray, prompts: list[list[tuple]]) -> dict:
         if boxes:
             inputs["PROMPT_BOXES"][i, : len(boxes)] = boxes
     return inputs
-
-
-def run(model, inputs):
-    with torch.inference_mode():
-        return model.infer(inputs)
 
 
 @pytest.fixture(scope="module")

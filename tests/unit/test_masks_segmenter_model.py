@@ -10,7 +10,7 @@ from services.modelkit.rcnn import build_rcnn
 from services.modelkit.segmenter import Segmenter
 from services.modelkit.settings import ModelSettings
 from services.modelkit.weights import MissingWeightsError
-from tests.unit.triton_models import initialised
+from tests.unit.triton_models import initialised, run
 
 ARCH = "maskrcnn_mobilenet_v3_large_320_fpn_lite"
 
@@ -34,11 +34,6 @@ def batch(images: np.ndarray, prompts: list[list[tuple]], labels: list[list[int]
         if labels and labels[i]:
             inputs["PROMPT_LABELS"][i, : len(labels[i])] = labels[i]
     return inputs
-
-
-def run(model, inputs):
-    with torch.inference_mode():
-        return model.infer(inputs)
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
@@ -28,3 +29,9 @@ def initialised(model_class, model: str):
         instance = model_class()
         instance.initialize(triton_args(model))
     return instance
+
+
+def run(model, inputs: dict) -> dict:
+    """One batch through the model body, as BatchedModel.execute runs it."""
+    with torch.inference_mode():
+        return model.infer(inputs)
