@@ -166,11 +166,15 @@ class ReviewPolicy(_message.Message):
     def __init__(self, default_band: _Optional[_Union[ReviewBand, _Mapping]] = ..., by_category: _Optional[_Mapping[str, ReviewBand]] = ..., include_rejected: _Optional[bool] = ...) -> None: ...
 
 class ImageUncertainty(_message.Message):
-    __slots__ = ("score", "needs_review_count", "min_margin")
+    __slots__ = ("score", "needs_review_count", "min_margin", "review_policy_id", "disagreement")
     SCORE_FIELD_NUMBER: _ClassVar[int]
     NEEDS_REVIEW_COUNT_FIELD_NUMBER: _ClassVar[int]
     MIN_MARGIN_FIELD_NUMBER: _ClassVar[int]
+    REVIEW_POLICY_ID_FIELD_NUMBER: _ClassVar[int]
+    DISAGREEMENT_FIELD_NUMBER: _ClassVar[int]
     score: float
     needs_review_count: int
     min_margin: float
-    def __init__(self, score: _Optional[float] = ..., needs_review_count: _Optional[int] = ..., min_margin: _Optional[float] = ...) -> None: ...
+    review_policy_id: str
+    disagreement: float
+    def __init__(self, score: _Optional[float] = ..., needs_review_count: _Optional[int] = ..., min_margin: _Optional[float] = ..., review_policy_id: _Optional[str] = ..., disagreement: _Optional[float] = ...) -> None: ...

@@ -2,8 +2,11 @@
 uncertainty score for active learning. Plain functions over plain values."""
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Iterable
 
 from prelabel.v1 import common_pb2
@@ -47,6 +50,47 @@ class ReviewPolicy:
     def band(self, category_name: str) -> Band:
         return self.by_category.get(category_name, self.default)
 
+    @cached_property
+    def id(self) -> str:
+        """Identity of the bands (what decides every label): "sha256:" + 16 hex digits of
+        their canonical JSON. Equal bands give equal ids wherever they were loaded (a
+        policy file, a per-request policy, the router forwarding its policy), values
+        taken at float32 as on the wire. `include_rejected` is not part of it."""
+        canon = {"default": _canon(self.default),
+                 "by_category": {name: _canon(b) for name, b in sorted(self.by_category.items())}}
+        digest = hashlib.sha256(json.dumps(canon, sort_keys=True, separators=(",", ":")).encode())
+        return "sha256:" + digest.hexdigest()[:16]
+
+
+def _canon(band: Band) -> list[float]:
+    return [round(float(band.accept_at), 6), round(float(band.reject_below), 6)]
+
+
+def sets_bands(pb: common_pb2.ReviewPolicy) -> bool:
+    """Whether a (per-request) policy message sets any band, not just include_rejected."""
+    return pb.HasField("default_band") or len(pb.by_category) > 0
+
+
+def resolve(pb: common_pb2.ReviewPolicy, served: ReviewPolicy,
+            field_name: str = "review_policy") -> ReviewPolicy:
+    """The policy a request runs under. A request that sets any band replaces the served
+    bands (its unset band fields take the served default band); one that only sets
+    include_rejected keeps the served bands."""
+    if sets_bands(pb):
+        return policy_from_proto(pb, field_name, base=served.default)
+    return ReviewPolicy(default=served.default, by_category=served.by_category,
+                        include_rejected=pb.include_rejected)
+
+
+def policy_to_proto(policy: ReviewPolicy) -> common_pb2.ReviewPolicy:
+    """Every band spelled out, so a service receiving it decides exactly as the sender."""
+    def band(b: Band) -> common_pb2.ReviewBand:
+        return common_pb2.ReviewBand(accept_at=b.accept_at, reject_below=b.reject_below)
+    return common_pb2.ReviewPolicy(
+        default_band=band(policy.default),
+        by_category={name: band(b) for name, b in policy.by_category.items()},
+        include_rejected=policy.include_rejected)
+
 
 def _band_from_proto(pb: common_pb2.ReviewBand, base: Band, field_name: str) -> Band:
     accept = pb.accept_at if pb.HasField("accept_at") else base.accept_at
@@ -59,8 +103,11 @@ def _band_from_proto(pb: common_pb2.ReviewBand, base: Band, field_name: str) -> 
     return Band(accept_at=accept, reject_below=reject)
 
 
-def policy_from_proto(pb: common_pb2.ReviewPolicy, field_name: str = "review_policy") -> ReviewPolicy:
-    default = _band_from_proto(pb.default_band, Band(), f"{field_name}.default_band")
+def policy_from_proto(pb: common_pb2.ReviewPolicy, field_name: str = "review_policy",
+                      base: Band = Band()) -> ReviewPolicy:
+    """Validated policy; unset band fields take `base` (the built-in defaults unless a
+    policy file is served), unset per-category fields the resolved default band."""
+    default = _band_from_proto(pb.default_band, base, f"{field_name}.default_band")
     by_category = {
         name: _band_from_proto(band, default, f"{field_name}.by_category[{name}]")
         for name, band in pb.by_category.items()
@@ -81,18 +128,21 @@ class Uncertainty:
     score: float = 0.0
     needs_review_count: int = 0
     min_margin: float = 1.0
+    review_policy_id: str = ""
 
     def to_proto(self) -> common_pb2.ImageUncertainty:
         return common_pb2.ImageUncertainty(
-            score=self.score, needs_review_count=self.needs_review_count, min_margin=self.min_margin
+            score=self.score, needs_review_count=self.needs_review_count, min_margin=self.min_margin,
+            review_policy_id=self.review_policy_id,
         )
 
 
-def image_uncertainty(labels: Iterable[tuple[float, Band]]) -> Uncertainty:
-    """Uncertainty of an image from its labels' (score, band) pairs."""
+def image_uncertainty(labels: Iterable[tuple[float, Band]], policy_id: str = "") -> Uncertainty:
+    """Uncertainty of an image from its labels' (score, band) pairs; `policy_id` names
+    the policy those bands came from."""
     score, review, margin = 0.0, 0, 1.0
     for s, band in labels:
         score = max(score, binary_entropy(s))
         margin = min(margin, band.margin(s))
         review += band.decide(s) == NEEDS_REVIEW
-    return Uncertainty(score=score, needs_review_count=review, min_margin=margin)
+    return Uncertainty(score=score, needs_review_count=review, min_margin=margin, review_policy_id=policy_id)
