@@ -9,7 +9,8 @@ DEADLINE_EXCEEDED or RESOURCE_EXHAUSTED (the suite is overloaded) and grows back
 after as many successes in a row (AIMD).
 
 Failures, per image:
-- every failed task says INVALID_ARGUMENT / OUT_OF_RANGE (a bad image), the file cannot be
+- every failed task says INVALID_ARGUMENT / OUT_OF_RANGE (a bad image), the call ended
+  RESOURCE_EXHAUSTED without a retry hint (a size limit, not overload), the file cannot be
   read, or it is larger than the limit: *rejected*, journaled, never tried again;
 - any other task error (UNAVAILABLE, DEADLINE_EXCEEDED, ...): tried again after a backoff,
   up to `attempts` times in this run, then reported as a *failure* and left unjournaled,
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 PERMANENT_CODES = frozenset({"INVALID_ARGUMENT", "OUT_OF_RANGE"})
 #: Task status codes that mean "the suite is overloaded": the window shrinks.
 OVERLOAD_CODES = frozenset({"DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED"})
+#: Trailing metadata the suite sends with RESOURCE_EXHAUSTED when it is overloaded.
+RETRY_AFTER_KEY = "retry-after-ms"
 #: File errors that make an image unreadable for good (others, e.g. EIO, are retried).
 PERMANENT_ERRNOS = frozenset({errno.ENOENT, errno.EACCES, errno.EISDIR, errno.ENOTDIR, errno.ELOOP})
 
@@ -116,10 +119,19 @@ def classify(response: prelabel_pb2.PreLabelResponse) -> Outcome:
 
 
 def classify_error(exc: grpc.aio.AioRpcError) -> Outcome:
+    """A failed call's outcome. RESOURCE_EXHAUSTED is overload only when it carries the
+    suite's retry hint; without one it is a size limit (a message over gRPC's receive
+    limit, trailers over the metadata limit), which no retry can change."""
     code = exc.code()
     reason = f"{code.name}: {exc.details()}"
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and not _has_retry_hint(exc):
+        return Outcome(REJECTED, f"{reason} (a size limit: no retry hint)")
     return Outcome(REJECTED if code.name in PERMANENT_CODES else RETRY, reason,
                    overload=code.name in OVERLOAD_CODES)
+
+
+def _has_retry_hint(exc: grpc.aio.AioRpcError) -> bool:
+    return any(key == RETRY_AFTER_KEY for key, _ in (exc.trailing_metadata() or ()))
 
 
 def read_image(image: InputImage, max_bytes: int) -> bytes | Outcome:

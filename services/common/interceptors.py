@@ -27,6 +27,25 @@ log = logging.getLogger(__name__)
 PASS_THROUGH_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 RETRY_AFTER_KEY = "retry-after-ms"
 
+# Error trailers travel as metadata, which gRPC caps (8 KiB soft, 16 KiB hard): past
+# that the caller sees RESOURCE_EXHAUSTED instead of our status. The message goes out
+# percent-encoded (up to 3 bytes per byte) and again inside the base64 details, so each
+# echoed value is cut to a few hundred UTF-8 bytes: worst case ~3.5 KiB of trailers.
+MAX_MESSAGE_BYTES = 512
+MAX_FIELD_BYTES = 128
+MAX_DESCRIPTION_BYTES = 384
+MAX_DETAILS_BYTES = 2048  # serialized google.rpc.Status; details are dropped above it
+
+
+def bounded(text: str, limit_bytes: int) -> str:
+    """`text` cut to at most `limit_bytes` UTF-8 bytes (on a character boundary), with
+    the original size said at the cut."""
+    raw = text.encode("utf-8", errors="replace")
+    if len(raw) <= limit_bytes:
+        return text
+    suffix = f"... ({len(raw)} bytes)"
+    return raw[:limit_bytes - len(suffix)].decode("utf-8", errors="ignore") + suffix
+
 def _is_probe(method: str) -> bool:
     return method.startswith(PASS_THROUGH_PREFIXES)
 
@@ -121,7 +140,8 @@ def status_for(exc: PrelabelError, retry_after_ms: int = 0) -> grpc.Status:
     extra: tuple = ()
     if isinstance(exc, InvalidArgument):
         code = code_pb2.INVALID_ARGUMENT
-        violation = error_details_pb2.BadRequest.FieldViolation(field=exc.field, description=exc.reason)
+        violation = error_details_pb2.BadRequest.FieldViolation(
+            field=bounded(exc.field, MAX_FIELD_BYTES), description=bounded(exc.reason, MAX_DESCRIPTION_BYTES))
         details.append(_pack(error_details_pb2.BadRequest(field_violations=[violation])))
     elif isinstance(exc, ResourceExhausted):
         code = code_pb2.RESOURCE_EXHAUSTED
@@ -139,7 +159,10 @@ def status_for(exc: PrelabelError, retry_after_ms: int = 0) -> grpc.Status:
         code = code_pb2.PERMISSION_DENIED
     else:
         code = code_pb2.INTERNAL
-    status = rpc_status.to_status(status_pb2.Status(code=code, message=exc.message, details=details))
+    proto = status_pb2.Status(code=code, message=bounded(exc.message, MAX_MESSAGE_BYTES), details=details)
+    if proto.ByteSize() > MAX_DETAILS_BYTES:
+        del proto.details[:]
+    status = rpc_status.to_status(proto)
     return _Status(status.code, status.details, tuple(status.trailing_metadata) + extra)
 
 
