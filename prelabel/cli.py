@@ -44,6 +44,7 @@ from prelabel.inputs import (
     select_shard,
 )
 from prelabel.journal import STATUS_OK, STATUS_REJECTED, Journal, response_of
+from prelabel.quality import commands as quality
 from prelabel.sdk import DEFAULT_ADDRESS, TASKS, PreLabelClient, parse_tasks
 
 log = logging.getLogger("prelabel")
@@ -112,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long to wait for another process holding --out (default %(default)s)")
     a.add_argument("--no-progress", action="store_true", help="no progress bar")
     a.add_argument("-v", "--verbose", action="store_true")
+    quality.add_parsers(sub)  # evaluate, calibrate
     return parser
 
 
@@ -341,8 +343,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "annotate":
             return annotate(args)
+        if args.command in quality.COMMANDS:
+            return quality.COMMANDS[args.command](args)
     except UsageError as exc:
         parser.error(str(exc))  # exits 2
+    except quality.QualityInputError as exc:
+        log.error("%s", exc)
+        return EXIT_USAGE
     except Exception:
         log.exception("fatal error")
         return EXIT_FATAL
