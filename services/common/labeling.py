@@ -66,7 +66,8 @@ def keep_reviewed(items: list, policy: ReviewPolicy, detection_of=lambda item: i
 
 
 def uncertainty_of(detections, policy: ReviewPolicy) -> common_pb2.ImageUncertainty:
-    return image_uncertainty((d.score, policy.band(d.category.name)) for d in detections).to_proto()
+    return image_uncertainty(((d.score, policy.band(d.category.name)) for d in detections),
+                             policy.id).to_proto()
 
 
 def count_labels(metrics: Metrics, task: str, model: str, detections) -> None:

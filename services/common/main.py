@@ -6,6 +6,7 @@ import logging
 import sys
 from typing import Callable
 
+from services.common.policy_file import PolicyFileError
 from services.common.server import GrpcApp
 from services.common.startup import RandomWeightsRefused
 
@@ -21,5 +22,8 @@ def run_app(build: Callable[[], GrpcApp]) -> None:
     except RandomWeightsRefused as exc:
         logging.getLogger("prelabel").error("refusing to start: %s", exc)
         sys.exit(3)
+    except PolicyFileError as exc:
+        logging.getLogger("prelabel").error("refusing to start: %s", exc)
+        sys.exit(2)
     except KeyboardInterrupt:
         pass

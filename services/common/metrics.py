@@ -31,6 +31,12 @@ class Metrics:
             "prelabel_images", "Images labelled", ["service", "task"], registry=r)
         self.labels = Counter(
             "prelabel_labels", "Labels produced", ["service", "task", "model", "review"], registry=r)
+        self.review_policy = Gauge(
+            "prelabel_review_policy_info", "Review policy in force (1; 0 once replaced), by id and "
+            "source (policy file or built-in defaults)", ["service", "policy_id", "source"], registry=r)
+        self.review_policy_reloads = Counter(
+            "prelabel_review_policy_reloads", "Policy-file changes seen, by outcome (ok, refused: "
+            "the old policy stays)", ["service", "outcome"], registry=r)
         self.payload = Histogram(
             "prelabel_payload_bytes", "Request payload size", ["service", "method"],
             buckets=BYTES_BUCKETS, registry=r)

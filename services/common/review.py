@@ -97,9 +97,9 @@ def _band_from_proto(pb: common_pb2.ReviewBand, base: Band, field_name: str) -> 
     reject = pb.reject_below if pb.HasField("reject_below") else base.reject_below
     for name, value in (("accept_at", accept), ("reject_below", reject)):
         if not (0.0 <= value <= 1.0) or math.isnan(value):
-            raise InvalidArgument(f"{field_name}.{name}", f"must be in [0, 1], got {value}")
+            raise InvalidArgument(f"{field_name}.{name}", f"must be in [0, 1], got {value:.6g}")
     if reject > accept:
-        raise InvalidArgument(field_name, f"reject_below ({reject}) is above accept_at ({accept})")
+        raise InvalidArgument(field_name, f"reject_below ({reject:.6g}) is above accept_at ({accept:.6g})")
     return Band(accept_at=accept, reject_below=reject)
 
 

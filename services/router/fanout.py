@@ -16,6 +16,7 @@ from services.common import requests as fields
 from services.common.errors import DeadlineExceeded, InvalidArgument, PrelabelError, ResourceExhausted, Unavailable
 from services.common.metrics import Metrics
 from services.common.review import image_uncertainty, policy_from_proto
+from services.router.disagreement import disagreement
 from services.router.downstream import Downstream
 
 Task = prelabel_pb2.Task
@@ -211,7 +212,8 @@ def merge(p: Plan, results: list[tuple]) -> prelabel_pb2.PreLabelResponse:
     labels = [*out.detections, *(m.detection for m in out.masks),
               *(k.detection for k in out.person_keypoints), *(f.detection for f in out.faces)]
     out.uncertainty.CopyFrom(
-        image_uncertainty((d.score, policy.band(d.category.name)) for d in labels).to_proto())
+        image_uncertainty(((d.score, policy.band(d.category.name)) for d in labels), policy.id).to_proto())
+    out.uncertainty.disagreement = disagreement(out, {t for t in p.tasks if by_task[t][1] is None}, r.cascade)
     return out
 
 

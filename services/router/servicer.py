@@ -9,6 +9,7 @@ from prelabel.v1 import common_pb2, prelabel_pb2, prelabel_pb2_grpc
 from services.common.errors import InvalidArgument, PrelabelError
 from services.common.interceptors import time_left
 from services.common.metrics import Metrics
+from services.common.policy_file import ServedPolicy
 from services.router.downstream import Downstream
 from services.router.fanout import prelabel
 from services.router.settings import RouterSettings
@@ -19,9 +20,11 @@ log = logging.getLogger(__name__)
 class PreLabelerServicer(prelabel_pb2_grpc.PreLabelerServicer):
     def __init__(self, settings: RouterSettings, downstream: Downstream, metrics: Metrics):
         self.settings, self.down, self.metrics = settings, downstream, metrics
+        self.policy = ServedPolicy.from_settings(settings, metrics)
 
     async def PreLabel(self, request, context):
         s = self.settings
+        request = self.policy.apply(request)  # forwarded to the services as is
         return await prelabel(request, self.down, self.metrics,
                               timeout_s=time_left(context, s.default_timeout_s, s.min_time_left_s),
                               priority=common_pb2.PRIORITY_INTERACTIVE, min_time_left_s=s.min_time_left_s)
@@ -39,6 +42,7 @@ class PreLabelerServicer(prelabel_pb2_grpc.PreLabelerServicer):
             try:
                 if not request.image.image_id:
                     raise InvalidArgument("image.image_id", f"required on PreLabelStream (message {index})")
+                request = self.policy.apply(request)
                 timeout = min(s.stream_item_timeout_s, time_left(context, s.stream_item_timeout_s))
                 return await prelabel(request, self.down, self.metrics, timeout_s=timeout,
                                       priority=common_pb2.PRIORITY_BULK, min_time_left_s=s.min_time_left_s,
