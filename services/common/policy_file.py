@@ -75,7 +75,7 @@ def parse_policy(doc: Any, where: str = "policy file") -> PolicyFile:
     try:
         policy = policy_from_proto(pb, POLICY_KEY)
     except InvalidArgument as exc:
-        raise PolicyFileError(f"{where}: {exc.field}: {exc.message}") from None
+        raise PolicyFileError(f"{where}: {exc.message}") from None
     return PolicyFile(policy=policy, provenance=provenance)
 
 
