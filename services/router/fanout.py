@@ -23,6 +23,8 @@ Task = prelabel_pb2.Task
 ALL_TASKS = (prelabel_pb2.TASK_DETECT, prelabel_pb2.TASK_SEGMENT, prelabel_pb2.TASK_KEYPOINTS,
              prelabel_pb2.TASK_FACES)
 PERSON = "person"
+#: The merge margin never takes more than this share of a short deadline.
+MAX_MERGE_SHARE = 0.2
 
 
 @dataclass
@@ -30,32 +32,40 @@ class Plan:
     request: prelabel_pb2.PreLabelRequest
     tasks: list[int]
     priority: int
-    deadline: float  # time.monotonic() by which every hop must be done
+    deadline: float  # time.monotonic() by which the reply must be written
     min_time_left_s: float
+    merge_margin_s: float = 0.0  # kept back from every downstream call for the merge
 
     def time_left(self) -> float:
-        """What the next hop may use: only what remains of the caller's deadline."""
-        left = self.deadline - time.monotonic()
+        """What the next hop may use: what remains of the caller's deadline less the
+        merge margin, so a hung service ends DEADLINE_EXCEEDED while there is still time
+        to reply with the tasks that finished."""
+        left = self.deadline - self.merge_margin_s - time.monotonic()
         if left < self.min_time_left_s:
-            raise DeadlineExceeded(f"only {max(left, 0) * 1000:.0f} ms left of the deadline")
+            raise DeadlineExceeded(f"only {max(left, 0) * 1000:.0f} ms left of the deadline "
+                                   f"(less {self.merge_margin_s * 1000:.0f} ms kept for the merge)")
         return left
 
 
 def plan(request: prelabel_pb2.PreLabelRequest, *, timeout_s: float, priority: int,
-         min_time_left_s: float) -> Plan:
-    """Validate what the router itself owns; the services validate the rest (image,
-    per-task parameters) and their field violations come back unchanged."""
+         min_time_left_s: float, merge_margin_s: float = 0.0, max_image_bytes: int | None = None) -> Plan:
+    """Validate what the router itself owns, and the image's size in bytes before it
+    is copied into any downstream request; the services decode and validate the rest
+    (image content, per-task parameters), and their field violations come back unchanged."""
     tasks = list(dict.fromkeys(request.tasks)) or list(ALL_TASKS)
     for i, task in enumerate(tasks):
         if task not in ALL_TASKS:
             raise InvalidArgument(f"tasks[{i}]", f"unknown task {task}")
     if not request.image.data:
         raise InvalidArgument("image.data", "image is empty")
+    if max_image_bytes is not None and len(request.image.data) > max_image_bytes:
+        raise InvalidArgument("image.data", f"image is {len(request.image.data)} bytes; "
+                                            f"the limit is {max_image_bytes}")
     fields.image_id(request.image.image_id)
     fields.probability(request, "score_threshold", fields.DEFAULT_SCORE_THRESHOLD)
     fields.max_count(request.max_labels, "max_labels")
     policy_from_proto(request.review_policy)
-    return Plan(request, tasks, priority, time.monotonic() + timeout_s, min_time_left_s)
+    return Plan(request, tasks, priority, time.monotonic() + timeout_s, min_time_left_s, merge_margin_s)
 
 
 def _common(request: prelabel_pb2.PreLabelRequest) -> dict:
@@ -218,9 +228,11 @@ def merge(p: Plan, results: list[tuple]) -> prelabel_pb2.PreLabelResponse:
 
 
 async def prelabel(request: prelabel_pb2.PreLabelRequest, down: Downstream, metrics: Metrics, *,
-                   timeout_s: float, priority: int, min_time_left_s: float,
+                   timeout_s: float, priority: int, min_time_left_s: float, merge_margin_s: float = 0.0,
+                   max_image_bytes: int | None = None,
                    raise_when_all_failed: bool = True) -> prelabel_pb2.PreLabelResponse:
-    p = plan(request, timeout_s=timeout_s, priority=priority, min_time_left_s=min_time_left_s)
+    p = plan(request, timeout_s=timeout_s, priority=priority, min_time_left_s=min_time_left_s,
+             merge_margin_s=min(merge_margin_s, timeout_s * MAX_MERGE_SHARE), max_image_bytes=max_image_bytes)
     results = await _run(p, down, metrics)
     errors = [e for _, _, e, _ in results if e is not None]
     if raise_when_all_failed and errors and len(errors) == len(results):

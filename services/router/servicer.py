@@ -27,7 +27,8 @@ class PreLabelerServicer(prelabel_pb2_grpc.PreLabelerServicer):
         request = self.policy.apply(request)  # forwarded to the services as is
         return await prelabel(request, self.down, self.metrics,
                               timeout_s=time_left(context, s.default_timeout_s, s.min_time_left_s),
-                              priority=common_pb2.PRIORITY_INTERACTIVE, min_time_left_s=s.min_time_left_s)
+                              priority=common_pb2.PRIORITY_INTERACTIVE, min_time_left_s=s.min_time_left_s,
+                              merge_margin_s=s.merge_margin_s, max_image_bytes=s.max_image_bytes)
 
     async def PreLabelStream(self, request_iterator, context):
         """At most `stream_window` images in flight: the next request is read only
@@ -46,6 +47,7 @@ class PreLabelerServicer(prelabel_pb2_grpc.PreLabelerServicer):
                 timeout = min(s.stream_item_timeout_s, time_left(context, s.stream_item_timeout_s))
                 return await prelabel(request, self.down, self.metrics, timeout_s=timeout,
                                       priority=common_pb2.PRIORITY_BULK, min_time_left_s=s.min_time_left_s,
+                                      merge_margin_s=s.merge_margin_s, max_image_bytes=s.max_image_bytes,
                                       raise_when_all_failed=False)
             except PrelabelError as exc:
                 return failed_response(request, exc)

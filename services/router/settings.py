@@ -28,6 +28,11 @@ class RouterSettings(ServiceSettings):
     stream_item_timeout_s: float = 120.0
     """PreLabelStream: deadline of each image's fan-out (bounded by the stream's)."""
 
+    merge_margin_s: float = 0.1
+    """Kept back from each downstream call's deadline (at most a fifth of a short
+    deadline) so that, when a service hangs, its task ends DEADLINE_EXCEEDED while the
+    router still has time to reply with the tasks that finished."""
+
     downstream_ca_file: Path | None = None
     """CA (PEM) that signed the services' certificates: calls them over TLS when set."""
 

@@ -142,8 +142,8 @@ async def detection_app(triton_url: str, **overrides):
 
 
 @dataclass
-class DetectionProcess:
-    """`python -m services.detection` as a child process (its own GIL and event loop)."""
+class ServiceProcess:
+    """`python -m services.<kind>` as a child process (its own GIL and event loop)."""
 
     process: subprocess.Popen
     address: str
@@ -167,40 +167,59 @@ class DetectionProcess:
                 total += float(value)
         return total
 
+    def rss_bytes(self) -> int:
+        """Resident set size of the process, from /proc/<pid>/statm."""
+        with open(f"/proc/{self.process.pid}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def cpu_s(self) -> float:
+        """User + system CPU seconds the process has used (all its threads)."""
+        with open(f"/proc/{self.process.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
 
 @contextlib.asynccontextmanager
-async def detection_process(triton_url: str, tmp_path: Path, **env_overrides):
-    """Start the detection service as a real process configured through PRELABEL_* env
-    vars; wait until SERVING; on exit SIGTERM it (SIGKILL if it ignores that)."""
+async def service_process(kind: str, tmp_path: Path, wait_ready: bool = True, **env_overrides):
+    """Start `python -m services.<kind>` configured through PRELABEL_* env vars; wait
+    until SERVING; on exit SIGCONT (a test may have stopped it), then SIGTERM it
+    (SIGKILL if it ignores that)."""
     port, metrics_port = free_port(), free_port()
     env = dict(os.environ)
     env.update({
-        "PRELABEL_TRITON_URL": triton_url,
         "PRELABEL_GRPC_PORT": str(port),
         "PRELABEL_METRICS_PORT": str(metrics_port),
         "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p),
     })
     env.update({k: str(v) for k, v in env_overrides.items()})
-    log_path = tmp_path / f"detection-{port}.log"
+    log_path = tmp_path / f"{kind}-{port}.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "services.detection"], cwd=REPO_ROOT, env=env,
+        process = subprocess.Popen([sys.executable, "-m", f"services.{kind}"], cwd=REPO_ROOT, env=env,
                                    stdout=log, stderr=subprocess.STDOUT)
-    proc = DetectionProcess(process, f"127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}/metrics",
-                            log_path, env)
+    proc = ServiceProcess(process, f"127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}/metrics",
+                          log_path, env)
     try:
-        await wait_serving(proc.address, timeout_s=120)
+        if wait_ready:
+            await wait_serving(proc.address, timeout_s=120)
         yield proc
     except BaseException:
         print(proc.log_tail())
         raise
     finally:
         if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGCONT)
             process.send_signal(signal.SIGTERM)
             try:
                 await asyncio.to_thread(process.wait, 30)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def detection_process(triton_url: str, tmp_path: Path, **env_overrides):
+    """The detection service as a real process (see service_process)."""
+    return service_process("detection", tmp_path, PRELABEL_TRITON_URL=triton_url, **env_overrides)
 
 
 async def health_status(address: str, timeout_s: float = 1.0) -> int | None:
