@@ -36,7 +36,7 @@ import grpc
 from prelabel.inputs import MAX_IMAGE_ID_BYTES, InputImage
 from prelabel.journal import Journal
 from prelabel.sdk import TASK_NAMES, PreLabelClient, StreamStalled
-from prelabel.v1 import prelabel_pb2
+from prelabel.v1 import common_pb2, prelabel_pb2
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,8 @@ class BulkOptions:
     score_threshold: float | None = None
     cascade: bool = False
     include_polygons: bool = False
+    #: Review policy sent with every image (`--review-policy FILE`); None: the router's.
+    review_policy: common_pb2.ReviewPolicy | None = None
     #: Unary deadline per image; a stream with images outstanding that stays silent for
     #: `stall_timeout_s` (derived from it) is abandoned.
     timeout_s: float = 120.0
@@ -102,7 +104,7 @@ class BulkOptions:
 
     def request_options(self) -> dict:
         return {"score_threshold": self.score_threshold, "cascade": self.cascade,
-                "include_polygons": self.include_polygons}
+                "include_polygons": self.include_polygons, "review_policy": self.review_policy}
 
 
 def classify(response: prelabel_pb2.PreLabelResponse) -> Outcome:

@@ -3,6 +3,7 @@
     prelabel annotate PATH... --out DIR [--tasks detect,segment,keypoints,faces]
         [--manifest FILE] [--shard-index I --shard-count N] [--router HOST:PORT]
         [--concurrency N] [--formats coco,yolo,labelstudio] [--score-threshold X] [--cascade]
+        [--review-policy FILE]
 
 Exit codes of `annotate`:
   0   the shard is complete and every image was labelled (also: `DIR/_SUCCESS` was already
@@ -45,6 +46,8 @@ from prelabel.inputs import (
 )
 from prelabel.journal import STATUS_OK, STATUS_REJECTED, Journal, response_of
 from prelabel.quality import commands as quality
+from services.common.policy_file import PolicyFileError, load_policy_file
+from services.common.review import policy_to_proto
 from prelabel.sdk import DEFAULT_ADDRESS, TASKS, PreLabelClient, parse_tasks
 
 log = logging.getLogger("prelabel")
@@ -98,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--score-threshold", type=float, default=None, help="minimum label score in [0, 1]")
     a.add_argument("--cascade", action="store_true",
                    help="prompt segmentation and keypoints with the detected boxes")
+    a.add_argument("--review-policy", metavar="FILE",
+                   help="review-policy file (`prelabel calibrate` output) sent with every image; "
+                        "default: the router's policy")
     a.add_argument("--timeout-s", type=float, default=120.0,
                    help="per-image deadline, and longest silence of the stream (default %(default)s)")
     a.add_argument("--attempts", type=int, default=5,
@@ -240,7 +246,8 @@ async def _label(args, journal: Journal, todo: list[InputImage], progress: _Prog
     options = BulkOptions(
         tasks=tasks, window=args.concurrency, score_threshold=args.score_threshold, cascade=args.cascade,
         include_polygons="segment" in args.tasks, timeout_s=args.timeout_s, attempts=args.attempts,
-        max_image_bytes=args.max_image_bytes, connect_timeout_s=min(30.0, args.timeout_s))
+        max_image_bytes=args.max_image_bytes, connect_timeout_s=min(30.0, args.timeout_s),
+        review_policy=policy_to_proto(_review_policy(args.review_policy).policy) if args.review_policy else None)
     client = PreLabelClient(
         args.router, timeout_s=args.timeout_s, tls=args.tls, root_certificates=_read_pem(args.ca_cert),
         certificate_chain=_read_pem(args.client_cert), private_key=_read_pem(args.client_key))
@@ -271,6 +278,16 @@ async def _label(args, journal: Journal, todo: list[InputImage], progress: _Prog
     return tally, (received[0] if received else 0)
 
 
+def _review_policy(path: str | None):
+    """The --review-policy file, validated as the servers would (a bad one: usage error)."""
+    if not path:
+        return None
+    try:
+        return load_policy_file(path)
+    except PolicyFileError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def annotate(args) -> int:
     out_dir = args.out
     if os.path.exists(os.path.join(out_dir, SUCCESS_FILE)):
@@ -283,6 +300,7 @@ def annotate(args) -> int:
         raise UsageError("--score-threshold must be in [0, 1]")
     if not args.paths and not args.manifest:
         raise UsageError("give image paths, folders, globs or --manifest")
+    policy = _review_policy(args.review_policy)
     try:
         check_shard(args.shard_index, args.shard_count)
     except InputError as exc:
@@ -302,7 +320,8 @@ def annotate(args) -> int:
             raise UsageError(str(exc)) from None
         _check_params(out_dir, {
             "tasks": sorted(args.tasks), "score_threshold": args.score_threshold, "cascade": args.cascade,
-            "shard_index": args.shard_index, "shard_count": args.shard_count})
+            "shard_index": args.shard_index, "shard_count": args.shard_count,
+            **({"review_policy_id": policy.id} if policy else {})})
         with Journal(os.path.join(out_dir, JOURNAL_FILE)) as journal:
             todo = [im for im in shard if im.image_id not in journal.index]
             log.info("shard %d/%d: %d images, %d already done, %d to label", args.shard_index,
