@@ -247,7 +247,7 @@ async def _label(args, journal: Journal, todo: list[InputImage], progress: _Prog
         tasks=tasks, window=args.concurrency, score_threshold=args.score_threshold, cascade=args.cascade,
         include_polygons="segment" in args.tasks, timeout_s=args.timeout_s, attempts=args.attempts,
         max_image_bytes=args.max_image_bytes, connect_timeout_s=min(30.0, args.timeout_s),
-        review_policy=policy_to_proto(_review_policy(args.review_policy).policy) if args.review_policy else None)
+        review_policy=policy_to_proto(args.loaded_review_policy.policy) if args.loaded_review_policy else None)
     client = PreLabelClient(
         args.router, timeout_s=args.timeout_s, tls=args.tls, root_certificates=_read_pem(args.ca_cert),
         certificate_chain=_read_pem(args.client_cert), private_key=_read_pem(args.client_key))
@@ -300,7 +300,7 @@ def annotate(args) -> int:
         raise UsageError("--score-threshold must be in [0, 1]")
     if not args.paths and not args.manifest:
         raise UsageError("give image paths, folders, globs or --manifest")
-    policy = _review_policy(args.review_policy)
+    policy = args.loaded_review_policy = _review_policy(args.review_policy)  # read once: what params.json records is what is sent
     try:
         check_shard(args.shard_index, args.shard_count)
     except InputError as exc:
