@@ -89,11 +89,7 @@ class GrpcApp:
             interceptors.append(AuthInterceptor(settings.auth_tokens))
         self.server = grpc.aio.server(
             interceptors=[*interceptors, self.admission],
-            options=[
-                ("grpc.max_receive_message_length", settings.grpc_max_receive_bytes),
-                ("grpc.max_send_message_length", settings.grpc_max_receive_bytes),
-                ("grpc.so_reuseport", 0),
-            ],
+            options=server_options(settings),
         )
         register(self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -189,6 +185,21 @@ class GrpcApp:
         if self._shutdown is not None:
             await self._shutdown()
             self._shutdown = None
+
+
+#: grpc.compression_enabled_algorithms_bitset with only bit 0 (identity) set.
+IDENTITY_ONLY = 1
+
+
+def server_options(settings: ServiceSettings) -> list[tuple[str, int]]:
+    options = [
+        ("grpc.max_receive_message_length", settings.receive_limit_bytes),
+        ("grpc.max_send_message_length", settings.grpc_max_send_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+    if not settings.accept_compressed_requests:
+        options.append(("grpc.compression_enabled_algorithms_bitset", IDENTITY_ONLY))
+    return options
 
 
 def server_credentials(settings: ServiceSettings) -> grpc.ServerCredentials | None:

@@ -43,8 +43,24 @@ class ServiceSettings(BaseSettings):
     """Images up to this size are decoded on the event loop (a worker-thread hop costs
     more than their decode); larger ones in a worker thread."""
 
-    grpc_max_receive_bytes: int = 32 * 1024 * 1024
-    """gRPC transport limit; a larger message gets RESOURCE_EXHAUSTED from gRPC itself."""
+    max_request_fields_bytes: int = 256 * 1024
+    """Room for a request's fields other than the image (prompts, review policy, ids)
+    in the derived receive limit."""
+
+    grpc_max_receive_bytes: int | None = None
+    """gRPC receive limit per message, checked after decompression; a larger message
+    gets RESOURCE_EXHAUSTED from gRPC itself, with no retry hint (a size error, not
+    overload). None: max_image_bytes + max_request_fields_bytes, so nothing much larger
+    than an acceptable image is ever buffered."""
+
+    grpc_max_send_bytes: int = 32 * 1024 * 1024
+    """Largest response this process sends (and the router accepts from a service):
+    masks and polygons of a large image can exceed the request's size."""
+
+    accept_compressed_requests: bool = False
+    """Accept gzip/deflate-compressed requests. Off: such calls end UNIMPLEMENTED before
+    anything is decompressed. Images are compressed already, so request compression
+    saves little and lets a few KB on the wire cost megabytes (a compression bomb)."""
 
     max_in_flight: int = 64
     """Admission control: requests beyond this many in flight get RESOURCE_EXHAUSTED."""
@@ -81,3 +97,10 @@ class ServiceSettings(BaseSettings):
     """Bearer tokens and the methods each may call ("*" for all), e.g.
     {"annotator-token": ["PreLabel", "Detect"], "bulk-token": ["*"]}. Empty: no
     token required (development; rely on NetworkPolicies)."""
+
+    @property
+    def receive_limit_bytes(self) -> int:
+        """The gRPC receive limit in effect (grpc_max_receive_bytes or the derived one)."""
+        if self.grpc_max_receive_bytes is not None:
+            return self.grpc_max_receive_bytes
+        return self.max_image_bytes + self.max_request_fields_bytes

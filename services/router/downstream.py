@@ -13,9 +13,11 @@ from services.router.settings import RouterSettings
 
 class Downstream:
     def __init__(self, settings: RouterSettings):
+        # The router forwards at most what it accepted; the services' replies (masks,
+        # polygons) may be larger.
         options = [
-            ("grpc.max_send_message_length", settings.grpc_max_receive_bytes),
-            ("grpc.max_receive_message_length", settings.grpc_max_receive_bytes),
+            ("grpc.max_send_message_length", settings.receive_limit_bytes),
+            ("grpc.max_receive_message_length", settings.grpc_max_send_bytes),
         ]
         # Sent on every call when the services require a token (plain metadata, so it
         # also works without TLS inside a NetworkPolicy-protected pod network).
