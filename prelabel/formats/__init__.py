@@ -5,11 +5,12 @@ to the review queue; each writer makes its output appear atomically when closed.
 """
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Iterable
 
 from prelabel.formats.coco import CocoWriter
-from prelabel.formats.common import OutputWriter
+from prelabel.formats.common import OutputWriter, image_root_of
 from prelabel.formats.labelstudio import LabelStudioWriter
 from prelabel.formats.review_queue import ReviewQueueWriter
 from prelabel.formats.yolo import YoloWriter
@@ -19,20 +20,45 @@ from prelabel.v1 import prelabel_pb2
 WRITERS = {"coco": CocoWriter, "yolo": YoloWriter, "labelstudio": LabelStudioWriter}
 
 
+def val_fraction(text: str) -> float:
+    """argparse type of --yolo-val-fraction: a share in [0, 1)."""
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError("must be in [0, 1)")
+    return value
+
+
+def options_from_args(args, inputs) -> dict:
+    """write_outputs options from `prelabel annotate`'s flags; the image root comes from
+    every input of the run (not just this shard), so all shards name images alike."""
+    root = args.image_root if args.image_root is not None else image_root_of(im.image_id for im in inputs)
+    return {"image_root": root, "image_prefix": args.ls_image_prefix, "ls_masks": args.ls_masks,
+            "val_fraction": args.yolo_val_fraction}
+
+
 def write_outputs(
     out_dir: str | os.PathLike,
     formats: Iterable[str],
     finished: Iterable[tuple[int, str, str, prelabel_pb2.PreLabelResponse]],
     *,
     tasks: list[str],
-    image_prefix: str = "",
+    image_root: str = "",
+    image_prefix: str | None = None,
+    ls_masks: str = "polygon",
+    val_fraction: float = 0.0,
 ) -> int:
     """Write every format from `(number, image_id, path, response)` tuples; returns how many
-    images were written. On error nothing half-written is left in place of an output."""
+    images were written. On error nothing half-written is left in place of an output.
+
+    `image_root`: the folder image names are relative to (formats.common.relative_name; the
+    CLI passes image_root_of(all inputs) or --image-root); `image_prefix`: Label Studio URL
+    prefix (None: local files); `ls_masks`: polygon | brush; `val_fraction`: YOLO val split."""
     writers: list[OutputWriter] = []
+    options = {"tasks": tasks, "image_root": image_root, "image_prefix": image_prefix,
+               "ls_masks": ls_masks, "val_fraction": val_fraction}
     try:
         for name in formats:
-            writers.append(WRITERS[name](out_dir, tasks=tasks, image_prefix=image_prefix))
+            writers.append(WRITERS[name](out_dir, **options))
         writers.append(ReviewQueueWriter(out_dir))
         count = 0
         for number, image_id, path, response in finished:

@@ -1,31 +1,46 @@
-"""COCO JSON (`DIR/coco.json`): one dataset file that `pycocotools.coco.COCO` loads, and
-whose `annotations` list `COCO.loadRes` accepts as results.
+"""COCO JSON, one dataset file per task, because a file mixing tasks is wrong for every
+consumer: COCOeval would score every mask, keypoint and face box as a detection, and
+CVAT's "COCO Keypoints 1.0" importer requires keypoints on every category. The files use
+the COCO layout (`annotations/<kind>_<subset>.json`, the subset being the task), which
+datumaro -- the importer library CVAT runs -- requires to find them. Each loads with
+`pycocotools.coco.COCO`, its `annotations` list is accepted by `COCO.loadRes`, and CVAT
+imports it as it is (the file alone, or a zip of `coco/`). `coco/images` is a symlink to
+the image root, the folder every `file_name` is relative to (datumaro wants it; FiftyOne
+takes it as `data_path`):
+
+    coco/annotations/instances_detect.json          "COCO 1.0"   boxes (`segmentation: []`)
+    coco/annotations/instances_segment.json         "COCO 1.0"   masks (compressed RLE)
+    coco/annotations/person_keypoints_keypoints.json "COCO Keypoints 1.0"  person, 17 points
+    coco/annotations/person_keypoints_faces.json    "COCO Keypoints 1.0"  face, 5 landmarks
 
 - `images`: `id` (1-based position of the image in the shard's input order), `file_name`
-  (the image id), `width`, `height`.
-- `annotations`: one per label and task. Every one has `bbox` [x, y, w, h] in pixels,
-  `category_id`, `score`, `area`, `iscrowd` 0, and the extras `task` (detect / segment /
-  keypoints / faces), `review` (auto_accept / needs_review / reject) and `model`
-  (`name@version`, marked when its weights are random). Masks add `segmentation` as
-  compressed RLE `{"size": [h, w], "counts": str}` and `area` = mask pixels; person
-  keypoints and faces add `keypoints` [x, y, v] * K (COCO visibility 0/1/2) and
-  `num_keypoints` (points with v > 0).
-- `categories`: the 80 COCO categories with their COCO ids, "face" = 91, and any other name
-  with a stable id (see formats.common); "person" carries the 17 keypoint names and the
-  1-based skeleton, "face" its 5 landmark names. The list is the same in every shard.
+  (the image's path relative to the image root, see formats.common.relative_name: CVAT
+  matches it to the task frame whose name ends with it, extension ignored), `width`,
+  `height`.
+- `annotations`: `bbox` [x, y, w, h] in pixels, `category_id`, `score`, `area`,
+  `iscrowd` 0, `segmentation` on every one (`[]` for a box), and `attributes`
+  {`review`: auto_accept / needs_review / reject, `model`: name@version, marked when its
+  weights are random} -- CVAT and FiftyOne read extras only from there. Keypoint files add
+  `keypoints` [x, y, v] * K (COCO visibility 0/1/2) and `num_keypoints` (v > 0).
+- `categories`: detect and segment list the 80 COCO categories with their COCO ids plus
+  any other name seen (stable id, see formats.common), so every shard's list is the same;
+  keypoints lists "person" (id 1), faces lists "face" (id 91).
+
+COCOeval: person keypoints use COCOeval's default sigmas; face landmarks need
+`params.kpt_oks_sigmas = FACE_KPT_OKS_SIGMAS` (5 values, see below).
 
 Written in one pass with memory independent of the number of images: images and
 annotations are spooled to anonymous temp files and assembled at close.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
 from datetime import datetime, timezone
 
-from prelabel.atomic import AtomicFile
 from prelabel.formats.common import (
     DEFAULT_FACE_KEYPOINTS,
     DEFAULT_PERSON_KEYPOINTS,
@@ -33,18 +48,43 @@ from prelabel.formats.common import (
     FACE_NAME,
     FIXED_NAMES,
     PERSON_NAME,
+    TASK_DETECT,
     TASK_FACES,
     TASK_KEYPOINTS,
     TASK_SEGMENT,
     coco_category_id,
+    image_root_dir,
     iter_labels,
     model_tag,
+    relative_name,
     schema_for,
     xywh,
 )
+from prelabel.journal import fsync_dir
 from prelabel.v1 import prelabel_pb2
 
-FILE_NAME = "coco.json"
+DIR_NAME = "coco"
+TASKS = (TASK_DETECT, TASK_SEGMENT, TASK_KEYPOINTS, TASK_FACES)
+#: The keypoint category of each keypoint task.
+KEYPOINT_CATEGORY = {TASK_KEYPOINTS: PERSON_NAME, TASK_FACES: FACE_NAME}
+#: Face skeleton (1-based, over left_eye, right_eye, nose, mouth_left, mouth_right): eyes
+#: joined, each eye to the nose, the nose to each mouth corner, the mouth corners joined.
+#: CVAT builds its skeleton label from it.
+FACE_SKELETON = [[1, 2], [1, 3], [2, 3], [3, 4], [3, 5], [4, 5]]
+#: OKS sigmas for the 5 face landmarks. There is no published set for these 5 points: each
+#: takes the sigma COCO gives the eyes of a person (0.025), which on a face box (a much
+#: smaller area than a person's) is a tolerance of a few percent of the face size.
+FACE_KPT_OKS_SIGMAS = [0.025, 0.025, 0.025, 0.025, 0.025]
+
+
+def file_name(task: str) -> str:
+    """`annotations/<kind>_<task>.json` of a task, relative to `DIR/coco`."""
+    kind = "person_keypoints" if task in KEYPOINT_CATEGORY else "instances"
+    return f"annotations/{kind}_{task}.json"
+
+
+def file_path(out_dir: str | os.PathLike, task: str) -> str:
+    return os.path.join(out_dir, DIR_NAME, file_name(task))
 
 
 def _r(value: float, digits: int = 2) -> float:
@@ -65,103 +105,137 @@ def keypoint_triplets(instance) -> tuple[list[float], int]:
     return flat, labelled
 
 
-def annotations_of(number: int, response: prelabel_pb2.PreLabelResponse, first_id: int) -> list[dict]:
-    """The COCO annotations of one image, ids from `first_id`."""
-    anns = []
-    for label in iter_labels(response):
-        bbox = [_r(v) for v in xywh(label.detection.box)]
-        ann = {
-            "id": first_id + len(anns),
-            "image_id": number,
-            "category_id": coco_category_id(label.category),
-            "bbox": bbox,
-            "area": _r(bbox[2] * bbox[3]),
-            "iscrowd": 0,
-            "score": _r(label.detection.score, 5),
-            "task": label.task,
-            "review": label.review,
-            "model": model_tag(label.detection.provenance),
+def annotation_of(label, image_number: int, ann_id: int) -> dict:
+    """The COCO annotation of one label."""
+    bbox = [_r(v) for v in xywh(label.detection.box)]
+    ann = {
+        "id": ann_id,
+        "image_id": image_number,
+        "category_id": coco_category_id(label.category),
+        "bbox": bbox,
+        "area": _r(bbox[2] * bbox[3]),
+        "iscrowd": 0,
+        "segmentation": [],
+        "score": _r(label.detection.score, 5),
+        "attributes": {"review": label.review, "model": model_tag(label.detection.provenance)},
+    }
+    if label.task == TASK_SEGMENT and label.mask.mask.counts:
+        rle = label.mask.mask
+        ann["segmentation"] = {"size": [int(v) for v in rle.size], "counts": rle.counts.decode("ascii")}
+        ann["area"] = int(label.mask.area)
+    if label.task in KEYPOINT_CATEGORY:
+        ann["keypoints"], ann["num_keypoints"] = keypoint_triplets(label.keypoints)
+    return ann
+
+
+class _TaskFile:
+    """One task's COCO file, spooled until close."""
+
+    def __init__(self, task: str, spool_dir: str):
+        self.task = task
+        self.images = tempfile.TemporaryFile("w+", encoding="utf-8", dir=spool_dir)
+        self.anns = tempfile.TemporaryFile("w+", encoding="utf-8", dir=spool_dir)
+        self.n_images = self.n_anns = 0
+        self.extra: dict[int, str] = {}  # names outside FIXED_NAMES, by category id
+        default = DEFAULT_PERSON_KEYPOINTS if task == TASK_KEYPOINTS else DEFAULT_FACE_KEYPOINTS
+        self.keypoint_names = list(default)
+        self.skeleton = ([list(DEFAULT_PERSON_SKELETON[i:i + 2]) for i in range(0, len(DEFAULT_PERSON_SKELETON), 2)]
+                         if task == TASK_KEYPOINTS else FACE_SKELETON)
+        self._schema_seen = False
+
+    def add_image(self, image: dict) -> None:
+        self.images.write(("," if self.n_images else "") + json.dumps(image, ensure_ascii=False))
+        self.n_images += 1
+
+    def add_label(self, label, image_number: int) -> None:
+        if label.task not in KEYPOINT_CATEGORY and label.category not in FIXED_NAMES:
+            self.extra[coco_category_id(label.category)] = label.category
+        ann = annotation_of(label, image_number, self.n_anns + 1)
+        self.anns.write(("," if self.n_anns else "") + json.dumps(ann, ensure_ascii=False))
+        self.n_anns += 1
+
+    def note_schema(self, response: prelabel_pb2.PreLabelResponse) -> None:
+        """Keypoint names and skeleton from the first response that carries them."""
+        instances = response.person_keypoints if self.task == TASK_KEYPOINTS else response.faces
+        if self._schema_seen or not instances or not instances[0].keypoints:
+            return
+        names = [kp.name for kp in instances[0].keypoints]
+        self.keypoint_names = names
+        schema = schema_for(response, names)
+        if schema is not None and schema.skeleton:
+            flat = list(schema.skeleton)
+            self.skeleton = [flat[i:i + 2] for i in range(0, len(flat) - 1, 2)]
+        self._schema_seen = True
+
+    def categories(self) -> list[dict]:
+        if self.task in KEYPOINT_CATEGORY:
+            name = KEYPOINT_CATEGORY[self.task]
+            return [{"id": coco_category_id(name), "name": name, "supercategory": name,
+                     "keypoints": self.keypoint_names, "skeleton": self.skeleton}]
+        names = [n for n in FIXED_NAMES if n != FACE_NAME] + [self.extra[c] for c in sorted(self.extra)]
+        return [{"id": coco_category_id(n), "name": n, "supercategory": n} for n in names]
+
+    def write(self, fh) -> None:
+        head = {
+            "info": {"description": f"prelabel draft labels, task {self.task}",
+                     "date_created": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+            "licenses": [],
+            "categories": self.categories(),
         }
-        if label.task == TASK_SEGMENT and label.mask.mask.counts:
-            rle = label.mask.mask
-            ann["segmentation"] = {"size": [int(v) for v in rle.size], "counts": rle.counts.decode("ascii")}
-            ann["area"] = int(label.mask.area)
-        if label.task in (TASK_KEYPOINTS, TASK_FACES):
-            ann["keypoints"], ann["num_keypoints"] = keypoint_triplets(label.keypoints)
-        anns.append(ann)
-    return anns
+        fh.write(json.dumps(head, ensure_ascii=False)[:-1] + ',"images":[')
+        self.images.seek(0)
+        shutil.copyfileobj(self.images, fh)
+        fh.write('],"annotations":[')
+        self.anns.seek(0)
+        shutil.copyfileobj(self.anns, fh)
+        fh.write("]}\n")
+
+    def close(self) -> None:
+        self.images.close()
+        self.anns.close()
 
 
 class CocoWriter:
-    def __init__(self, out_dir: str | os.PathLike, **_: object):
-        self.path = os.path.join(out_dir, FILE_NAME)
-        self._images = tempfile.TemporaryFile("w+", encoding="utf-8", dir=out_dir)
-        self._anns = tempfile.TemporaryFile("w+", encoding="utf-8", dir=out_dir)
-        self._n_images = 0
-        self._n_anns = 0
-        self._extra: dict[int, str] = {}
-        self._keypoints: dict[str, tuple[list[str], list[int]]] = {
-            PERSON_NAME: (DEFAULT_PERSON_KEYPOINTS, DEFAULT_PERSON_SKELETON),
-            FACE_NAME: (DEFAULT_FACE_KEYPOINTS, []),
-        }
-        self._schema_seen: set[str] = set()
-
-    def _note_schemas(self, response: prelabel_pb2.PreLabelResponse) -> None:
-        for category, instances in ((PERSON_NAME, response.person_keypoints), (FACE_NAME, response.faces)):
-            if category in self._schema_seen or not instances:
-                continue
-            names = [kp.name for kp in instances[0].keypoints]
-            schema = schema_for(response, names)
-            if schema is not None:
-                self._keypoints[category] = (names, list(schema.skeleton))
-                self._schema_seen.add(category)
+    def __init__(self, out_dir: str | os.PathLike, *, tasks: list[str] = TASKS, image_root: str = "", **_: object):
+        self.out_dir = os.fspath(out_dir)
+        self.final = os.path.join(self.out_dir, DIR_NAME)
+        self.tmp = os.path.join(self.out_dir, f".{DIR_NAME}.tmp-{os.getpid()}")
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        os.makedirs(os.path.join(self.tmp, "annotations"))
+        self.image_root = image_root
+        self.files = {t: _TaskFile(t, self.tmp) for t in TASKS if t in tasks}
+        self._linked = False
 
     def add(self, number: int, image_id: str, path: str, response: prelabel_pb2.PreLabelResponse) -> None:
-        image = {"id": number, "file_name": image_id,
+        if not self._linked:
+            os.symlink(image_root_dir(self.image_root, image_id), os.path.join(self.tmp, "images"))
+            self._linked = True
+        image = {"id": number, "file_name": relative_name(image_id, self.image_root),
                  "width": response.image_size.width, "height": response.image_size.height}
-        self._images.write(("," if self._n_images else "") + json.dumps(image, ensure_ascii=False))
-        self._n_images += 1
-        self._note_schemas(response)
+        for f in self.files.values():
+            f.add_image(image)
+            if f.task in KEYPOINT_CATEGORY:
+                f.note_schema(response)
         for label in iter_labels(response):
-            if label.category not in FIXED_NAMES:
-                self._extra[coco_category_id(label.category)] = label.category
-        for ann in annotations_of(number, response, self._n_anns + 1):
-            self._anns.write(("," if self._n_anns else "") + json.dumps(ann, ensure_ascii=False))
-            self._n_anns += 1
-
-    def categories(self) -> list[dict]:
-        cats = []
-        for name in FIXED_NAMES + [self._extra[cid] for cid in sorted(self._extra)]:
-            cat = {"id": coco_category_id(name), "name": name, "supercategory": name}
-            if name in self._keypoints:
-                names, skeleton = self._keypoints[name]
-                cat["keypoints"] = names
-                cat["skeleton"] = [list(skeleton[i:i + 2]) for i in range(0, len(skeleton) - 1, 2)]
-            cats.append(cat)
-        return cats
+            if label.task in self.files:
+                self.files[label.task].add_label(label, number)
 
     def close(self) -> None:
-        out = AtomicFile(self.path)
-        try:
-            head = {
-                "info": {"description": "prelabel draft labels",
-                         "date_created": datetime.now(timezone.utc).isoformat(timespec="seconds")},
-                "licenses": [],
-                "categories": self.categories(),
-            }
-            out.file.write(json.dumps(head, ensure_ascii=False)[:-1] + ',"images":[')
-            self._images.seek(0)
-            shutil.copyfileobj(self._images, out.file)
-            out.file.write('],"annotations":[')
-            self._anns.seek(0)
-            shutil.copyfileobj(self._anns, out.file)
-            out.file.write("]}\n")
-        except BaseException:
-            out.discard()
-            raise
-        out.commit()
-        self.abort()
+        for f in self.files.values():
+            with open(os.path.join(self.tmp, file_name(f.task)), "w", encoding="utf-8") as fh:
+                f.write(fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            f.close()
+        old = f"{self.final}.old-{os.getpid()}"
+        if os.path.exists(self.final):
+            os.replace(self.final, old)
+        os.replace(self.tmp, self.final)
+        fsync_dir(self.out_dir)
+        shutil.rmtree(old, ignore_errors=True)
 
     def abort(self) -> None:
-        self._images.close()
-        self._anns.close()
+        for f in self.files.values():
+            f.close()
+        with contextlib.suppress(OSError):
+            shutil.rmtree(self.tmp)

@@ -2,8 +2,10 @@
 the writer interface."""
 from __future__ import annotations
 
+import os
+import posixpath
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -34,6 +36,36 @@ PERSON_NAME = "person"
 DEFAULT_PERSON_KEYPOINTS = list(COCO_KEYPOINT_NAMES)
 DEFAULT_PERSON_SKELETON = [i for edge in COCO_SKELETON for i in edge]
 DEFAULT_FACE_KEYPOINTS = list(FACE_LANDMARK_NAMES)
+
+
+def image_root_of(image_ids: Iterable[str]) -> str:
+    """The deepest folder holding every image id (all inputs of a run, not one shard, so
+    every shard names an image alike); "" when the ids share none or mix absolute and
+    relative paths."""
+    dirs = {posixpath.dirname(i.replace("\\", "/")) for i in image_ids}
+    if not dirs or len({d.startswith("/") for d in dirs}) > 1:
+        return ""
+    root = posixpath.commonpath(list(dirs)) if len(dirs) > 1 else dirs.pop()
+    return "" if root in ("/", ".") else root
+
+
+def relative_name(image_id: str, image_root: str = "") -> str:
+    """An image's name in every output (COCO `file_name`, Label Studio `?d=`, the YOLO
+    `images/` tree): its id relative to the image root, POSIX, never climbing out
+    (`..` becomes `__`, a leading `/` is dropped)."""
+    path = image_id.replace("\\", "/")
+    root = image_root.replace("\\", "/").rstrip("/")
+    if root and path.startswith(root + "/"):
+        path = path[len(root) + 1:]
+    parts = [("__" if p == ".." else p) for p in path.split("/") if p not in ("", ".")]
+    return "/".join(parts) or "_"
+
+
+def image_root_dir(image_root: str, image_id: str) -> str:
+    """The absolute folder that relative_name(image_id, image_root) is relative to."""
+    if image_root:
+        return os.path.abspath(image_root)
+    return "/" if image_id.replace("\\", "/").startswith("/") else os.getcwd()
 
 
 def coco_category_id(name: str) -> int:
@@ -104,7 +136,7 @@ class OutputWriter(Protocol):
     """An output format fed one finished image at a time (input order), then closed.
     `close` makes the output appear atomically; `abort` removes what was started."""
 
-    def add(self, number: int, image_id: str, response: prelabel_pb2.PreLabelResponse) -> None: ...
+    def add(self, number: int, image_id: str, path: str, response: prelabel_pb2.PreLabelResponse) -> None: ...
 
     def close(self) -> None: ...
 

@@ -1,45 +1,70 @@
-"""Label Studio predictions (`DIR/labelstudio.json`): a task list to import into a project.
+"""Label Studio (`DIR/labelstudio.json` + `DIR/labelstudio.xml`): a task list with
+predictions to import into a project whose labeling config is the `.xml` written beside it.
 
-Each task: `data.image` (the image id, after an optional URL prefix), `data.image_id`,
-`data.uncertainty` and `data.needs_review` (sortable and filterable in the Data Manager),
-and one prediction `{model_version, score, result: [...]}` where `score` is the mean region
-score and `model_version` the models that produced the labels. Regions, coordinates in
-percent of the image, each with its own `score`:
+Each task: `data.image` (the image's URL, see below), `data.image_id`, `data.uncertainty`
+and `data.needs_review` (sortable and filterable in the Data Manager), and one prediction
+`{model_version, score, result: [...]}` where `score` is the mean region score and
+`model_version` is the same for every task of a run: the models that produced any label
+of the run (`name@version`, sorted, comma-separated; "prelabel" when there was none).
+Regions, coordinates in percent of the image, each with its own `score`:
 
 - detect: `rectanglelabels` from `label`;
-- segment: `polygonlabels` from `polygon` (largest polygon of the mask; masks come as
-  polygons since Label Studio's brush uses its own RLE);
-- keypoints / faces: `keypointlabels` from `keypoint`, one region per point with
-  visibility > 0, linked by `parentID` to its instance's rectangle (the matching detect
-  box when one overlaps it with IoU >= 0.7, else a `rectanglelabels` region of its own).
+- segment: `polygonlabels` from `polygon` (largest polygon of the mask), or with
+  `masks="brush"` `brushlabels` from `brush` (the whole mask in Label Studio's own RLE,
+  formats.ls_brush);
+- keypoints / faces: `keypointlabels` from `keypoint` (person) / `face_keypoint` (face: its
+  landmark names repeat person ones, and one control cannot hold a label twice), one region
+  per point with visibility > 0, linked by `parentID` to its instance's rectangle (the
+  matching detect box when one overlaps it with IoU >= 0.7, else a `rectanglelabels` region
+  of its own). Label Studio has no visibility flag: hidden points are left out.
 
-Labeling config that matches (names are the `from_name`s above):
+Image URLs: `<prefix><name>`, where <name> is the image's path relative to the image root
+(formats.common.relative_name) and the prefix defaults to Label Studio's local-files
+endpoint `/data/local-files/?d=` (then <name> is URL-quoted): serve the image root with
+`LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true`,
+`LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=<image root>` and a Local Storage on that path.
+For cloud storage give the bucket's prefix, e.g. `s3://bucket/photos/`.
 
-    <View>
-      <Image name="image" value="$image"/>
-      <RectangleLabels name="label" toName="image"> <Label value="person"/> ... </RectangleLabels>
-      <PolygonLabels name="polygon" toName="image"> <Label value="person"/> ... </PolygonLabels>
-      <KeyPointLabels name="keypoint" toName="image"> <Label value="nose"/> ... </KeyPointLabels>
-    </View>
+The labeling config holds every label the served models can produce (the 80 COCO classes,
+face, and any other name of the run), the 17 person keypoints and the 5 face landmarks,
+with one control per region kind the run's tasks produce.
 """
 from __future__ import annotations
 
 import json
 import os
+import tempfile
+from urllib.parse import quote
+from xml.sax.saxutils import quoteattr
 
-from prelabel.atomic import AtomicFile
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from prelabel.atomic import AtomicFile, atomic_write_text
+from prelabel.formats import ls_brush
 from prelabel.formats.common import (
+    DEFAULT_FACE_KEYPOINTS,
+    DEFAULT_PERSON_KEYPOINTS,
+    FACE_NAME,
+    FIXED_NAMES,
     TASK_DETECT,
     TASK_FACES,
     TASK_KEYPOINTS,
     TASK_SEGMENT,
+    image_root_dir,
     iter_labels,
     model_tag,
+    relative_name,
 )
 from prelabel.formats.yolo import largest_polygon
 from prelabel.v1 import prelabel_pb2
 
 FILE_NAME = "labelstudio.json"
+CONFIG_NAME = "labelstudio.xml"
+LOCAL_FILES_PREFIX = "/data/local-files/?d="
+MASK_MODES = ("polygon", "brush")
+#: Control (`from_name`) of each region kind; the image object is `image`.
+RECTANGLE, POLYGON, BRUSH, KEYPOINT, FACE_KEYPOINT = "label", "polygon", "brush", "keypoint", "face_keypoint"
 #: Keypoint region size, percent of the image width.
 KEYPOINT_WIDTH_PCT = 0.5
 PARENT_MIN_IOU = 0.7
@@ -57,16 +82,22 @@ def _pct(value: float, size: int) -> float:
     return round(100.0 * value / size, 4)
 
 
-def task_of(image_id: str, response: prelabel_pb2.PreLabelResponse, image_prefix: str = "") -> dict:
-    """One Label Studio task with its prediction."""
+def image_url(prefix: str, name: str) -> str:
+    """`data.image` of an image named `name`: a query parameter is URL-quoted, a path prefix
+    (cloud bucket, web server) is joined as it is."""
+    return prefix + (quote(name, safe="/") if prefix.endswith("=") else name)
+
+
+def results_of(response: prelabel_pb2.PreLabelResponse, masks: str = "polygon") -> tuple[list[dict], list[float]]:
+    """Label Studio regions of one response, and the scores of its labels."""
     w, h = response.image_size.width, response.image_size.height
     if not w or not h:
-        raise ValueError(f"response for {image_id!r} has no image size")
+        raise ValueError(f"response for {response.image_id!r} has no image size")
     common = {"to_name": "image", "original_width": w, "original_height": h, "image_rotation": 0}
 
     def rectangle(rid, label):
         box = label.detection.box
-        return {"id": rid, "type": "rectanglelabels", "from_name": "label", **common,
+        return {"id": rid, "type": "rectanglelabels", "from_name": RECTANGLE, **common,
                 "value": {"x": _pct(box.x_min, w), "y": _pct(box.y_min, h),
                           "width": _pct(box.x_max - box.x_min, w), "height": _pct(box.y_max - box.y_min, h),
                           "rotation": 0, "rectanglelabels": [label.category]},
@@ -74,22 +105,29 @@ def task_of(image_id: str, response: prelabel_pb2.PreLabelResponse, image_prefix
 
     result: list[dict] = []
     scores: list[float] = []
-    models: set[str] = set()
     detections = []  # (region id, label) of detect boxes, for keypoint parents
     for label in iter_labels(response):
         rid = f"{label.task}-{label.index}"
-        models.add(model_tag(label.detection.provenance))
+        score = round(float(label.detection.score), 5)
         if label.task == TASK_DETECT:
             result.append(rectangle(rid, label))
             detections.append((rid, label))
+        elif label.task == TASK_SEGMENT and masks == "brush":
+            rle = label.mask.mask
+            if not rle.counts:
+                continue
+            mask = mask_utils.decode({"size": list(rle.size), "counts": rle.counts})
+            result.append({"id": rid, "type": "brushlabels", "from_name": BRUSH, **common,
+                           "value": {"format": "rle", "rle": ls_brush.encode(np.asarray(mask)),
+                                     "brushlabels": [label.category]}, "score": score})
         elif label.task == TASK_SEGMENT:
             poly = largest_polygon(label.mask.polygons)
             if not poly:
                 continue
             points = [[_pct(poly[i], w), _pct(poly[i + 1], h)] for i in range(0, len(poly) - 1, 2)]
-            result.append({"id": rid, "type": "polygonlabels", "from_name": "polygon", **common,
+            result.append({"id": rid, "type": "polygonlabels", "from_name": POLYGON, **common,
                            "value": {"points": points, "closed": True, "polygonlabels": [label.category]},
-                           "score": round(float(label.detection.score), 5)})
+                           "score": score})
         elif label.task in (TASK_KEYPOINTS, TASK_FACES):
             parent = max(
                 ((_iou(d.detection.box, label.detection.box), prid) for prid, d in detections
@@ -101,10 +139,11 @@ def task_of(image_id: str, response: prelabel_pb2.PreLabelResponse, image_prefix
             else:
                 parent_id = rid
                 result.append(rectangle(rid, label))
+            control = KEYPOINT if label.task == TASK_KEYPOINTS else FACE_KEYPOINT
             for k, kp in enumerate(label.keypoints.keypoints):
                 if kp.visibility == 0:
                     continue
-                result.append({"id": f"{rid}-kp{k}", "type": "keypointlabels", "from_name": "keypoint",
+                result.append({"id": f"{rid}-kp{k}", "type": "keypointlabels", "from_name": control,
                                **common, "parentID": parent_id,
                                "value": {"x": _pct(kp.x, w), "y": _pct(kp.y, h), "width": KEYPOINT_WIDTH_PCT,
                                          "keypointlabels": [kp.name]},
@@ -112,32 +151,108 @@ def task_of(image_id: str, response: prelabel_pb2.PreLabelResponse, image_prefix
         else:
             continue
         scores.append(float(label.detection.score))
-    prediction = {"model_version": ",".join(sorted(models)) or "prelabel", "result": result}
+    return result, scores
+
+
+def task_of(image_id: str, response: prelabel_pb2.PreLabelResponse, *, url: str | None = None,
+            masks: str = "polygon", model_version: str | None = None) -> dict:
+    """One Label Studio task with its prediction (`model_version`: the run's, else this
+    response's models)."""
+    result, scores = results_of(response, masks)
+    if model_version is None:
+        model_version = run_model_version({model_tag(label.detection.provenance) for label in iter_labels(response)})
+    prediction = {"model_version": model_version, "result": result}
     if scores:
         prediction["score"] = round(sum(scores) / len(scores), 5)
     return {
-        "data": {"image": image_prefix + image_id, "image_id": image_id,
+        "data": {"image": image_id if url is None else url, "image_id": image_id,
                  "uncertainty": round(float(response.uncertainty.score), 5),
                  "needs_review": int(response.uncertainty.needs_review_count)},
         "predictions": [prediction],
     }
 
 
+def run_model_version(tags: set[str]) -> str:
+    return ",".join(sorted(tags)) or "prelabel"
+
+
+def _labels(names) -> str:
+    return "".join(f"\n    <Label value={quoteattr(n)}/>" for n in names)
+
+
+def labeling_config(tasks: list[str], *, masks: str = "polygon", extra_names: list[str] = (),
+                    person_keypoints: list[str] = DEFAULT_PERSON_KEYPOINTS,
+                    face_keypoints: list[str] = DEFAULT_FACE_KEYPOINTS, comment: str = "") -> str:
+    """The labeling config (XML) that matches the predictions of a run of `tasks`."""
+    boxes = list(dict.fromkeys(list(FIXED_NAMES) + list(extra_names)))
+    objects = [n for n in boxes if n != FACE_NAME]
+    parts = ["<View>"]
+    if comment:
+        parts.append(f"  <!-- {comment.replace('--', '- -')} -->")
+    parts.append('  <Image name="image" value="$image" zoom="true"/>')
+    if set(tasks) & {TASK_DETECT, TASK_KEYPOINTS, TASK_FACES}:
+        parts.append(f'  <RectangleLabels name="{RECTANGLE}" toName="image">{_labels(boxes)}\n  </RectangleLabels>')
+    if TASK_SEGMENT in tasks:
+        tag, name = ("BrushLabels", BRUSH) if masks == "brush" else ("PolygonLabels", POLYGON)
+        parts.append(f'  <{tag} name="{name}" toName="image">{_labels(objects)}\n  </{tag}>')
+    for task, name, kps in ((TASK_KEYPOINTS, KEYPOINT, person_keypoints), (TASK_FACES, FACE_KEYPOINT, face_keypoints)):
+        if task in tasks:
+            parts.append(f'  <KeyPointLabels name="{name}" toName="image">{_labels(kps)}\n  </KeyPointLabels>')
+    parts.append("</View>")
+    return "\n".join(parts) + "\n"
+
+
 class LabelStudioWriter:
-    def __init__(self, out_dir: str | os.PathLike, *, image_prefix: str = "", **_: object):
-        self.image_prefix = image_prefix
-        self._out = AtomicFile(os.path.join(out_dir, FILE_NAME))
-        self._out.file.write("[")
-        self._n = 0
+    def __init__(self, out_dir: str | os.PathLike, *, tasks: list[str] = (), image_prefix: str | None = None,
+                 image_root: str = "", ls_masks: str = "polygon", **_: object):
+        if ls_masks not in MASK_MODES:
+            raise ValueError(f"ls_masks must be one of {MASK_MODES}")
+        self.out_dir = os.fspath(out_dir)
+        self.tasks = list(tasks)
+        self.prefix = LOCAL_FILES_PREFIX if image_prefix is None else image_prefix
+        self.image_root = image_root
+        self.masks = ls_masks
+        self._spool = tempfile.TemporaryFile("w+", encoding="utf-8", dir=self.out_dir)
+        self._models: set[str] = set()
+        self._extra: dict[str, None] = {}
+        self._kps = {TASK_KEYPOINTS: DEFAULT_PERSON_KEYPOINTS, TASK_FACES: DEFAULT_FACE_KEYPOINTS}
+        self._root_dir = ""
 
     def add(self, number: int, image_id: str, path: str, response: prelabel_pb2.PreLabelResponse) -> None:
-        task = task_of(image_id, response, self.image_prefix)
-        self._out.file.write(("," if self._n else "") + "\n" + json.dumps(task, ensure_ascii=False))
-        self._n += 1
+        url = image_url(self.prefix, relative_name(image_id, self.image_root))
+        task = task_of(image_id, response, url=url, masks=self.masks, model_version="")
+        for label in iter_labels(response):
+            self._models.add(model_tag(label.detection.provenance))
+            if label.category not in FIXED_NAMES:
+                self._extra[label.category] = None
+            if label.keypoints is not None and label.keypoints.keypoints:
+                self._kps[label.task] = [kp.name for kp in label.keypoints.keypoints]
+        self._spool.write(json.dumps(task, ensure_ascii=False) + "\n")
+        self._root_dir = self._root_dir or image_root_dir(self.image_root, image_id)
 
     def close(self) -> None:
-        self._out.file.write("\n]\n")
-        self._out.commit()
+        version = run_model_version(self._models)
+        root = self._root_dir or image_root_dir(self.image_root, "")
+        comment = (f"prelabel {version}. Images: LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={root} "
+                   f"and a Local Storage with path {root} (image URLs {self.prefix}...)")
+        config = labeling_config(self.tasks, masks=self.masks, extra_names=list(self._extra),
+                                 person_keypoints=self._kps[TASK_KEYPOINTS], face_keypoints=self._kps[TASK_FACES],
+                                 comment=comment)
+        atomic_write_text(os.path.join(self.out_dir, CONFIG_NAME), config)
+        out = AtomicFile(os.path.join(self.out_dir, FILE_NAME))
+        try:
+            out.file.write("[")
+            self._spool.seek(0)
+            for n, line in enumerate(self._spool):
+                task = json.loads(line)
+                task["predictions"][0]["model_version"] = version
+                out.file.write(("," if n else "") + "\n" + json.dumps(task, ensure_ascii=False))
+            out.file.write("\n]\n")
+        except BaseException:
+            out.discard()
+            raise
+        out.commit()
+        self._spool.close()
 
     def abort(self) -> None:
-        self._out.discard()
+        self._spool.close()

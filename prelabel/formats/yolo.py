@@ -1,32 +1,43 @@
-"""YOLO TXT (`DIR/yolo/`), one sub-dataset per requested task, since the three YOLO label
-kinds cannot share a file:
+"""YOLO TXT (`DIR/yolo/`): one Ultralytics dataset per requested task, since the YOLO
+label kinds cannot share a file, each ready for `yolo train data=DIR/yolo/<kind>/data.yaml`:
 
     yolo/detect/    `cls cx cy w h`                       (TASK_DETECT boxes)
     yolo/segment/   `cls x1 y1 x2 y2 ...`                 (TASK_SEGMENT, polygon of the mask)
     yolo/pose/      `cls cx cy w h px py pv ...` (17 kp)  (TASK_KEYPOINTS, class 0 = person)
     yolo/faces/     `cls cx cy w h px py pv ...` (5 kp)   (TASK_FACES, class 0 = face)
 
-Each holds `data.yaml` (`names`, plus `kpt_shape` and `flip_idx` for pose and faces) and
-`labels/<image path>.txt`: the image id's path with its extension replaced by `.txt`
-(absolute ids lose their leading `/`, `..` becomes `__`; two ids that would share a file,
-e.g. `a.jpg` and `a.png`, make the second `a.png.txt`). Every image gets a file in every
-sub-dataset, empty when it has no label (YOLO's background image). All coordinates are
-normalised by the image size and clipped to [0, 1]; visibility is COCO's 0/1/2 (0: point
-written as 0 0 0).
+Each holds:
+- `images/<name>`: a symlink to the image file that was labelled (absolute target), where
+  <name> is the image's path relative to the image root (formats.common.relative_name)
+  with every folder named `images` renamed `images_`: Ultralytics finds a label by
+  replacing the *last* `/images/` of the image path with `/labels/`, so no folder below
+  ours may carry that name;
+- `labels/<name without extension>.txt`: the labels, paired by exactly that rule. Two
+  images that would share a label file (`a.jpg`, `a.png`) give the second the name
+  `a.png.png` (label `a.png.txt`). Every image gets a label file, empty when it has no
+  label (YOLO's background image);
+- `data.yaml`: `train` and `val` (`images`, or `train.txt` / `val.txt` lists when a
+  validation fraction is asked for: an image is in val iff SHA-256 of its id, mod 10 000,
+  is below fraction x 10 000, so shards agree), `names`, plus `kpt_shape` and `flip_idx`
+  for pose and faces. No `path`: Ultralytics then takes the folder of data.yaml, so the
+  dataset can be moved (a relative `path` would be read from the working directory).
 
-Detect and segment classes are contiguous: the 80 COCO classes in COCO id order (the usual
-coco80 numbering, 0 = person), 80 = face, then names outside that list in order of first
-appearance. Segmentation uses the largest polygon of each mask (YOLO has one polygon per
-object); polygons come from the router (`include_polygons`); masks without one are left out.
+All coordinates are normalised by the image size and clipped to [0, 1]; visibility is
+COCO's 0/1/2 (0: point written as 0 0 0). Detect and segment classes are contiguous: the
+80 COCO classes in COCO id order (the usual coco80 numbering, 0 = person), 80 = face, then
+names outside that list in order of first appearance. Segmentation uses the largest
+polygon of each mask (YOLO has one polygon per object); polygons come from the router
+(`include_polygons`); masks without one are left out. Ultralytics reads no GIF: such
+inputs are linked but skipped by its loader.
 
 The tree is built under a temp folder and moved into place at close.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
-from pathlib import PurePosixPath
 
 from prelabel.formats.common import (
     DEFAULT_FACE_KEYPOINTS,
@@ -37,6 +48,7 @@ from prelabel.formats.common import (
     TASK_KEYPOINTS,
     TASK_SEGMENT,
     iter_labels,
+    relative_name,
 )
 from prelabel.journal import fsync_dir
 from prelabel.v1 import prelabel_pb2
@@ -46,13 +58,22 @@ DIR_NAME = "yolo"
 KIND_OF_TASK = {TASK_DETECT: "detect", TASK_SEGMENT: "segment", TASK_KEYPOINTS: "pose", TASK_FACES: "faces"}
 
 
-def label_relpath(image_id: str) -> str:
-    """Label file path (POSIX, relative) for an image id, before collision handling."""
-    parts = [("__" if p == ".." else p) for p in PurePosixPath(image_id.replace("\\", "/")).parts if p != "/"]
-    if not parts:
-        parts = ["_"]
-    stem = os.path.splitext(parts[-1])[0] or parts[-1]
-    return "/".join(parts[:-1] + [stem + ".txt"])
+def dataset_name(image_id: str, image_root: str = "") -> str:
+    """Path of an image under `images/` (before collision handling): no folder below it is
+    named `images`, so Ultralytics pairs it with `labels/<same path>.txt`."""
+    parts = relative_name(image_id, image_root).split("/")
+    return "/".join([("images_" if p == "images" else p) for p in parts[:-1]] + parts[-1:])
+
+
+def label_relpath(name: str) -> str:
+    """Label path under `labels/` of an image at `images/<name>` (Ultralytics' rule)."""
+    return name.rsplit(".", 1)[0] + ".txt" if "." in name.rsplit("/", 1)[-1] else name + ".txt"
+
+
+def in_val(image_id: str, fraction: float) -> bool:
+    """Deterministic train/val split by image id (the same in every shard)."""
+    digest = hashlib.sha256(image_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % 10_000 < fraction * 10_000
 
 
 def flip_idx(names: list[str]) -> list[int]:
@@ -118,18 +139,27 @@ def _yaml_str(s: str) -> str:
 
 
 class YoloWriter:
-    def __init__(self, out_dir: str | os.PathLike, *, tasks: list[str], **_: object):
+    def __init__(self, out_dir: str | os.PathLike, *, tasks: list[str], image_root: str = "",
+                 val_fraction: float = 0.0, **_: object):
         self.out_dir = os.fspath(out_dir)
         self.final = os.path.join(self.out_dir, DIR_NAME)
         self.tmp = os.path.join(self.out_dir, f".{DIR_NAME}.tmp-{os.getpid()}")
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.kinds = [KIND_OF_TASK[t] for t in tasks if t in KIND_OF_TASK]
+        self.image_root = image_root
+        self.val_fraction = val_fraction
         self._names = list(FIXED_NAMES)
         self._class = {n: i for i, n in enumerate(self._names)}
-        self._used: set[str] = set()
+        self._used: set[str] = set()  # label paths taken
         self._kp_names = {"pose": DEFAULT_PERSON_KEYPOINTS, "faces": DEFAULT_FACE_KEYPOINTS}
+        self._lists: dict[str, object] = {}
+        self._n_val = 0
         for kind in self.kinds:
-            os.makedirs(os.path.join(self.tmp, kind, "labels"))
+            for sub in ("labels", "images"):
+                os.makedirs(os.path.join(self.tmp, kind, sub))
+            if val_fraction > 0:
+                self._lists[kind] = {split: open(os.path.join(self.tmp, kind, f"{split}.txt"), "w", encoding="utf-8")
+                                     for split in ("train", "val")}
 
     def class_of(self, name: str) -> int:
         if name not in self._class:
@@ -137,32 +167,45 @@ class YoloWriter:
             self._names.append(name)
         return self._class[name]
 
-    def _relpath(self, image_id: str) -> str:
-        rel = label_relpath(image_id)
-        if rel in self._used:
-            rel = rel[: -len(".txt")] + os.path.splitext(image_id)[1] + ".txt"
-        n = 1
-        base = rel
-        while rel in self._used:
-            rel = f"{base[: -len('.txt')]}~{n}.txt"
-            n += 1
-        self._used.add(rel)
-        return rel
+    def _name(self, image_id: str) -> str:
+        """The image's unique path under images/ (its label path unique too)."""
+        name = dataset_name(image_id, self.image_root)
+        ext = os.path.splitext(name)[1]
+        candidates = [name, name + ext] + [f"{name}~{n}{ext}" for n in range(1, 1_000_000)]
+        for candidate in candidates:
+            if label_relpath(candidate) not in self._used:
+                self._used.add(label_relpath(candidate))
+                return candidate
+        raise RuntimeError(f"no free label name for {image_id!r}")
 
     def add(self, number: int, image_id: str, path: str, response: prelabel_pb2.PreLabelResponse) -> None:
-        rel = self._relpath(image_id)
+        name = self._name(image_id)
+        target = os.path.abspath(path or image_id)
+        split = "val" if self.val_fraction > 0 and in_val(image_id, self.val_fraction) else "train"
+        self._n_val += split == "val"
         for kind in self.kinds:
             lines = lines_for(response, kind, self.class_of)
             for instances, k in ((response.person_keypoints, "pose"), (response.faces, "faces")):
                 if kind == k and instances and instances[0].keypoints:
                     self._kp_names[k] = [kp.name for kp in instances[0].keypoints]
-            target = os.path.join(self.tmp, kind, "labels", rel)
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            with open(target, "w", encoding="utf-8") as fh:
+            root = os.path.join(self.tmp, kind)
+            label = os.path.join(root, "labels", label_relpath(name))
+            link = os.path.join(root, "images", name)
+            os.makedirs(os.path.dirname(label), exist_ok=True)
+            os.makedirs(os.path.dirname(link), exist_ok=True)
+            with open(label, "w", encoding="utf-8") as fh:
                 fh.write("".join(line + "\n" for line in lines))
+            os.symlink(target, link)
+            if kind in self._lists:
+                self._lists[kind][split].write(f"./images/{name}\n")
 
     def _data_yaml(self, kind: str) -> str:
-        out = [f"# prelabel draft labels, YOLO {kind}; labels/ mirrors the image paths"]
+        out = [f"# prelabel draft labels, YOLO {kind}. No `path:` on purpose: Ultralytics then uses",
+               "# this file's folder, so the dataset can be moved."]
+        if kind not in self._lists:
+            out += ["train: images", "val: images"]
+        else:  # Ultralytics refuses an empty val list: a run too small to split validates on train
+            out += ["train: train.txt", "val: val.txt" if self._n_val else "val: train.txt"]
         if kind in ("pose", "faces"):
             names = ["person" if kind == "pose" else "face"]
             kps = self._kp_names[kind]
@@ -174,7 +217,13 @@ class YoloWriter:
         out += [f"  {i}: {_yaml_str(n)}" for i, n in enumerate(names)]
         return "\n".join(out) + "\n"
 
+    def _close_lists(self) -> None:
+        for files in self._lists.values():
+            for fh in files.values():
+                fh.close()
+
     def close(self) -> None:
+        self._close_lists()
         for kind in self.kinds:
             with open(os.path.join(self.tmp, kind, "data.yaml"), "w", encoding="utf-8") as fh:
                 fh.write(self._data_yaml(kind))
@@ -189,5 +238,6 @@ class YoloWriter:
         shutil.rmtree(old, ignore_errors=True)
 
     def abort(self) -> None:
+        self._close_lists()
         with contextlib.suppress(OSError):
             shutil.rmtree(self.tmp)

@@ -22,8 +22,9 @@ import yaml
 from PIL import ImageOps
 from pycocotools.coco import COCO
 
-from prelabel.formats.common import iter_labels
-from prelabel.formats.yolo import label_relpath
+from prelabel.formats.coco import file_path as coco_file
+from prelabel.formats.common import image_root_of, iter_labels
+from prelabel.formats.yolo import dataset_name, label_relpath
 from prelabel.journal import Journal, response_of
 from prelabel.v1 import prelabel_pb2
 from tests.photos import photo, photo_path
@@ -82,8 +83,12 @@ def journal_responses(out: Path) -> dict[str, prelabel_pb2.PreLabelResponse]:
             for image_id, entry in journal.index.items() if entry.status == "ok"}
 
 
+def yolo_label(image_id: str, ids: list[str]) -> str:
+    return label_relpath(dataset_name(image_id, image_root_of(ids)))
+
+
 def check_yolo(out: Path, ids: list[str]) -> None:
-    expected = sorted(label_relpath(i) for i in ids)
+    expected = sorted(yolo_label(i, ids) for i in ids)
     for kind, width in (("detect", 5), ("segment", None), ("pose", 5 + 17 * 3), ("faces", 5 + 5 * 3)):
         labels = out / "yolo" / kind / "labels"
         files = sorted(p.relative_to(labels).as_posix() for p in labels.rglob("*.txt"))
@@ -119,7 +124,7 @@ async def test_annotate_labels_each_image_exactly_once_when_killed_and_restarted
     await proc.wait()
     before = journal_ids(out)
     assert 3 <= len(before) < len(ids) + 1, "killed too late to test a resume"
-    assert not (out / "_SUCCESS").exists() and not (out / "coco.json").exists()
+    assert not (out / "_SUCCESS").exists() and not (out / "coco").exists()
 
     # 2. Restart: it skips what the journal holds and finishes the shard.
     code, log = await finish(await start(tmp_path / "photos", out, router_address), 600)
@@ -136,30 +141,34 @@ async def test_annotate_labels_each_image_exactly_once_when_killed_and_restarted
     assert "INVALID_ARGUMENT" in failure["reason"]
 
     # 3. Every output holds each photo exactly once and loads in its consumer.
-    coco = COCO(str(out / "coco.json"))
-    assert sorted(img["file_name"] for img in coco.dataset["images"]) == sorted(ids)
-    anns = coco.dataset["annotations"]
     # The outputs hold exactly what the router returned (the COCO models may run with
     # random weights here and return nothing; MTCNN's face weights are real).
     responses = journal_responses(out)
     expected = Counter((image_id, label.task) for image_id, r in responses.items() for label in iter_labels(r))
-    file_of = {img["id"]: img["file_name"] for img in coco.dataset["images"]}
-    assert Counter((file_of[a["image_id"]], a["task"]) for a in anns) == expected
+    root = Path(image_root_of(ids))
+    for task in ("detect", "segment", "keypoints", "faces"):
+        coco = COCO(coco_file(out, task))
+        assert sorted(str(root / img["file_name"]) for img in coco.dataset["images"]) == sorted(ids)
+        anns = coco.dataset["annotations"]
+        file_of = {img["id"]: str(root / img["file_name"]) for img in coco.dataset["images"]}
+        assert Counter((file_of[a["image_id"]], task) for a in anns) == Counter(
+            {k: n for k, n in expected.items() if k[1] == task})
+        for ann in anns:
+            image = coco.imgs[ann["image_id"]]
+            if task == "segment":
+                assert coco.annToMask(ann).shape == (image["height"], image["width"])
+            if task in ("keypoints", "faces"):
+                assert len(ann["keypoints"]) == 3 * len(coco.cats[ann["category_id"]]["keypoints"])
+        if anns:
+            results = coco.loadRes(json.loads(Path(coco_file(out, task)).read_text())["annotations"])
+            assert len(results.anns) == len(anns)
     astronaut = str(tmp_path / "photos" / "astronaut.png")
     assert expected[(astronaut, "faces")] >= 1, "MTCNN finds the astronaut's face"
-    for ann in anns:
-        image = coco.imgs[ann["image_id"]]
-        if ann["task"] == "segment":
-            assert coco.annToMask(ann).shape == (image["height"], image["width"])
-        if ann["task"] in ("keypoints", "faces"):
-            assert len(ann["keypoints"]) == 3 * len(coco.cats[ann["category_id"]]["keypoints"])
-    results = coco.loadRes(json.loads((out / "coco.json").read_text())["annotations"])
-    assert len(results.anns) == len(anns)
 
     check_yolo(out, ids)
     for image_id in responses:
         for kind, task in (("detect", "detect"), ("pose", "keypoints"), ("faces", "faces")):
-            label_file = out / "yolo" / kind / "labels" / label_relpath(image_id)
+            label_file = out / "yolo" / kind / "labels" / yolo_label(image_id, ids)
             assert len(label_file.read_text().splitlines()) == expected[(image_id, task)], (kind, image_id)
 
     studio = json.loads((out / "labelstudio.json").read_text())

@@ -21,6 +21,7 @@ from prelabel.cli import (
     build_parser,
     main,
 )
+from prelabel.formats.coco import file_path as coco_file
 from prelabel.inputs import shard_of
 from services.embedded_triton.launcher import free_port
 from tests.unit.prelabeler_double import PreLabelerDouble, serve
@@ -55,7 +56,7 @@ def test_annotate_completes_shard_when_no_image_hashes_to_it(tmp_path):
                  "--shard-index", str(other), "--shard-count", "2"])
     assert code == EXIT_OK
     assert json.loads((out / "_SUCCESS").read_text())["images"] == 0
-    coco = json.loads((out / "coco.json").read_text())
+    coco = json.loads(Path(coco_file(out, "detect")).read_text())
     assert coco["images"] == [] and coco["annotations"] == []
     assert (out / "labelstudio.json").read_text().strip() == "[\n]"
 
@@ -117,7 +118,7 @@ async def test_annotate_exits_4_with_complete_outputs_when_an_image_is_rejected(
     (failure,) = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
     assert failure["image_id"].endswith("bad.jpg") and failure["retryable"] is False
     assert json.loads((out / "_SUCCESS").read_text())["rejected"] == 1
-    files = [img["file_name"] for img in json.loads((out / "coco.json").read_text())["images"]]
+    files = [img["file_name"] for img in json.loads(Path(coco_file(out, "detect")).read_text())["images"]]
     assert sorted(os.path.basename(f) for f in files) == ["a.jpg", "b.jpg"]
 
 
@@ -128,7 +129,7 @@ async def test_annotate_exits_3_without_success_when_router_is_unreachable(tmp_p
     code, log = await annotate(str(folder), "--out", str(out), "--router", f"127.0.0.1:{free_port()}",
                                "--timeout-s", "0.5")
     assert code == EXIT_FAILED, log
-    assert not (out / "_SUCCESS").exists() and not (out / "coco.json").exists()
+    assert not (out / "_SUCCESS").exists() and not (out / "coco").exists()
     (failure,) = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
     assert failure["retryable"] is True and "router unavailable" in failure["reason"]
 
@@ -153,4 +154,4 @@ async def test_annotate_finishes_images_in_flight_then_exits_143_when_sigterm(tm
         assert len(journaled) < 12 and not (out / "_SUCCESS").exists()
         code, log = await annotate(str(folder), "--out", str(out), "--router", address, "--tasks", "detect")
         assert code == EXIT_OK, log
-    assert len(json.loads((out / "coco.json").read_text())["images"]) == 12
+    assert len(json.loads(Path(coco_file(out, "detect")).read_text())["images"]) == 12

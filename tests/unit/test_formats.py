@@ -10,10 +10,12 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from prelabel.formats import write_outputs
-from prelabel.formats.coco import CocoWriter
-from prelabel.formats.common import FACE_COCO_ID, FIXED_NAMES, coco_category_id
-from prelabel.formats.labelstudio import task_of
-from prelabel.formats.yolo import flip_idx, label_relpath
+from prelabel.formats import ls_brush
+from prelabel.formats.coco import FACE_SKELETON, CocoWriter
+from prelabel.formats.coco import file_path as coco_file
+from prelabel.formats.common import FACE_COCO_ID, FIXED_NAMES, coco_category_id, image_root_of, relative_name
+from prelabel.formats.labelstudio import labeling_config, task_of
+from prelabel.formats.yolo import dataset_name, flip_idx
 from prelabel.v1 import common_pb2, prelabel_pb2
 from services.common.labels import (
     COCO_KEYPOINT_NAMES,
@@ -79,37 +81,57 @@ def write_all(out, items, formats=("coco", "yolo", "labelstudio"), tasks=ALL_TAS
 # ---------------------------------------------------------------------------- COCO
 
 
-def test_coco_output_loads_in_pycocotools_when_every_task_has_labels(tmp_path):
+def load_coco(out, task):
+    return COCO(coco_file(out, task))
+
+
+def test_coco_writes_one_file_per_task_when_every_task_has_labels(tmp_path):
     write_all(tmp_path, [("a/x.jpg", make_response()), ("b/y.png", make_response())])
-    coco = COCO(str(tmp_path / "coco.json"))
-    assert [img["file_name"] for img in coco.loadImgs(coco.getImgIds())] == ["a/x.jpg", "b/y.png"]
-    anns = coco.loadAnns(coco.getAnnIds(imgIds=[1]))
-    assert {a["task"] for a in anns} == set(ALL_TASKS) and len(anns) == 5
+    assert sorted(p.name for p in (tmp_path / "coco/annotations").iterdir()) == [
+        "instances_detect.json", "instances_segment.json", "person_keypoints_faces.json",
+        "person_keypoints_keypoints.json"]
+    per_task = {t: load_coco(tmp_path, t) for t in ALL_TASKS}
+    for coco in per_task.values():
+        assert [img["file_name"] for img in coco.loadImgs(coco.getImgIds())] == ["a/x.jpg", "b/y.png"]
+        for ann in coco.dataset["annotations"]:
+            assert "segmentation" in ann and set(ann["attributes"]) == {"review", "model"}
+            assert not {"task", "review", "model"} & set(ann)  # extras only under attributes
+    assert [len(c.getAnnIds(imgIds=[1])) for c in per_task.values()] == [2, 1, 1, 1]
 
-    det = next(a for a in anns if a["task"] == "detect" and a["category_id"] == 1)
+    det = next(a for a in per_task["detect"].dataset["annotations"] if a["category_id"] == 1)
     assert det["bbox"] == [100.0, 50.0, 200.0, 400.0] and det["score"] == pytest.approx(0.6)
-    assert det["review"] == "needs_review" and det["model"] == "coco_detector@1"
+    assert det["segmentation"] == [] and det["attributes"] == {"review": "needs_review", "model": "coco_detector@1"}
 
-    seg = next(a for a in anns if a["task"] == "segment")
+    seg_coco = per_task["segment"]
+    seg = seg_coco.dataset["annotations"][0]
     assert isinstance(seg["segmentation"]["counts"], str) and seg["segmentation"]["size"] == [H, W]
-    assert np.array_equal(coco.annToMask(seg), person_mask())
+    assert np.array_equal(seg_coco.annToMask(seg), person_mask())
     assert seg["area"] == int(person_mask().sum())
 
-    kp = next(a for a in anns if a["task"] == "keypoints")
+    kp_coco = per_task["keypoints"]
+    kp = kp_coco.dataset["annotations"][0]
     assert len(kp["keypoints"]) == 17 * 3
     assert kp["keypoints"][:6] == [0, 0, 0, 201.0, 101.0, 1]  # nose v=0, left_eye v=1
     assert kp["num_keypoints"] == sum(1 for i in range(17) if i % 3)
-
-    face = next(a for a in anns if a["task"] == "faces")
-    assert face["category_id"] == FACE_COCO_ID and len(face["keypoints"]) == 15 and face["num_keypoints"] == 5
-
-    person = coco.loadCats([1])[0]
-    assert person["keypoints"] == COCO_KEYPOINT_NAMES
+    (person,) = kp_coco.dataset["categories"]
+    assert person["id"] == 1 and person["keypoints"] == COCO_KEYPOINT_NAMES
     assert person["skeleton"] == [list(e) for e in COCO_SKELETON]
-    assert coco.loadCats([FACE_COCO_ID])[0]["keypoints"] == FACE_LANDMARK_NAMES
 
-    results = coco.loadRes(json.loads((tmp_path / "coco.json").read_text())["annotations"])
-    assert len(results.getAnnIds()) == 10
+    (face_cat,) = per_task["faces"].dataset["categories"]
+    assert face_cat["id"] == FACE_COCO_ID and face_cat["keypoints"] == FACE_LANDMARK_NAMES
+    assert face_cat["skeleton"] == FACE_SKELETON
+    face = per_task["faces"].dataset["annotations"][0]
+    assert len(face["keypoints"]) == 15 and face["num_keypoints"] == 5
+
+    for task, coco in per_task.items():
+        results = coco.loadRes(json.loads(open(coco_file(tmp_path, task)).read())["annotations"])
+        assert len(results.getAnnIds()) == 2 * len(coco.getAnnIds(imgIds=[1]))
+
+
+def test_coco_file_name_is_relative_to_image_root_when_a_root_is_given(tmp_path):
+    write_outputs(tmp_path, ["coco"], [(1, "/data/images/a/x.jpg", "/data/images/a/x.jpg", make_response())],
+                  tasks=["detect"], image_root="/data/images")
+    assert load_coco(tmp_path, "detect").dataset["images"][0]["file_name"] == "a/x.jpg"
 
 
 def test_coco_categories_are_the_same_when_shards_see_different_labels(tmp_path):
@@ -119,9 +141,11 @@ def test_coco_categories_are_the_same_when_shards_see_different_labels(tmp_path)
     (tmp_path / "s1").mkdir()
     write_all(tmp_path / "s0", [("a.jpg", make_response())], formats=["coco"])
     write_all(tmp_path / "s1", [("b.jpg", only_cup)], formats=["coco"])
-    cats = [json.loads((tmp_path / s / "coco.json").read_text())["categories"] for s in ("s0", "s1")]
-    assert [c["id"] for c in cats[0]] == [c["id"] for c in cats[1]]
-    assert len(cats[0]) == len(FIXED_NAMES) == 81
+    for task in ALL_TASKS:
+        cats = [json.loads(open(coco_file(tmp_path / s, task)).read())["categories"] for s in ("s0", "s1")]
+        assert cats[0] == cats[1]
+    detect = json.loads(open(coco_file(tmp_path / "s0", "detect")).read())["categories"]
+    assert len(detect) == 80 and FACE_COCO_ID not in {c["id"] for c in detect}
 
 
 def test_coco_category_id_is_stable_when_name_is_not_a_coco_class():
@@ -134,11 +158,19 @@ def test_coco_category_id_is_stable_when_name_is_not_a_coco_class():
 def test_coco_writer_adds_category_when_a_label_has_an_unknown_name(tmp_path):
     r = make_response()
     r.detections[1].category.name = "widget"
-    writer = CocoWriter(tmp_path)
+    writer = CocoWriter(tmp_path, tasks=["detect"])
     writer.add(1, "a.jpg", "a.jpg", r)
     writer.close()
-    coco = COCO(str(tmp_path / "coco.json"))
+    coco = load_coco(tmp_path, "detect")
     assert coco.loadCats([coco_category_id("widget")])[0]["name"] == "widget"
+
+
+def test_image_root_of_is_the_deepest_common_folder_when_ids_share_one():
+    assert image_root_of(["/d/images/a.jpg", "/d/images/b/c.jpg"]) == "/d/images"
+    assert image_root_of(["x/a.jpg", "y/b.jpg"]) == "" and image_root_of(["a.jpg"]) == ""
+    assert image_root_of(["/a.jpg", "rel/b.jpg"]) == ""
+    assert relative_name("/d/images/b/c.jpg", "/d/images") == "b/c.jpg"
+    assert relative_name("/elsewhere/c.jpg", "/d/images") == "elsewhere/c.jpg"
 
 
 # ---------------------------------------------------------------------------- YOLO
@@ -187,10 +219,31 @@ def test_yolo_gives_each_image_its_own_file_when_stems_collide(tmp_path):
     empty = prelabel_pb2.PreLabelResponse(image_size=common_pb2.ImageSize(width=W, height=H))
     write_all(tmp_path, [("a.jpg", make_response()), ("a.png", empty), ("/abs/../b.jpg", empty)],
               formats=["yolo"], tasks=["detect"])
-    labels = tmp_path / "yolo/detect/labels"
-    assert sorted(p.relative_to(labels).as_posix() for p in labels.rglob("*.txt")) == [
+    root = tmp_path / "yolo/detect"
+    assert sorted(p.relative_to(root / "labels").as_posix() for p in (root / "labels").rglob("*.txt")) == [
         "a.png.txt", "a.txt", "abs/__/b.txt"]
-    assert (labels / "a.png.txt").read_text() == ""  # background image: empty file
+    assert sorted(p.relative_to(root / "images").as_posix() for p in (root / "images").rglob("*")
+                  if p.is_symlink()) == ["a.jpg", "a.png.png", "abs/__/b.jpg"]
+    assert os.readlink(root / "images/a.png.png") == "/data/a.png"  # the file that was read
+    assert (root / "labels/a.png.txt").read_text() == ""  # background image: empty file
+
+
+def test_yolo_renames_folders_named_images_when_inputs_live_in_one():
+    assert dataset_name("/data/images/train/images/x.jpg", "/data") == "images_/train/images_/x.jpg"
+    assert dataset_name("images.jpg") == "images.jpg"  # only folders matter to Ultralytics' rule
+
+
+def test_yolo_splits_train_and_val_when_a_val_fraction_is_given(tmp_path):
+    yaml = pytest.importorskip("yaml")
+    items = [(f"{i}.jpg", make_response()) for i in range(40)]
+    write_outputs(tmp_path, ["yolo"], [(n, i, i, r) for n, (i, r) in enumerate(items, 1)], tasks=["detect"],
+                  val_fraction=0.25)
+    root = tmp_path / "yolo/detect"
+    data = yaml.safe_load((root / "data.yaml").read_text())
+    assert (data["train"], data["val"]) == ("train.txt", "val.txt") and "path" not in data
+    train, val = ((root / f).read_text().split() for f in ("train.txt", "val.txt"))
+    assert 0 < len(val) < 20 and len(train) + len(val) == 40 and not set(train) & set(val)
+    assert all(line.startswith("./images/") for line in train + val)
 
 
 def test_yolo_data_yaml_lists_keypoint_shape_when_pose(tmp_path):
@@ -207,15 +260,15 @@ def test_flip_idx_swaps_mouth_corners_when_face_landmarks():
     assert flip_idx(FACE_LANDMARK_NAMES) == [1, 0, 2, 4, 3]
 
 
-def test_label_relpath_stays_inside_labels_when_id_climbs_up():
-    assert label_relpath("../../etc/passwd.jpg") == "__/__/etc/passwd.txt"
+def test_dataset_name_stays_inside_the_dataset_when_id_climbs_up():
+    assert dataset_name("../../etc/passwd.jpg") == "__/__/etc/passwd.jpg"
 
 
 # ---------------------------------------------------------------------------- Label Studio
 
 
 def test_labelstudio_regions_are_in_percent_when_box_is_known():
-    task = task_of("imgs/x.jpg", make_response(), image_prefix="/data/local-files/?d=")
+    task = task_of("imgs/x.jpg", make_response(), url="/data/local-files/?d=imgs/x.jpg")
     assert task["data"]["image"] == "/data/local-files/?d=imgs/x.jpg"
     assert task["data"]["uncertainty"] == 0.5 and task["data"]["needs_review"] == 1
     (prediction,) = task["predictions"]
@@ -237,15 +290,52 @@ def test_labelstudio_regions_are_in_percent_when_box_is_known():
     assert {r["parentID"] for r in person_kps} == {"detect-0"}  # its detect box (IoU >= 0.7)
     face_kps = [r for r in keypoints if r["id"].startswith("faces-")]
     assert {r["parentID"] for r in face_kps} == {"faces-0"} and "faces-0" in regions
+    assert {r["from_name"] for r in face_kps} == {"face_keypoint"} != {r["from_name"] for r in person_kps}
     assert "keypoints-0" not in regions  # no duplicate person rectangle
     assert prediction["model_version"] == "coco_detector@1"
     assert 0 < prediction["score"] <= 1
 
 
-def test_labelstudio_file_is_a_task_list_when_written(tmp_path):
-    write_all(tmp_path, [("a.jpg", make_response()), ("b.jpg", make_response())], formats=["labelstudio"])
+def test_labelstudio_file_is_a_task_list_with_one_model_version_when_models_differ(tmp_path):
+    other = make_response()
+    other.detections[1].provenance.model_version = "2"
+    write_all(tmp_path, [("a.jpg", make_response()), ("b b.jpg", other)], formats=["labelstudio"])
     tasks = json.loads((tmp_path / "labelstudio.json").read_text())
-    assert [t["data"]["image_id"] for t in tasks] == ["a.jpg", "b.jpg"]
+    assert [t["data"]["image_id"] for t in tasks] == ["a.jpg", "b b.jpg"]
+    assert tasks[1]["data"]["image"] == "/data/local-files/?d=b%20b.jpg"  # local files by default
+    assert {t["predictions"][0]["model_version"] for t in tasks} == {"coco_detector@1,coco_detector@2"}
+
+
+def test_labelstudio_config_lists_every_label_when_written(tmp_path):
+    r = make_response()
+    r.detections[1].category.name = "widget"
+    write_all(tmp_path, [("a.jpg", r)], formats=["labelstudio"])
+    config = (tmp_path / "labelstudio.xml").read_text()
+    import xml.etree.ElementTree as ET
+
+    view = ET.fromstring(config)
+    controls = {c.get("name"): [label.get("value") for label in c] for c in view if c.tag.endswith("Labels")}
+    assert set(controls) == {"label", "polygon", "keypoint", "face_keypoint"}
+    assert set(FIXED_NAMES) | {"widget"} == set(controls["label"])
+    assert controls["keypoint"] == COCO_KEYPOINT_NAMES and controls["face_keypoint"] == FACE_LANDMARK_NAMES
+    regions = json.loads((tmp_path / "labelstudio.json").read_text())[0]["predictions"][0]["result"]
+    for region in regions:  # every region's label is in its control
+        (value,) = region["value"][region["type"]]
+        assert value in controls[region["from_name"]], region
+
+
+def test_labelstudio_writes_brush_rle_when_masks_are_brush():
+    task = task_of("x.jpg", make_response(), masks="brush")
+    (brush,) = [r for r in task["predictions"][0]["result"] if r["type"] == "brushlabels"]
+    assert brush["from_name"] == "brush" and brush["value"]["format"] == "rle"
+    assert brush["value"]["brushlabels"] == ["person"] and all(0 <= b < 256 for b in brush["value"]["rle"])
+    assert "BrushLabels" in labeling_config(["segment"], masks="brush")
+
+
+def test_ls_brush_header_counts_rgba_values_when_encoded():
+    rle = ls_brush.encode(person_mask())
+    assert int.from_bytes(bytes(rle[:4]), "big") == W * H * 4
+    assert len(rle) < W * H // 20  # runs, not pixels
 
 
 # ---------------------------------------------------------------------------- review queue
@@ -273,4 +363,4 @@ def test_write_outputs_leaves_nothing_half_written_when_a_response_is_bad(tmp_pa
     with pytest.raises(ValueError):
         write_all(tmp_path, [("a.jpg", make_response()), ("b.jpg", bad)])
     assert (tmp_path / "coco.json").read_text() == "previous"
-    assert sorted(os.listdir(tmp_path)) == ["coco.json"]
+    assert sorted(os.listdir(tmp_path)) == ["coco.json"]  # no coco/, yolo/, labelstudio.*
