@@ -300,7 +300,8 @@ def annotate(args) -> int:
         raise UsageError("--score-threshold must be in [0, 1]")
     if not args.paths and not args.manifest:
         raise UsageError("give image paths, folders, globs or --manifest")
-    policy = args.loaded_review_policy = _review_policy(args.review_policy)  # read once: what params.json records is what is sent
+    # Read once: the policy params.json records is the one sent.
+    policy = args.loaded_review_policy = _review_policy(args.review_policy)
     try:
         check_shard(args.shard_index, args.shard_count)
     except InputError as exc:

@@ -191,7 +191,8 @@ def effort(m: Matching, review_cost: float) -> dict:
 def evaluate(drafts: Drafts, truth: Truth, m: Matching, opts: Options) -> dict:
     tasks = {}
     for task in TASKS:
-        cats = sorted({d.category for d in m.drafts if d.task == task} | {t.category for t in m.truths if t.task == task})
+        cats = sorted({d.category for d in m.drafts if d.task == task}
+                      | {t.category for t in m.truths if t.task == task})
         if not cats:
             continue
         ap = coco_ap(task, m, drafts, truth)
