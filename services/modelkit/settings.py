@@ -3,13 +3,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.modelkit.store import default_cache_dir
 
 
 class ModelSettings(BaseSettings):
     """Environment of tritonserver, inherited by every Python-backend model."""
 
     model_config = SettingsConfigDict(env_prefix="PRELABEL_", extra="ignore")
+
+    models_dir: Path = Field(default_factory=default_cache_dir)
+    """Cache that `prelabel models pull` fills (converted ONNX models, published
+    weights); every file is checked against services/modelkit/models.lock.json."""
 
     weights_dir: Path | None = None
     """Folder with operator-supplied weights: `<triton model name>.pt` (custom) or the

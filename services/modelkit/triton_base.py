@@ -14,6 +14,7 @@ import time
 import numpy as np
 import torch
 
+from services.modelkit.contract import check_config
 from services.modelkit.settings import ModelSettings
 from services.modelkit.weights import WeightsInfo
 
@@ -36,6 +37,8 @@ class BatchedModel:
     def initialize(self, args: dict) -> None:
         self.config = json.loads(args["model_config"])
         self.model_name = args["model_name"]
+        # Fail the load with a message naming the tensor, not a request later.
+        self.head = check_config(self.config)
         self.params = {
             key: value.get("string_value", "")
             for key, value in self.config.get("parameters", {}).items()

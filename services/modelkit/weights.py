@@ -25,6 +25,8 @@ class WeightsInfo:
     kind: str  # PRETRAINED | CUSTOM | RANDOM
     source: str  # file name + sha256 prefix, package name, or "random (seed N)"
     architecture: str
+    sha256: str = ""  # of the file served ("" where weights ship inside a package)
+    license: str = ""
 
     def as_dict(self) -> dict[str, str]:
         return asdict(self)

