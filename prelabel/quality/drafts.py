@@ -1,6 +1,7 @@
 """Read the draft labels of `prelabel annotate` output folders (their journal.jsonl:
 every finished image's full response, whatever --formats was), or a COCO file with
-`score` per annotation (an annotate coco.json, or any COCO results file)."""
+`score` per annotation (one of annotate's COCO files -- its task from the file name, review
+and model from `attributes` -- or any COCO results file, taken as detect)."""
 from __future__ import annotations
 
 import json
@@ -71,8 +72,11 @@ def _read_journal(path: str, drafts: Drafts) -> None:
 
 
 def _read_coco(path: str, drafts: Drafts) -> None:
+    from prelabel.quality.truth import task_of_file
+
     with open(path, encoding="utf-8") as fh:
         doc = json.load(fh)
+    file_task = task_of_file(path) or "detect"
     names = {c["id"]: c["name"] for c in doc.get("categories", [])}
     by_id = {}
     for img in doc.get("images", []):
@@ -82,10 +86,12 @@ def _read_coco(path: str, drafts: Drafts) -> None:
     for a in doc.get("annotations", []):
         if "score" not in a:
             raise DraftsError(f"{path}: annotation {a.get('id')} has no score: not a drafts file")
-        drafts.models.setdefault(a.get("model", "unknown"), {"model": a.get("model", "unknown")})
+        extra = a.get("attributes") or {}  # annotate's per-task files keep review and model there
+        model = a.get("model") or extra.get("model") or "unknown"
+        drafts.models.setdefault(model, {"model": model})
         by_id[a["image_id"]].anns.append(Ann(
             category=names.get(a["category_id"], f"class_{a['category_id']}"), bbox=[float(v) for v in a["bbox"]],
-            task=a.get("task", "detect"), score=float(a["score"]), review=a.get("review", ""),
+            task=a.get("task", file_task), score=float(a["score"]), review=a.get("review") or extra.get("review", ""),
             segmentation=a.get("segmentation") or None, keypoints=a.get("keypoints")))
 
 

@@ -111,7 +111,8 @@ def pair_images(draft_keys, truth_keys) -> tuple[list[tuple[str, str]], list[str
 def truth_for_task(image: ImageLabels, task: str) -> list[Ann]:
     anns = [a for a in image.anns if not a.iscrowd]
     if any(a.task for a in anns):
-        return [a for a in anns if a.task == task]
+        # A person whose points were all removed is no keypoint object (COCOeval agrees).
+        return [a for a in anns if a.task == task and (task != "keypoints" or a.has_keypoints)]
     if task == "detect":
         return [a for a in anns if a.category != FACE]
     if task == "segment":

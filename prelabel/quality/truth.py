@@ -1,6 +1,9 @@
 """Read corrected labels ("truth") in the formats annotation tools export:
 
-- COCO json (e.g. annotate's coco.json corrected by hand, keeping or dropping `task`);
+- COCO json, e.g. annotate's own COCO files corrected by hand: a file named as in its
+  layout (`instances_detect.json`, `instances_segment.json`, `person_keypoints_keypoints.json`,
+  `person_keypoints_faces.json`) or an annotation with a `task` field says which task its
+  objects belong to;
 - CVAT "COCO 1.0" and "COCO Keypoints 1.0" exports (COCO files: CVAT's own category
   ids, matched here by name; boxes with `segmentation: []`; masks as polygons or
   uncompressed RLE), the .json inside the export or the export .zip itself;
@@ -33,6 +36,7 @@ SAME_OBJECT_IOU = 0.9
 KEYPOINT_NAMES = {PERSON: list(COCO_KEYPOINT_NAMES), FACE: list(FACE_LANDMARK_NAMES)}
 # Label Studio prefixes uploaded files with 8 hex digits and a dash.
 _LS_UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-")
+_TASK_FILE = re.compile(r"^(?:instances|person_keypoints)_(detect|segment|keypoints|faces)\.json$")
 
 
 class TruthError(ValueError):
@@ -63,7 +67,14 @@ def _add(truth: Truth, key: str, width: int, height: int, ann: Ann) -> None:
     image.anns.append(ann)
 
 
-def _coco(doc: dict, truth: Truth) -> None:
+def task_of_file(name: str) -> str:
+    """The task of a file in annotate's COCO layout (`instances_detect.json`,
+    `person_keypoints_faces.json`, ...); "" for any other name (e.g. CVAT's `*_default`)."""
+    match = _TASK_FILE.search(os.path.basename(name))
+    return match.group(1) if match else ""
+
+
+def _coco(doc: dict, truth: Truth, task: str = "") -> None:
     names = {}
     for c in doc.get("categories", []):
         names[c["id"]] = c["name"]
@@ -81,7 +92,7 @@ def _coco(doc: dict, truth: Truth) -> None:
         kps = a.get("keypoints") or None
         if kps and name in truth.keypoint_names:
             kps = _reorder(kps, truth.keypoint_names[name], KEYPOINT_NAMES.get(name))
-        _add(truth, key, w, h, Ann(category=name, bbox=[float(v) for v in a["bbox"]], task=a.get("task", ""),
+        _add(truth, key, w, h, Ann(category=name, bbox=[float(v) for v in a["bbox"]], task=a.get("task", task),
                                    segmentation=a.get("segmentation") or None, keypoints=kps,
                                    iscrowd=bool(a.get("iscrowd", 0))))
 
@@ -157,7 +168,7 @@ def _load_doc(doc, truth: Truth, where: str) -> None:
     if isinstance(doc, list):
         _label_studio(doc, truth)
     elif isinstance(doc, dict) and "images" in doc and "annotations" in doc:
-        _coco(doc, truth)
+        _coco(doc, truth, task_of_file(where))
     else:
         raise TruthError(f"{where}: neither a COCO file (images, annotations) nor a Label Studio export (a list)")
 

@@ -93,7 +93,7 @@ def xywh(box):
     return [box[0], box[1], box[2] - box[0], box[3] - box[1]]
 
 
-def coco_truth(file_name=lambda k: k, cat_ids=COCO_IDS, keypoints=False):
+def coco_truth(file_name=lambda k: k, cat_ids=COCO_IDS, keypoints=False, box_shift=0):
     """A COCO document of TRUTH; CVAT-like when given its own ids and relative names."""
     doc = {"images": [], "annotations": [], "categories": []}
     for name, cid in cat_ids.items():
@@ -106,8 +106,9 @@ def coco_truth(file_name=lambda k: k, cat_ids=COCO_IDS, keypoints=False):
         for name, box in objects:
             if keypoints and name != "person":
                 continue
+            bbox = [v + box_shift for v in xywh(box)[:2]] + xywh(box)[2:]
             ann = {"id": len(doc["annotations"]) + 1, "image_id": number, "category_id": cat_ids[name],
-                   "bbox": xywh(box), "area": xywh(box)[2] * xywh(box)[3], "iscrowd": 0, "segmentation": [],
+                   "bbox": bbox, "area": bbox[2] * bbox[3], "iscrowd": 0, "segmentation": [],
                    "attributes": {"occluded": False}}
             if keypoints:
                 ann["keypoints"] = [0] * 51
@@ -189,6 +190,16 @@ def test_evaluate_judges_keypoints_by_oks_when_truth_is_cvat_keypoints_export(dr
     assert report["tasks"]["detect"]["all"]["truth_objects"] == 8
 
 
+def test_evaluate_takes_each_file_task_from_its_name_when_truth_uses_annotate_layout(drafts_dir, tmp_path):
+    boxes = write_json(tmp_path / "instances_detect.json", coco_truth())
+    # The keypoint model's boxes differ from the detector's: the file, not the box, says what it is.
+    kps = write_json(tmp_path / "person_keypoints_keypoints.json", coco_truth(keypoints=True, box_shift=8))
+    drafts, truth = load_drafts([str(drafts_dir)]), load_truth([boxes, kps])
+    report = evaluate(drafts, truth, match(drafts, truth), Options())
+    assert report["tasks"]["detect"]["all"]["truth_objects"] == 8  # the keypoint file's persons are not boxes
+    assert report["tasks"]["keypoints"]["all"]["truth_objects"] == 2
+
+
 def test_pair_images_matches_path_suffix_and_unique_file_name_when_keys_differ():
     pairs, no_truth, no_drafts = pair_images(
         ["/data/photos/a.jpg", "photos/b.jpg", "x/c.jpg", "y/c.jpg", "d.jpg"],
@@ -218,3 +229,92 @@ def test_cli_evaluate_exits_2_when_no_image_pairs(drafts_dir, tmp_path):
     doc = coco_truth(file_name=lambda k: "other/" + k.split("/")[-1].replace(".jpg", ".png"))
     truth = write_json(tmp_path / "t.json", doc)
     assert cli.main(["evaluate", "--drafts", str(drafts_dir), "--truth", truth, "--out", str(tmp_path / "r")]) == 2
+
+
+# ----------------------------------------------------------------- masks and faces
+
+MASKS = [("person", (100, 100, 200, 300), 0.9), ("car", (400, 300, 600, 420), 0.8), ("dog", (10, 10, 60, 60), 0.7)]
+# car moved: mask IoU 0.42; dog: the reviewer kept only a strip of the mask (IoU 0.2), the box
+# stated in COCO unchanged -- judged by the mask, not the box.
+MASK_TRUTH = [("person", (100, 100, 200, 300)), ("car", (500, 300, 640, 420)), ("dog", (10, 10, 60, 20))]
+COCO_BOX = {"dog": (10, 10, 60, 60)}
+FACE_BOX = (120, 110, 160, 150)
+LANDMARKS = [(130, 120), (150, 120), (140, 130), (132, 142), (148, 142)]
+
+
+def rect_rle(box):
+    import numpy as np
+    from pycocotools import mask as mask_utils
+
+    m = np.zeros((H, W), np.uint8, order="F")
+    m[box[1]:box[3], box[0]:box[2]] = 1
+    return mask_utils.encode(np.asfortranarray(m))
+
+
+def masks_and_faces_drafts(tmp_path):
+    from prelabel.v1 import segmentation_pb2
+
+    r = prelabel_pb2.PreLabelResponse(image_id=STREET, image_size=common_pb2.ImageSize(width=W, height=H))
+    for name, box, score in MASKS:
+        rle = rect_rle(box)
+        r.masks.append(segmentation_pb2.InstanceMask(
+            detection=detection(name, box, score, AUTO),
+            mask=common_pb2.RleMask(size=rle["size"], counts=rle["counts"]),
+            area=int((box[2] - box[0]) * (box[3] - box[1]))))
+    face = detection("person", FACE_BOX, 0.99, AUTO)
+    face.category.name, face.category.id = "face", 91
+    r.faces.append(keypoints_pb2.KeypointInstance(detection=face, keypoints=[
+        common_pb2.Keypoint(name=f"p{i}", x=x, y=y, score=0.9, visibility=2) for i, (x, y) in enumerate(LANDMARKS)]))
+    out = tmp_path / "out_masks"
+    out.mkdir()
+    with Journal(out / "journal.jsonl") as journal:
+        journal.append_ok(STREET, STREET, r)
+    return out
+
+
+def polygon(box):
+    x0, y0, x1, y1 = box
+    return [x0, y0, x1, y0, x1, y1, x0, y1]
+
+
+def masks_and_faces_truth(fmt, tmp_path):
+    face_kps = [c for x, y in LANDMARKS for c in (x, y, 2)]
+    if fmt == "coco":
+        cats = [{"id": 1, "name": "person"}, {"id": 3, "name": "car"}, {"id": 18, "name": "dog"},
+                {"id": 91, "name": "face", "keypoints": ["left_eye", "right_eye", "nose", "mouth_left", "mouth_right"]}]
+        anns = [{"id": i + 1, "image_id": 1, "category_id": {"person": 1, "car": 3, "dog": 18}[name],
+                 "bbox": xywh(COCO_BOX.get(name, box)),
+                 "segmentation": [polygon(box)], "area": 1, "iscrowd": 0}
+                for i, (name, box) in enumerate(MASK_TRUTH)]
+        anns.append({"id": 9, "image_id": 1, "category_id": 91, "bbox": xywh(FACE_BOX), "area": 1600, "iscrowd": 0,
+                     "keypoints": face_kps, "num_keypoints": 5})
+        image = {"id": 1, "file_name": STREET, "width": W, "height": H}
+        return [write_json(tmp_path / "masks.json", {"images": [image], "annotations": anns, "categories": cats})]
+    pct = lambda x, y: [100 * x / W, 100 * y / H]  # noqa: E731
+    result = [{"id": f"m{i}", "type": "polygonlabels", "original_width": W, "original_height": H,
+               "value": {"points": [pct(*polygon(box)[j:j + 2]) for j in range(0, 8, 2)], "polygonlabels": [name]}}
+              for i, (name, box) in enumerate(MASK_TRUTH)]
+    fx, fy = pct(FACE_BOX[0], FACE_BOX[1])
+    fw, fh = pct(FACE_BOX[2] - FACE_BOX[0], FACE_BOX[3] - FACE_BOX[1])
+    result.append({"id": "face", "type": "rectanglelabels", "original_width": W, "original_height": H,
+                   "value": {"x": fx, "y": fy, "width": fw, "height": fh, "rectanglelabels": ["face"]}})
+    for name, (x, y) in zip(["left_eye", "right_eye", "nose", "mouth_left", "mouth_right"], LANDMARKS):
+        result.append({"id": f"k{name}", "type": "keypointlabels", "parentID": "face", "original_width": W,
+                       "original_height": H, "value": {"x": pct(x, y)[0], "y": pct(x, y)[1], "width": 0.5,
+                                                       "keypointlabels": [name]}})
+    task = {"id": 1, "data": {"image_id": STREET}, "annotations": [{"result": result}]}
+    return [write_json(tmp_path / "ls.json", [task])]
+
+
+@pytest.mark.parametrize("fmt", ["coco", "labelstudio"])
+def test_evaluate_judges_masks_by_mask_iou_and_faces_by_landmarks_when_truth_has_them(fmt, tmp_path):
+    drafts = load_drafts([str(masks_and_faces_drafts(tmp_path))])
+    truth = load_truth(masks_and_faces_truth(fmt, tmp_path))
+    report = evaluate(drafts, truth, match(drafts, truth), Options())
+    seg = report["tasks"]["segment"]
+    assert (seg["all"]["auto_accepted"], seg["all"]["auto_accepted_right"]) == (3, 1)
+    assert seg["all"]["auto_accept_errors"] == {"moved": 2}  # the car's and the dog's masks
+    assert seg["classes"]["person"]["AP"] == pytest.approx(1.0)
+    faces = report["tasks"]["faces"]
+    assert faces["all"]["auto_accepted_right"] == 1 and faces["coco"]["face"]["AP"] == pytest.approx(1.0)
+    assert faces["coco_landmarks"]["face"]["AP"] == pytest.approx(1.0)
