@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18prelabel/v1/common.proto\x12\x0bprelabel.v1\"\'\n\x05Image\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x10\n\x08image_id\x18\x02 \x01(\t\"*\n\tImageSize\x12\r\n\x05width\x18\x01 \x01(\r\x12\x0e\n\x06height\x18\x02 \x01(\r\"A\n\x03\x42ox\x12\r\n\x05x_min\x18\x01 \x01(\x02\x12\r\n\x05y_min\x18\x02 \x01(\x02\x12\r\n\x05x_max\x18\x03 \x01(\x02\x12\r\n\x05y_max\x18\x04 \x01(\x02\"\x8c\x01\n\nProvenance\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x03 \x01(\t\x12%\n\x07weights\x18\x04 \x01(\x0e\x32\x14.prelabel.v1.Weights\x12\x16\n\x0eweights_source\x18\x05 \x01(\t\"$\n\x08\x43\x61tegory\x12\n\n\x02id\x18\x01 \x01(\x05\x12\x0c\n\x04name\x18\x02 \x01(\t\"\xbc\x01\n\tDetection\x12\x1d\n\x03\x62ox\x18\x01 \x01(\x0b\x32\x10.prelabel.v1.Box\x12\'\n\x08\x63\x61tegory\x18\x02 \x01(\x0b\x32\x15.prelabel.v1.Category\x12\r\n\x05score\x18\x03 \x01(\x02\x12+\n\x06review\x18\x04 \x01(\x0e\x32\x1b.prelabel.v1.ReviewDecision\x12+\n\nprovenance\x18\x05 \x01(\x0b\x32\x17.prelabel.v1.Provenance\"\'\n\x07RleMask\x12\x0c\n\x04size\x18\x01 \x03(\r\x12\x0e\n\x06\x63ounts\x18\x02 \x01(\x0c\"\x19\n\x07Polygon\x12\x0e\n\x06points\x18\x01 \x03(\x02\"Q\n\x08Keypoint\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\t\n\x01x\x18\x02 \x01(\x02\x12\t\n\x01y\x18\x03 \x01(\x02\x12\r\n\x05score\x18\x04 \x01(\x02\x12\x12\n\nvisibility\x18\x05 \x01(\r\"H\n\x0eKeypointSchema\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0ekeypoint_names\x18\x02 \x03(\t\x12\x10\n\x08skeleton\x18\x03 \x03(\r\"^\n\nReviewBand\x12\x16\n\taccept_at\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x19\n\x0creject_below\x18\x02 \x01(\x02H\x01\x88\x01\x01\x42\x0c\n\n_accept_atB\x0f\n\r_reject_below\"\xe3\x01\n\x0cReviewPolicy\x12-\n\x0c\x64\x65\x66\x61ult_band\x18\x01 \x01(\x0b\x32\x17.prelabel.v1.ReviewBand\x12>\n\x0b\x62y_category\x18\x02 \x03(\x0b\x32).prelabel.v1.ReviewPolicy.ByCategoryEntry\x12\x18\n\x10include_rejected\x18\x03 \x01(\x08\x1aJ\n\x0f\x42yCategoryEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.prelabel.v1.ReviewBand:\x02\x38\x01\"\x81\x01\n\x10ImageUncertainty\x12\r\n\x05score\x18\x01 \x01(\x02\x12\x1a\n\x12needs_review_count\x18\x02 \x01(\r\x12\x12\n\nmin_margin\x18\x03 \x01(\x02\x12\x18\n\x10review_policy_id\x18\x04 \x01(\t\x12\x14\n\x0c\x64isagreement\x18\x05 \x01(\x02*b\n\x07Weights\x12\x17\n\x13WEIGHTS_UNSPECIFIED\x10\x00\x12\x16\n\x12WEIGHTS_PRETRAINED\x10\x01\x12\x12\n\x0eWEIGHTS_CUSTOM\x10\x02\x12\x12\n\x0eWEIGHTS_RANDOM\x10\x03*\x90\x01\n\x0eReviewDecision\x12\x1f\n\x1bREVIEW_DECISION_UNSPECIFIED\x10\x00\x12\x1f\n\x1bREVIEW_DECISION_AUTO_ACCEPT\x10\x01\x12 \n\x1cREVIEW_DECISION_NEEDS_REVIEW\x10\x02\x12\x1a\n\x16REVIEW_DECISION_REJECT\x10\x03*Q\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x18\n\x14PRIORITY_INTERACTIVE\x10\x01\x12\x11\n\rPRIORITY_BULK\x10\x02\x42\x1aP\x01Z\x16prelabel/v1;prelabelv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18prelabel/v1/common.proto\x12\x0bprelabel.v1\"\'\n\x05Image\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x10\n\x08image_id\x18\x02 \x01(\t\"*\n\tImageSize\x12\r\n\x05width\x18\x01 \x01(\r\x12\x0e\n\x06height\x18\x02 \x01(\r\"A\n\x03\x42ox\x12\r\n\x05x_min\x18\x01 \x01(\x02\x12\r\n\x05y_min\x18\x02 \x01(\x02\x12\r\n\x05x_max\x18\x03 \x01(\x02\x12\r\n\x05y_max\x18\x04 \x01(\x02\"\xb5\x01\n\nProvenance\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x03 \x01(\t\x12%\n\x07weights\x18\x04 \x01(\x0e\x32\x14.prelabel.v1.Weights\x12\x16\n\x0eweights_source\x18\x05 \x01(\t\x12\x16\n\x0eweights_sha256\x18\x06 \x01(\t\x12\x0f\n\x07license\x18\x07 \x01(\t\"$\n\x08\x43\x61tegory\x12\n\n\x02id\x18\x01 \x01(\x05\x12\x0c\n\x04name\x18\x02 \x01(\t\"\xbc\x01\n\tDetection\x12\x1d\n\x03\x62ox\x18\x01 \x01(\x0b\x32\x10.prelabel.v1.Box\x12\'\n\x08\x63\x61tegory\x18\x02 \x01(\x0b\x32\x15.prelabel.v1.Category\x12\r\n\x05score\x18\x03 \x01(\x02\x12+\n\x06review\x18\x04 \x01(\x0e\x32\x1b.prelabel.v1.ReviewDecision\x12+\n\nprovenance\x18\x05 \x01(\x0b\x32\x17.prelabel.v1.Provenance\"\'\n\x07RleMask\x12\x0c\n\x04size\x18\x01 \x03(\r\x12\x0e\n\x06\x63ounts\x18\x02 \x01(\x0c\"\x19\n\x07Polygon\x12\x0e\n\x06points\x18\x01 \x03(\x02\"Q\n\x08Keypoint\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\t\n\x01x\x18\x02 \x01(\x02\x12\t\n\x01y\x18\x03 \x01(\x02\x12\r\n\x05score\x18\x04 \x01(\x02\x12\x12\n\nvisibility\x18\x05 \x01(\r\"H\n\x0eKeypointSchema\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0ekeypoint_names\x18\x02 \x03(\t\x12\x10\n\x08skeleton\x18\x03 \x03(\r\"^\n\nReviewBand\x12\x16\n\taccept_at\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x19\n\x0creject_below\x18\x02 \x01(\x02H\x01\x88\x01\x01\x42\x0c\n\n_accept_atB\x0f\n\r_reject_below\"\xe3\x01\n\x0cReviewPolicy\x12-\n\x0c\x64\x65\x66\x61ult_band\x18\x01 \x01(\x0b\x32\x17.prelabel.v1.ReviewBand\x12>\n\x0b\x62y_category\x18\x02 \x03(\x0b\x32).prelabel.v1.ReviewPolicy.ByCategoryEntry\x12\x18\n\x10include_rejected\x18\x03 \x01(\x08\x1aJ\n\x0f\x42yCategoryEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.prelabel.v1.ReviewBand:\x02\x38\x01\"\x81\x01\n\x10ImageUncertainty\x12\r\n\x05score\x18\x01 \x01(\x02\x12\x1a\n\x12needs_review_count\x18\x02 \x01(\r\x12\x12\n\nmin_margin\x18\x03 \x01(\x02\x12\x18\n\x10review_policy_id\x18\x04 \x01(\t\x12\x14\n\x0c\x64isagreement\x18\x05 \x01(\x02*b\n\x07Weights\x12\x17\n\x13WEIGHTS_UNSPECIFIED\x10\x00\x12\x16\n\x12WEIGHTS_PRETRAINED\x10\x01\x12\x12\n\x0eWEIGHTS_CUSTOM\x10\x02\x12\x12\n\x0eWEIGHTS_RANDOM\x10\x03*\x90\x01\n\x0eReviewDecision\x12\x1f\n\x1bREVIEW_DECISION_UNSPECIFIED\x10\x00\x12\x1f\n\x1bREVIEW_DECISION_AUTO_ACCEPT\x10\x01\x12 \n\x1cREVIEW_DECISION_NEEDS_REVIEW\x10\x02\x12\x1a\n\x16REVIEW_DECISION_REJECT\x10\x03*Q\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x18\n\x14PRIORITY_INTERACTIVE\x10\x01\x12\x11\n\rPRIORITY_BULK\x10\x02\x42\x1aP\x01Z\x16prelabel/v1;prelabelv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,12 +34,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'P\001Z\026prelabel/v1;prelabelv1'
   _globals['_REVIEWPOLICY_BYCATEGORYENTRY']._loaded_options = None
   _globals['_REVIEWPOLICY_BYCATEGORYENTRY']._serialized_options = b'8\001'
-  _globals['_WEIGHTS']._serialized_start=1248
-  _globals['_WEIGHTS']._serialized_end=1346
-  _globals['_REVIEWDECISION']._serialized_start=1349
-  _globals['_REVIEWDECISION']._serialized_end=1493
-  _globals['_PRIORITY']._serialized_start=1495
-  _globals['_PRIORITY']._serialized_end=1576
+  _globals['_WEIGHTS']._serialized_start=1289
+  _globals['_WEIGHTS']._serialized_end=1387
+  _globals['_REVIEWDECISION']._serialized_start=1390
+  _globals['_REVIEWDECISION']._serialized_end=1534
+  _globals['_PRIORITY']._serialized_start=1536
+  _globals['_PRIORITY']._serialized_end=1617
   _globals['_IMAGE']._serialized_start=41
   _globals['_IMAGE']._serialized_end=80
   _globals['_IMAGESIZE']._serialized_start=82
@@ -47,25 +47,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BOX']._serialized_start=126
   _globals['_BOX']._serialized_end=191
   _globals['_PROVENANCE']._serialized_start=194
-  _globals['_PROVENANCE']._serialized_end=334
-  _globals['_CATEGORY']._serialized_start=336
-  _globals['_CATEGORY']._serialized_end=372
-  _globals['_DETECTION']._serialized_start=375
-  _globals['_DETECTION']._serialized_end=563
-  _globals['_RLEMASK']._serialized_start=565
-  _globals['_RLEMASK']._serialized_end=604
-  _globals['_POLYGON']._serialized_start=606
-  _globals['_POLYGON']._serialized_end=631
-  _globals['_KEYPOINT']._serialized_start=633
-  _globals['_KEYPOINT']._serialized_end=714
-  _globals['_KEYPOINTSCHEMA']._serialized_start=716
-  _globals['_KEYPOINTSCHEMA']._serialized_end=788
-  _globals['_REVIEWBAND']._serialized_start=790
-  _globals['_REVIEWBAND']._serialized_end=884
-  _globals['_REVIEWPOLICY']._serialized_start=887
-  _globals['_REVIEWPOLICY']._serialized_end=1114
-  _globals['_REVIEWPOLICY_BYCATEGORYENTRY']._serialized_start=1040
-  _globals['_REVIEWPOLICY_BYCATEGORYENTRY']._serialized_end=1114
-  _globals['_IMAGEUNCERTAINTY']._serialized_start=1117
-  _globals['_IMAGEUNCERTAINTY']._serialized_end=1246
+  _globals['_PROVENANCE']._serialized_end=375
+  _globals['_CATEGORY']._serialized_start=377
+  _globals['_CATEGORY']._serialized_end=413
+  _globals['_DETECTION']._serialized_start=416
+  _globals['_DETECTION']._serialized_end=604
+  _globals['_RLEMASK']._serialized_start=606
+  _globals['_RLEMASK']._serialized_end=645
+  _globals['_POLYGON']._serialized_start=647
+  _globals['_POLYGON']._serialized_end=672
+  _globals['_KEYPOINT']._serialized_start=674
+  _globals['_KEYPOINT']._serialized_end=755
+  _globals['_KEYPOINTSCHEMA']._serialized_start=757
+  _globals['_KEYPOINTSCHEMA']._serialized_end=829
+  _globals['_REVIEWBAND']._serialized_start=831
+  _globals['_REVIEWBAND']._serialized_end=925
+  _globals['_REVIEWPOLICY']._serialized_start=928
+  _globals['_REVIEWPOLICY']._serialized_end=1155
+  _globals['_REVIEWPOLICY_BYCATEGORYENTRY']._serialized_start=1081
+  _globals['_REVIEWPOLICY_BYCATEGORYENTRY']._serialized_end=1155
+  _globals['_IMAGEUNCERTAINTY']._serialized_start=1158
+  _globals['_IMAGEUNCERTAINTY']._serialized_end=1287
 # @@protoc_insertion_point(module_scope)

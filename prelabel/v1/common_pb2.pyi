@@ -67,18 +67,22 @@ class Box(_message.Message):
     def __init__(self, x_min: _Optional[float] = ..., y_min: _Optional[float] = ..., x_max: _Optional[float] = ..., y_max: _Optional[float] = ...) -> None: ...
 
 class Provenance(_message.Message):
-    __slots__ = ("model_name", "model_version", "architecture", "weights", "weights_source")
+    __slots__ = ("model_name", "model_version", "architecture", "weights", "weights_source", "weights_sha256", "license")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_SHA256_FIELD_NUMBER: _ClassVar[int]
+    LICENSE_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     model_version: str
     architecture: str
     weights: Weights
     weights_source: str
-    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., architecture: _Optional[str] = ..., weights: _Optional[_Union[Weights, str]] = ..., weights_source: _Optional[str] = ...) -> None: ...
+    weights_sha256: str
+    license: str
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., architecture: _Optional[str] = ..., weights: _Optional[_Union[Weights, str]] = ..., weights_source: _Optional[str] = ..., weights_sha256: _Optional[str] = ..., license: _Optional[str] = ...) -> None: ...
 
 class Category(_message.Message):
     __slots__ = ("id", "name")
