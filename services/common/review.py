@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import struct
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Iterable
@@ -62,8 +63,13 @@ class ReviewPolicy:
         return "sha256:" + digest.hexdigest()[:16]
 
 
+def _float32(v: float) -> float:
+    return struct.unpack("f", struct.pack("f", v))[0]
+
+
 def _canon(band: Band) -> list[float]:
-    return [round(float(band.accept_at), 6), round(float(band.reject_below), 6)]
+    # At float32, as every band is once it has been on the wire.
+    return [round(_float32(band.accept_at), 6), round(_float32(band.reject_below), 6)]
 
 
 def sets_bands(pb: common_pb2.ReviewPolicy) -> bool:

@@ -102,3 +102,12 @@ def test_served_policy_reloads_and_keeps_old_when_new_file_is_bad(tmp_path):
 def test_served_policy_serves_built_in_defaults_when_no_file():
     served = ServedPolicy(None)
     assert served.current.id == ReviewPolicy().id and served.source == "built-in defaults"
+
+
+def test_policy_id_is_the_same_when_bands_went_through_the_wire_as_float32():
+    from services.common.review import policy_to_proto
+
+    # 0.6123454999 rounds to 0.612345 at float64 but to 0.612346 at float32.
+    policy = ReviewPolicy(default=Band(0.6123454999, 0.3), by_category={"car": Band(0.7000004999, 0.1)})
+    assert policy_from_proto(policy_to_proto(policy)).id == policy.id
+    assert ReviewPolicy(default=Band(0.9, 0.3)).id != policy.id
