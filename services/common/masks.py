@@ -163,7 +163,7 @@ def _left(d):
     return (d[1], -d[0])
 
 
-def _component_starts(crop: np.ndarray) -> list[tuple[int, int]]:
+def _component_starts(crop: np.ndarray, budget=None) -> list[tuple[int, int]]:
     """(row, col) of the top-left pixel of every 4-connected component (union-find
     over the horizontal runs of each row)."""
     padded = np.zeros((crop.shape[0], crop.shape[1] + 2), dtype=np.int8)
@@ -180,6 +180,8 @@ def _component_starts(crop: np.ndarray) -> list[tuple[int, int]]:
 
     previous: list[int] = []
     for row in range(crop.shape[0]):
+        if budget is not None and row % STRIP_ROWS == 0:
+            budget.check()
         starts = np.flatnonzero(changes[row] == 1)
         stops = np.flatnonzero(changes[row] == -1)
         current = []
@@ -208,7 +210,11 @@ def _component_starts(crop: np.ndarray) -> list[tuple[int, int]]:
     return list(firsts.values())
 
 
-def _trace(crop: np.ndarray, row: int, col: int) -> list[tuple[int, int]]:
+#: Corners traced between two budget checks.
+TRACE_CHECK_EVERY = 4096
+
+
+def _trace(crop: np.ndarray, row: int, col: int, budget=None) -> list[tuple[int, int]]:
     """Corners (x, y) of the outer boundary of the component whose top-left pixel
     is (row, col), walking along pixel edges with the component on the right."""
     h, w = crop.shape
@@ -230,15 +236,21 @@ def _trace(crop: np.ndarray, row: int, col: int) -> list[tuple[int, int]]:
         else:
             continue
         corners.append((x, y))
+        if budget is not None and len(corners) % TRACE_CHECK_EVERY == 0:
+            budget.spend_vertices(TRACE_CHECK_EVERY)
+            budget.check()
+    if budget is not None:
+        budget.spend_vertices(len(corners) % TRACE_CHECK_EVERY)
     return corners
 
 
-def outer_polygons(mask: BinaryMask) -> list[list[float]]:
-    """One flattened polygon per 4-connected component, in source pixels."""
+def outer_polygons(mask: BinaryMask, budget=None) -> list[list[float]]:
+    """One flattened polygon per 4-connected component, in source pixels. With a
+    `budget`, every vertex is spent from it and tracing stops when it runs out."""
     crop = np.asarray(mask.crop, dtype=bool)
     polygons = []
-    for row, col in _component_starts(crop):
-        corners = _trace(crop, row, col)
+    for row, col in _component_starts(crop, budget):
+        corners = _trace(crop, row, col, budget)
         flat: list[float] = []
         for x, y in corners:
             flat += [float(x + mask.x0), float(y + mask.y0)]
@@ -252,16 +264,49 @@ def polygon_area(points: list[float]) -> float:
     return float(abs(np.dot(xs, np.roll(ys, -1)) - np.dot(ys, np.roll(xs, -1))) / 2)
 
 
+#: Rows pasted at a time: bounds the float temporaries of a large box (a 6000-pixel-wide
+#: box costs 256 x 6000 x 8 bytes = 12 MB per strip, not 288 MB for the whole crop) and
+#: lets a WorkBudget stop the work between strips.
+STRIP_ROWS = 256
+
+
+def paste_binary(probs: np.ndarray, box, width: int, height: int, threshold: float,
+                 budget=None) -> tuple[BinaryMask, float]:
+    """`binarize(paste_mask(...))` strip by strip, with the sum of the probabilities
+    inside the mask; `budget.check()` runs between strips."""
+    probs = np.asarray(probs, dtype=np.float64)
+    x_min, y_min, x_max, y_max = (float(v) for v in box)
+    c0, c1 = pixel_span(x_min, x_max, width)
+    r0, r1 = pixel_span(y_min, y_max, height)
+    if c1 <= c0 or r1 <= r0:
+        return BinaryMask(np.zeros((0, 0), bool), c0, r0, width, height), 0.0
+    wy = _interpolation(r0, r1, y_min, y_max, probs.shape[0])
+    wx_t = _interpolation(c0, c1, x_min, x_max, probs.shape[1]).T
+    crop = np.empty((r1 - r0, c1 - c0), dtype=bool)
+    total = 0.0
+    for a in range(0, r1 - r0, STRIP_ROWS):
+        if budget is not None:
+            budget.check()
+        strip = ((wy[a:a + STRIP_ROWS] @ probs) @ wx_t).astype(np.float32)
+        on = strip >= threshold
+        crop[a:a + STRIP_ROWS] = on
+        total += float(strip[on].sum(dtype=np.float64))
+    return BinaryMask(crop, c0, r0, width, height), total
+
+
 def encode_mask(probs: np.ndarray, box, width: int, height: int, threshold: float,
-                polygons: bool = False) -> EncodedMask:
-    """Paste, binarise and encode one mask (the whole per-instance pipeline)."""
-    pasted = paste_mask(probs, box, width, height)
-    binary = binarize(pasted, threshold)
+                polygons: bool = False, budget=None) -> EncodedMask:
+    """Paste, binarise and encode one mask (the whole per-instance pipeline). With a
+    `budget` (services.common.work.WorkBudget) the work stops at its deadline or
+    cancellation, and polygon vertices count against it."""
+    binary, prob_sum = paste_binary(probs, box, width, height, threshold, budget)
     area = binary.area
-    quality = float(pasted.probs[binary.crop].mean()) if area else 0.0
+    quality = prob_sum / area if area else 0.0
+    if budget is not None:
+        budget.check()
     return EncodedMask(
         rle=encode_rle(binary),
         area=area,
         quality=quality,
-        polygons=outer_polygons(binary) if polygons and area else [],
+        polygons=outer_polygons(binary, budget) if polygons and area else [],
     )

@@ -11,10 +11,15 @@ the caller's when given (id and/or name, completed from the model's label map wh
 it knows them), else the category the model's box classifier finds most probable on
 that box. The mask channel is the caller's category when the model knows it, else
 that most probable category.
+
+Work bounds (settings): the masks of one request cover at most `max_mask_pixels` source
+pixels (prompts over it are refused before inference; automatic mode stops adding
+instances there) and at most `max_polygon_vertices` polygon vertices. Pasting runs in a
+worker thread that stops at the call's deadline or cancellation (services.common.work).
 """
 from __future__ import annotations
 
-import asyncio
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +46,7 @@ from services.common.metrics import Metrics
 from services.common.preprocess import prepare_image_async
 from services.common.review import ReviewPolicy, policy_from_proto
 from services.common.triton_client import InferOutput, ModelSpec, TritonClient
+from services.common.work import WorkBudget, run_bounded
 from services.segmentation.settings import SegmentationSettings
 
 TASK = "segment"
@@ -95,6 +101,19 @@ def prompt_category(prompt: segmentation_pb2.BoxPrompt, label_map: str) -> tuple
     return cat_id, name, 0
 
 
+def box_pixels(box) -> int:
+    x0, y0, x1, y1 = box
+    return max(0, round(x1 - x0)) * max(0, round(y1 - y0))
+
+
+def check_mask_pixels(boxes, limit: int) -> None:
+    """Prompted work is known before inference: refuse it when it is over the bound."""
+    total = sum(box_pixels(b) for b in boxes)
+    if total > limit:
+        raise InvalidArgument("prompts", f"the prompt boxes cover {total} pixels together; "
+                                         f"the limit is {limit} per request")
+
+
 async def segment(
     request: segmentation_pb2.SegmentRequest,
     *,
@@ -103,6 +122,7 @@ async def segment(
     metrics: Metrics,
     timeout_s: float,
 ) -> segmentation_pb2.SegmentResponse:
+    deadline = time.monotonic() + timeout_s
     # Validate everything cheap before touching pixels or Triton.
     model = settings.segmentation_model
     opts = options(request)
@@ -115,6 +135,7 @@ async def segment(
         prepared = await prepare_image_async(request.image.data, spec.image_size, settings)
     width, height = prepared.decoded.width, prepared.decoded.height
     boxes = [fields.box(p.box, f"prompts[{k}].box", width, height) for k, p in enumerate(request.prompts)]
+    check_mask_pixels(boxes, settings.max_mask_pixels)
     categories = [prompt_category(p, spec.label_map) for p in request.prompts]
     inputs = {"IMAGE": prepared.tensor}
     inputs.update(prompt_tensors(boxes_to_model(np.asarray(boxes).reshape(-1, 4), prepared.letterbox),
@@ -122,13 +143,15 @@ async def segment(
                                  labels=[c[2] for c in categories] if "PROMPT_LABELS" in spec.inputs else None))
     with metrics.timed("triton"):
         result = await triton.infer(model, inputs, timeout_s=timeout_s, priority=request.priority)
+    budget = WorkBudget(deadline, settings.max_polygon_vertices)
     with metrics.timed("postprocess"):
         if boxes:
-            instances = await asyncio.to_thread(
-                _prompted, result, boxes, categories, spec.label_map, prepared.letterbox, opts)
+            instances = await run_bounded(
+                _prompted, result, boxes, categories, spec.label_map, prepared.letterbox, opts, budget=budget)
             kept = instances
         else:
-            instances = await asyncio.to_thread(_automatic, result, spec.label_map, prepared.letterbox, opts)
+            instances = await run_bounded(_automatic, result, spec.label_map, prepared.letterbox, opts,
+                                          settings.max_mask_pixels, budget=budget)
             kept = keep_reviewed(instances, opts.policy, detection_of=lambda m: m.detection)
         detections = [m.detection for m in instances]
         response = segmentation_pb2.SegmentResponse(
@@ -143,9 +166,9 @@ async def segment(
 
 
 def _instance(probs, paste_box, box, cat_id: int, name: str, score: float | None, lb: Letterbox,
-              opts: Options, provenance, prompt_index: int | None = None):
+              opts: Options, provenance, budget: WorkBudget, prompt_index: int | None = None):
     """One InstanceMask; `score` None means "score = mask quality" (prompted mode)."""
-    encoded = encode_mask(probs, paste_box, lb.src_w, lb.src_h, opts.mask_threshold, opts.polygons)
+    encoded = encode_mask(probs, paste_box, lb.src_w, lb.src_h, opts.mask_threshold, opts.polygons, budget)
     return segmentation_pb2.InstanceMask(
         detection=make_detection(box, cat_id, name, encoded.quality if score is None else float(score),
                                  opts.policy, provenance),
@@ -157,24 +180,32 @@ def _instance(probs, paste_box, box, cat_id: int, name: str, score: float | None
     )
 
 
-def _automatic(result: InferOutput, label_map: str, lb: Letterbox, opts: Options):
+def _automatic(result: InferOutput, label_map: str, lb: Letterbox, opts: Options, max_mask_pixels: int,
+               budget: WorkBudget):
+    """Instances highest score first, until their boxes would cover more than
+    `max_mask_pixels` source pixels together."""
     out = result.outputs
     scores = out["SCORES"][0]
     count = int(out["COUNT"][0][0])
     chosen = select(scores, count, out["LABELS"][0], label_map, opts.flt)
     instances = []
+    pixels_left = max_mask_pixels
     for i, cat_id, name in chosen:
         model_box = out["BOXES"][0][i]
         # The mask grid spans the model's box, which may reach into the letterbox
         # padding: paste with the unclipped source box, report the clipped one.
         paste_box = points_to_source(model_box.reshape(2, 2), lb).reshape(4)
         box = boxes_to_source(model_box, lb)[0]
+        pixels_left -= box_pixels(box)
+        if pixels_left < 0:
+            break
         instances.append(_instance(out["MASKS"][0][i], paste_box, box, cat_id, name, scores[i], lb,
-                                   opts, result.provenance))
+                                   opts, result.provenance, budget))
     return instances
 
 
-def _prompted(result: InferOutput, boxes, categories, label_map: str, lb: Letterbox, opts: Options):
+def _prompted(result: InferOutput, boxes, categories, label_map: str, lb: Letterbox, opts: Options,
+              budget: WorkBudget):
     out = result.outputs
     instances = []
     for k, (box, (cat_id, name, _)) in enumerate(zip(boxes, categories)):
@@ -182,5 +213,5 @@ def _prompted(result: InferOutput, boxes, categories, label_map: str, lb: Letter
             cat_id = int(out["LABELS"][0][k])
             name = category_name(label_map, cat_id)
         instances.append(_instance(out["MASKS"][0][k], box, box, cat_id, name, None, lb, opts,
-                                   result.provenance, prompt_index=k))
+                                   result.provenance, budget, prompt_index=k))
     return instances

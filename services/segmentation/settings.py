@@ -14,6 +14,15 @@ class SegmentationSettings(ServiceSettings):
     segmentation_model: str = "segmenter"
     """Triton model serving both modes (automatic and box-prompted masks)."""
 
+    max_mask_pixels: int = 72_000_000
+    """Work bound per request: the source pixels all its masks' boxes cover together
+    (pasting costs per pixel). Prompts covering more are refused with INVALID_ARGUMENT
+    before inference; automatic mode keeps its highest-scoring instances up to it."""
+
+    max_polygon_vertices: int = 200_000
+    """Work and size bound per request on include_polygons: more vertices than this
+    end the call INVALID_ARGUMENT (ask without polygons or with smaller boxes)."""
+
     review_policy_file: Path | None = None
     """Review-policy file (JSON or YAML, written by `prelabel calibrate`) whose bands
     replace the built-in 0.85 / 0.30 for requests that set none. A bad file stops
