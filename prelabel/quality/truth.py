@@ -120,7 +120,8 @@ def _ls_key(data: dict) -> str:
 
 def _label_studio(tasks: list, truth: Truth) -> None:
     for task in tasks:
-        annotations = [a for a in task.get("annotations", []) if not a.get("was_cancelled")]
+        # "completions": exports of Label Studio before 1.0.
+        annotations = [a for a in task.get("annotations", task.get("completions", [])) if not a.get("was_cancelled")]
         if not annotations:
             continue
         key = _ls_key(task.get("data", {}))

@@ -148,10 +148,14 @@ def truth_files(fmt, tmp_path):
         with zipfile.ZipFile(zpath, "w") as z:
             z.writestr("annotations/instances_default.json", json.dumps(doc))
         return [str(zpath)]
-    return [write_json(tmp_path / "ls_export.json", label_studio_truth())]
+    tasks = label_studio_truth()
+    if fmt == "labelstudio_pre_1_0":  # the key before Label Studio 1.0
+        tasks = [{**{k: v for k, v in t.items() if k != "annotations"}, "completions": t["annotations"]}
+                 for t in tasks]
+    return [write_json(tmp_path / "ls_export.json", tasks)]
 
 
-@pytest.mark.parametrize("fmt", ["coco", "cvat_coco", "labelstudio"])
+@pytest.mark.parametrize("fmt", ["coco", "cvat_coco", "labelstudio", "labelstudio_pre_1_0"])
 def test_evaluate_counts_reviewer_edits_when_truth_is_in_each_format(fmt, drafts_dir, tmp_path):
     drafts, truth = load_drafts([str(drafts_dir)]), load_truth(truth_files(fmt, tmp_path))
     m = match(drafts, truth)
