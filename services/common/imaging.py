@@ -52,15 +52,9 @@ class DecodedImage:
     format: str
 
 
-def decode_image(
-    data: bytes,
-    *,
-    max_bytes: int,
-    max_pixels: int,
-    target_size: tuple[int, int] | None = None,
-    field: str = "image.data",
-) -> DecodedImage:
-    """Decode `data` into an upright RGB image or raise InvalidArgument(field, reason)."""
+def open_image(data: bytes, *, max_bytes: int, max_pixels: int, field: str = "image.data") -> Image.Image:
+    """The checks that need only the header: size in bytes, format allow-list, pixel
+    count. Returns the opened (not yet decoded) image or raises InvalidArgument."""
     if not data:
         raise InvalidArgument(field, "image is empty")
     if len(data) > max_bytes:
@@ -73,6 +67,11 @@ def decode_image(
         raise InvalidArgument(
             field, f"not a decodable image; accepted formats: {', '.join(ALLOWED_FORMATS)}"
         ) from None
+    except ValueError as exc:
+        if _is_text_chunk_bomb(exc):
+            raise InvalidArgument(field, "PNG text chunks decompress too large (a decompression bomb "
+                                         "in its metadata)") from None
+        raise InvalidArgument(field, f"corrupt image header ({type(exc).__name__})") from None
     except DECODE_ERRORS as exc:
         raise InvalidArgument(field, f"corrupt image header ({type(exc).__name__})") from None
 
@@ -83,6 +82,27 @@ def decode_image(
         raise InvalidArgument(
             field, f"image is {raw_w}x{raw_h} = {raw_w * raw_h} pixels; the limit is {max_pixels}"
         )
+    return image
+
+
+def _is_text_chunk_bomb(exc: ValueError) -> bool:
+    # Pillow's PngImagePlugin caps zTXt/iTXt decompression (MAX_TEXT_CHUNK) and the
+    # total text memory (MAX_TEXT_MEMORY) with these ValueErrors.
+    text = str(exc)
+    return text.startswith(("Decompressed data too large", "Too much memory used in text chunks"))
+
+
+def decode_image(
+    data: bytes,
+    *,
+    max_bytes: int,
+    max_pixels: int,
+    target_size: tuple[int, int] | None = None,
+    field: str = "image.data",
+) -> DecodedImage:
+    """Decode `data` into an upright RGB image or raise InvalidArgument(field, reason)."""
+    image = open_image(data, max_bytes=max_bytes, max_pixels=max_pixels, field=field)
+    raw_w, raw_h = image.size
     fmt = str(image.format or "")
     orientation = exif_orientation(image)
     width, height = (raw_h, raw_w) if orientation in _SWAPS_AXES else (raw_w, raw_h)
@@ -122,18 +142,45 @@ def _draft_for(image: Image.Image, width: int, height: int, target: tuple[int, i
     image.draft(image.mode, (need_w, need_h))
 
 
+HIGH_BIT_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def used_range_to_8bit(values: np.ndarray) -> np.ndarray:
+    """The rule for high-bit-depth greyscale: the image's used range [min, max] maps
+    linearly onto [0, 255] (round to nearest), so 12-bit sensor data (0..4095) or 8-bit
+    values stored in 16 bits keep their contrast instead of turning black. Non-finite
+    floats are left out of the range and become 0. A flat image (min == max) has no
+    range: 16-bit values scale from the full 0..65535, others are clipped to [0, 255]."""
+    if values.dtype.kind == "u" and values.itemsize <= 2:  # 16-bit: one 64K lookup table
+        lo, hi = int(values.min()), int(values.max())
+        table = np.arange(65536, dtype=np.float32)
+        table = (table - lo) * (255.0 / (hi - lo)) if hi > lo else table * (255.0 / 65535.0)
+        return np.rint(np.clip(table, 0, 255)).astype(np.uint8)[values]
+    v = values.astype(np.float32)
+    finite = np.isfinite(v)
+    if not finite.all():
+        v[~finite] = 0.0
+    if not finite.any():
+        return np.zeros(v.shape, np.uint8)
+    lo, hi = float(v[finite].min()), float(v[finite].max())
+    if hi > lo:
+        v -= lo
+        v *= 255.0 / (hi - lo)
+    np.clip(v, 0, 255, out=v)
+    if not finite.all():
+        v[~finite] = 0.0
+    return np.rint(v).astype(np.uint8)
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     """Any Pillow mode -> 8-bit RGB. Transparent pixels are composited on white
-    (what annotators see in their tools); 16/32-bit greyscale keeps its top 8 bits."""
+    (what annotators see in their tools); 16-bit, 32-bit integer and float greyscale
+    are mapped to 8 bits by `used_range_to_8bit`."""
     mode = image.mode
     if mode == "RGB":
         return image
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        values = np.asarray(image, dtype=np.uint32)
-        image = Image.fromarray((np.clip(values, 0, 65535) >> 8).astype(np.uint8), "L")
-    elif mode == "F":
-        values = np.asarray(image, dtype=np.float32)
-        image = Image.fromarray(np.clip(values, 0, 255).astype(np.uint8), "L")
+    if mode in HIGH_BIT_DEPTH_MODES:
+        image = Image.fromarray(used_range_to_8bit(np.asarray(image)), "L")
     has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
         image.mode == "P" and "transparency" in image.info
     )

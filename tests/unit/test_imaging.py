@@ -5,8 +5,9 @@ import pytest
 from PIL import Image
 
 from services.common.errors import InvalidArgument
-from services.common.imaging import decode_image
+from services.common.imaging import decode_image, to_rgb, used_range_to_8bit
 from tests.photos import encode, photo
+from tests.reliability import corpus
 
 LIMITS = dict(max_bytes=5_000_000, max_pixels=20_000_000)
 
@@ -28,10 +29,47 @@ def test_decode_image_raises_invalid_argument_with_reason_when_bad_bytes(data, r
     assert reason in err.value.reason
 
 
-def test_decode_image_keeps_top_byte_when_16_bit_greyscale():
+def test_decode_image_scales_from_full_range_when_16_bit_greyscale_is_flat():
     values = np.full((8, 8), 0xAB12, dtype=np.uint16)
     out = decode(encode(Image.fromarray(values), "PNG"))
-    assert np.asarray(out.image)[0, 0].tolist() == [0xAB] * 3
+    assert np.asarray(out.image)[0, 0].tolist() == [round(0xAB12 * 255 / 65535)] * 3
+
+
+@pytest.mark.parametrize("top", [255, 4095, 65535], ids=["8 bit in 16", "12 bit", "16 bit"])
+def test_decode_image_maps_used_range_to_8_bits_when_16_bit_greyscale(top):
+    values = np.linspace(0, top, 64 * 64).round().astype(np.uint16).reshape(64, 64)
+    grey = np.asarray(decode(encode(Image.fromarray(values), "PNG")).image)[..., 0]
+    assert grey.min() == 0 and grey.max() == 255
+    expected = np.rint(values.astype(np.float64) * 255 / top)
+    assert np.abs(grey - expected).max() <= 1
+
+
+@pytest.mark.parametrize("values", [
+    np.linspace(-1000, 3000, 64 * 64, dtype=np.float32).reshape(64, 64).astype(np.int32),
+    np.linspace(0.0, 1.0, 64 * 64, dtype=np.float32).reshape(64, 64),
+], ids=["32-bit int", "float 0..1"])
+def test_used_range_to_8bit_spans_0_to_255_when_32_bit_int_or_float(values):
+    image = Image.fromarray(values)
+    assert image.mode in ("I", "F")
+    grey = np.asarray(to_rgb(image))[..., 0]
+    assert grey.min() == 0 and grey.max() == 255
+    assert np.all(np.diff(grey[:, 0].astype(int)) >= 0)  # order kept
+
+
+def test_used_range_to_8bit_leaves_non_finite_out_when_float_has_nan_and_inf():
+    values = np.array([[0.0, np.nan, 2.0, np.inf]], dtype=np.float32)
+    assert used_range_to_8bit(values).tolist() == [[0, 0, 255, 0]]
+
+
+def test_decode_image_names_the_bomb_when_png_text_chunk_decompresses_too_large():
+    import zlib
+
+    from PIL import PngImagePlugin
+    png = encode(Image.new("RGB", (8, 8)), "PNG")
+    bomb = corpus.png_chunk(b"zTXt", b"comment\0\0" + zlib.compress(b"\0" * (PngImagePlugin.MAX_TEXT_CHUNK + 1)))
+    data = png[:33] + bomb + png[33:]  # after IHDR
+    with pytest.raises(InvalidArgument, match="PNG text chunks"):
+        decode(data)
 
 
 def test_decode_image_rejects_from_header_when_pixels_over_cap():
