@@ -322,3 +322,42 @@ def test_evaluate_judges_masks_by_mask_iou_and_faces_by_landmarks_when_truth_has
     faces = report["tasks"]["faces"]
     assert faces["all"]["auto_accepted_right"] == 1 and faces["coco"]["face"]["AP"] == pytest.approx(1.0)
     assert faces["coco_landmarks"]["face"]["AP"] == pytest.approx(1.0)
+
+
+# ----------------------------------------------------------------- the suite's own outputs, corrected
+
+
+def test_evaluate_counts_edits_when_truth_is_the_suites_own_outputs_corrected(drafts_dir, tmp_path):
+    from prelabel.formats import write_outputs
+    from prelabel.formats.coco import file_path as coco_file
+
+    out = tmp_path / "formats"
+    items = [(n, image_id, image_id, response(image_id)) for n, image_id in enumerate(DRAFTS, 1)]
+    write_outputs(out, ["coco", "labelstudio"], items, tasks=["detect"], image_root="photos")
+
+    # COCO: the reviewer deletes the street's dog and adds a bicycle.
+    coco = json.loads(open(coco_file(out, "detect")).read())
+    street = next(i["id"] for i in coco["images"] if i["file_name"].endswith("street.jpg"))
+    dog = next(c["id"] for c in coco["categories"] if c["name"] == "dog")
+    coco["annotations"] = [a for a in coco["annotations"] if not (a["image_id"] == street and a["category_id"] == dog)]
+    bicycle = next(c["id"] for c in coco["categories"] if c["name"] == "bicycle")
+    coco["annotations"].append({"id": 999, "image_id": street, "category_id": bicycle, "bbox": [200, 350, 100, 100],
+                                "area": 10000, "iscrowd": 0, "segmentation": []})
+    truth_coco = write_json(tmp_path / "instances_detect.json", coco)
+
+    # Label Studio: the reviewer accepts every prediction but the street's dog.
+    tasks = json.loads((out / "labelstudio.json").read_text())
+    for t in tasks:
+        kept = [r for r in t["predictions"][0]["result"]
+                if not (t["data"]["image_id"] == STREET and "dog" in r["value"].get("rectanglelabels", []))]
+        t["annotations"] = [{"result": kept}]
+    truth_ls = write_json(tmp_path / "ls_export.json", tasks)
+
+    for drafts_path, truth_path, missed in [(str(drafts_dir), truth_coco, 1),
+                                            (coco_file(out, "detect"), truth_coco, 1),  # drafts from the COCO file
+                                            (str(drafts_dir), truth_ls, 0)]:
+        drafts, truth = load_drafts([drafts_path]), load_truth([truth_path])
+        det = evaluate(drafts, truth, match(drafts, truth), Options())["tasks"]["detect"]["all"]
+        assert (det["drafts"], det["auto_accepted"], det["auto_accepted_right"]) == (9, 7, 6), drafts_path
+        assert det["auto_accept_errors"] == {"deleted": 1}
+        assert (det["needs_review_right"], det["missed"]) == (2, missed)
