@@ -18,10 +18,11 @@ reviewer would have made:
 
 A truth object no kept draft (auto-accepted or needs-review) matched was added by a
 human: missed. A task without a single truth object (humans labelled boxes only, say)
-is not judged. Which truth objects a task is judged against: those whose `task` says
-so when the file has one (a corrected annotate coco.json); otherwise detect: every
-object but faces; segment: objects with a mask; keypoints: persons with keypoints;
-faces: faces.
+is not judged. Which truth objects a task is judged against: those of that task when
+the file says (annotate's per-task file names, or a `task` field; keypoints: persons with
+a labelled point); otherwise detect: every object but faces (only those without a mask,
+when an image has both kinds: a CVAT task holding both the detect and the segment
+import); segment: objects with a mask; keypoints: persons with keypoints; faces: faces.
 """
 from __future__ import annotations
 
@@ -114,7 +115,11 @@ def truth_for_task(image: ImageLabels, task: str) -> list[Ann]:
         # A person whose points were all removed is no keypoint object (COCOeval agrees).
         return [a for a in anns if a.task == task and (task != "keypoints" or a.has_keypoints)]
     if task == "detect":
-        return [a for a in anns if a.category != FACE]
+        objects = [a for a in anns if a.category != FACE]
+        # Boxes and masks in one export (a CVAT task holding both imports): the masks are
+        # the segment task's objects, not a second copy of each box.
+        boxes = [a for a in objects if not a.has_mask]
+        return boxes if boxes and len(boxes) < len(objects) else objects
     if task == "segment":
         return [a for a in anns if a.has_mask]
     if task == "keypoints":

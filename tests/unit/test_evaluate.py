@@ -361,3 +361,14 @@ def test_evaluate_counts_edits_when_truth_is_the_suites_own_outputs_corrected(dr
         assert (det["drafts"], det["auto_accepted"], det["auto_accepted_right"]) == (9, 7, 6), drafts_path
         assert det["auto_accept_errors"] == {"deleted": 1}
         assert (det["needs_review_right"], det["missed"]) == (2, missed)
+
+
+def test_truth_for_task_keeps_boxes_for_detect_and_masks_for_segment_when_an_image_has_both():
+    from prelabel.quality.labels import Ann, ImageLabels
+    from prelabel.quality.match import truth_for_task
+
+    box = Ann("person", [0, 0, 10, 10])
+    mask = Ann("person", [0, 0, 10, 10], segmentation=[[0, 0, 10, 0, 10, 10]])
+    assert truth_for_task(ImageLabels("a", anns=[box, mask]), "detect") == [box]
+    assert truth_for_task(ImageLabels("a", anns=[box, mask]), "segment") == [mask]
+    assert truth_for_task(ImageLabels("a", anns=[mask]), "detect") == [mask]  # masks only: their boxes count
