@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from prelabel.v1 import common_pb2
+
 from services.common.errors import InvalidArgument
 
 MAX_IMAGE_ID_BYTES = 512
@@ -50,3 +52,12 @@ def box(pb, field: str, width: int, height: int) -> tuple[float, float, float, f
     if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
         raise InvalidArgument(field, f"lies outside the {width}x{height} image")
     return max(0.0, x0), max(0.0, y0), min(float(width), x1), min(float(height), y1)
+
+
+def priority(value: int, field: str = "priority") -> int:
+    """A known Priority (UNSPECIFIED is served as interactive); an unknown number, which
+    proto3 keeps as is, is refused rather than silently served at some level."""
+    if value not in common_pb2.Priority.values():
+        raise InvalidArgument(field, f"unknown priority {value}; one of "
+                                     f"{', '.join(common_pb2.Priority.keys())}")
+    return value

@@ -75,11 +75,17 @@ class GrpcApp:
         ready_check: ReadyCheck | None = None,
         startup: Callable[[], Awaitable[None]] | None = None,
         shutdown: Callable[[], Awaitable[None]] | None = None,
+        components: Iterable[str] = (),
+        component_check: Callable[[], Awaitable[dict[str, bool]]] | None = None,
     ):
         self.settings = settings
         self.metrics = metrics
         self.service_names = list(service_names)
         self.ready_check = ready_check
+        # Extra health names, one per dependency (the router's services), each SERVING
+        # while that dependency is; read after every ready_check.
+        self.components = list(components)
+        self.component_check = component_check
         self._startup = startup
         self._shutdown = shutdown
         self.health = DrainingHealthServicer()
@@ -109,6 +115,15 @@ class GrpcApp:
         status = SERVING if serving else NOT_SERVING
         for name in ("", *self.service_names):
             await self.health.set(name, status)
+        if not serving:
+            for name in self.components:
+                await self.health.set(name, NOT_SERVING)
+
+    async def _follow_components(self) -> None:
+        if self.component_check is None or self._stopping.is_set():
+            return
+        for name, up in (await self.component_check()).items():
+            await self.health.set(name, SERVING if up else NOT_SERVING)
 
     async def start(self) -> int:
         await self.health.set(LIVENESS, SERVING)
@@ -137,6 +152,7 @@ class GrpcApp:
             if ok != self._serving and not self._stopping.is_set():
                 log.warning("%s readiness -> %s", self.metrics.service, "SERVING" if ok else "NOT_SERVING")
                 await self.set_serving(ok)
+            await self._follow_components()
             try:
                 await asyncio.wait_for(self._stopping.wait(), self.settings.health_poll_s)
             except asyncio.TimeoutError:

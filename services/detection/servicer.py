@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from prelabel.v1 import detection_pb2, detection_pb2_grpc
 
+from services.common import requests as fields
 from services.common.interceptors import time_left
 from services.common.metrics import Metrics
 from services.common.policy_file import ServedPolicy
@@ -19,5 +20,6 @@ class DetectorServicer(detection_pb2_grpc.DetectorServicer):
     async def Detect(self, request: detection_pb2.DetectRequest, context) -> detection_pb2.DetectResponse:
         timeout_s = time_left(context, self.settings.default_timeout_s, self.settings.min_time_left_s)
         request = self.policy.apply(request)
+        fields.priority(request.priority)
         return await detect(request, triton=self.triton, settings=self.settings,
                             metrics=self.metrics, timeout_s=timeout_s)

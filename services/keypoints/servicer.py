@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from prelabel.v1 import keypoints_pb2, keypoints_pb2_grpc
 
+from services.common import requests as fields
 from services.common.interceptors import time_left
 from services.common.metrics import Metrics
 from services.common.policy_file import ServedPolicy
@@ -19,5 +20,6 @@ class KeypointDetectorServicer(keypoints_pb2_grpc.KeypointDetectorServicer):
     async def DetectKeypoints(self, request: keypoints_pb2.KeypointRequest, context) -> keypoints_pb2.KeypointResponse:
         timeout_s = time_left(context, self.settings.default_timeout_s, self.settings.min_time_left_s)
         request = self.policy.apply(request)
+        fields.priority(request.priority)
         return await detect_keypoints(request, triton=self.triton, settings=self.settings,
                                       metrics=self.metrics, timeout_s=timeout_s)

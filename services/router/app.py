@@ -21,4 +21,6 @@ def build_app(settings: RouterSettings | None = None, metrics: Metrics | None = 
             PreLabelerServicer(settings, down, metrics), server),
         ready_check=down.any_serving,
         shutdown=down.close,
+        components=list(down.channels),
+        component_check=down.components,
     )

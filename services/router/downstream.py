@@ -31,26 +31,34 @@ class Downstream:
                                ("segmentation", settings.segmentation_addr),
                                ("keypoints", settings.keypoints_addr))
         }
+        self.last_serving: dict[str, bool] = {name: False for name in self.channels}
         self.detector = detection_pb2_grpc.DetectorStub(self.channels["detection"])
         self.segmenter = segmentation_pb2_grpc.SegmenterStub(self.channels["segmentation"])
         self.keypoints = keypoints_pb2_grpc.KeypointDetectorStub(self.channels["keypoints"])
 
-    async def serving(self) -> dict[str, bool]:
-        async def check(channel) -> bool:
-            try:
-                reply = await health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(service=""), timeout=2)
-                return reply.status == health_pb2.HealthCheckResponse.SERVING
-            except grpc.aio.AioRpcError:
-                return False
+    async def is_serving(self, name: str, timeout_s: float = 2.0) -> bool:
+        """One health Check of service `name` ("detection", "segmentation", "keypoints")."""
+        try:
+            reply = await health_pb2_grpc.HealthStub(self.channels[name]).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=timeout_s)
+            return reply.status == health_pb2.HealthCheckResponse.SERVING
+        except grpc.aio.AioRpcError:
+            return False
 
+    async def serving(self) -> dict[str, bool]:
         names = list(self.channels)
-        results = await asyncio.gather(*(check(self.channels[n]) for n in names))
-        return dict(zip(names, results))
+        results = await asyncio.gather(*(self.is_serving(n) for n in names))
+        self.last_serving = dict(zip(names, results))
+        return self.last_serving
 
     async def any_serving(self) -> bool:
-        """Ready while at least one service answers: partial results beat none."""
+        """Ready while at least one service answers: partial results beat none. Each
+        service's own state is published under its name (`components`)."""
         return any((await self.serving()).values())
+
+    async def components(self) -> dict[str, bool]:
+        """What the last readiness poll found, per service (health names of the router)."""
+        return dict(self.last_serving)
 
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self.channels.values()))

@@ -75,6 +75,13 @@ def _common(request: prelabel_pb2.PreLabelRequest) -> dict:
     return kw
 
 
+async def _require_serving(p: Plan, down: Downstream, name: str) -> None:
+    """Cascade with nothing to prompt: the empty answer is only true if the service
+    could have answered, so a dead one is reported UNAVAILABLE, not OK."""
+    if not await down.is_serving(name, timeout_s=p.time_left()):
+        raise Unavailable(f"{name} service is not serving")
+
+
 async def _detect(p: Plan, down: Downstream) -> detection_pb2.DetectResponse:
     r = p.request
     req = detection_pb2.DetectRequest(**_common(r), category_names=r.category_names,
@@ -89,6 +96,7 @@ async def _segment(p: Plan, down: Downstream, boxes: list[common_pb2.Detection] 
                                           priority=p.priority)
     if boxes is not None:
         if not boxes:
+            await _require_serving(p, down, "segmentation")
             return segmentation_pb2.SegmentResponse(image_id=r.image.image_id)
         req.prompts.extend(segmentation_pb2.BoxPrompt(box=d.box, category=d.category) for d in boxes[:32])
     return await down.segmenter.Segment(req, timeout=p.time_left(), metadata=down.metadata)
@@ -100,6 +108,7 @@ async def _keypoints(p: Plan, down: Downstream, kind: int, boxes: list[common_pb
                                         priority=p.priority)
     if boxes is not None:
         if not boxes:
+            await _require_serving(p, down, "keypoints")
             return keypoints_pb2.KeypointResponse(image_id=r.image.image_id)
         req.prompt_boxes.extend(d.box for d in boxes[:32])
     return await down.keypoints.DetectKeypoints(req, timeout=p.time_left(), metadata=down.metadata)
