@@ -48,6 +48,7 @@ from prelabel.journal import STATUS_OK, STATUS_REJECTED, Journal, response_of
 from prelabel.quality import commands as quality
 from services.common.policy_file import PolicyFileError, load_policy_file
 from services.common.review import policy_to_proto
+from prelabel import tool_commands
 from prelabel.sdk import DEFAULT_ADDRESS, TASKS, PreLabelClient, parse_tasks
 
 log = logging.getLogger("prelabel")
@@ -109,8 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--attempts", type=int, default=5,
                    help="tries per image in one run for passing failures (default %(default)s)")
     a.add_argument("--max-image-bytes", type=int, default=32 * 1024 * 1024)
-    a.add_argument("--ls-image-prefix", default="",
-                   help="prefix of data.image in labelstudio.json, e.g. /data/local-files/?d=")
+    a.add_argument("--ls-image-prefix", default=None,
+                   help="prefix of data.image in labelstudio.json (default: Label Studio local files, "
+                        "/data/local-files/?d=); e.g. s3://bucket/photos/ for cloud storage")
+    a.add_argument("--image-root", default=None,
+                   help="folder image names in the outputs are relative to (default: the deepest folder "
+                        "holding every input); see docs/tools.md")
+    a.add_argument("--ls-masks", choices=["polygon", "brush"], default="polygon",
+                   help="Label Studio masks as polygons or brush RLE (default %(default)s)")
+    a.add_argument("--yolo-val-fraction", type=formats.val_fraction, default=0.0,
+                   help="share of images in the YOLO val split, by image-id hash (default: val = train)")
     a.add_argument("--tls", action="store_true", help="connect with TLS")
     a.add_argument("--ca-cert", help="PEM roots for TLS (default: system roots)")
     a.add_argument("--client-cert", help="PEM client certificate chain (mTLS)")
@@ -120,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--no-progress", action="store_true", help="no progress bar")
     a.add_argument("-v", "--verbose", action="store_true")
     quality.add_parsers(sub)  # evaluate, calibrate
+    tool_commands.add_parsers(sub)  # preview, ls-backend
     return parser
 
 
@@ -316,7 +326,8 @@ def annotate(args) -> int:
             return EXIT_OK
         _clean_stale_temps(out_dir)
         try:
-            shard = select_shard(expand_inputs(args.paths, args.manifest), args.shard_index, args.shard_count)
+            inputs = expand_inputs(args.paths, args.manifest)
+            shard = select_shard(inputs, args.shard_index, args.shard_count)
         except (InputError, OSError) as exc:
             raise UsageError(str(exc)) from None
         _check_params(out_dir, {
@@ -344,7 +355,7 @@ def annotate(args) -> int:
                           not_labelled, os.path.join(out_dir, FAILURES_FILE))
                 return EXIT_FAILED
             written = formats.write_outputs(out_dir, args.formats, _finished(journal, shard),
-                                            tasks=args.tasks, image_prefix=args.ls_image_prefix)
+                                            tasks=args.tasks, **formats.options_from_args(args, inputs))
         summary = {"images": len(shard), "labelled": written, "rejected": rejected,
                    "tasks": args.tasks, "formats": args.formats,
                    "shard_index": args.shard_index, "shard_count": args.shard_count}
@@ -365,6 +376,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return annotate(args)
         if args.command in quality.COMMANDS:
             return quality.COMMANDS[args.command](args)
+        if args.command in tool_commands.COMMANDS:
+            return tool_commands.COMMANDS[args.command](args)
     except UsageError as exc:
         parser.error(str(exc))  # exits 2
     except quality.QualityInputError as exc:

@@ -18,12 +18,15 @@ Regions, coordinates in percent of the image, each with its own `score`:
   matching detect box when one overlaps it with IoU >= 0.7, else a `rectanglelabels` region
   of its own). Label Studio has no visibility flag: hidden points are left out.
 
-Image URLs: `<prefix><name>`, where <name> is the image's path relative to the image root
-(formats.common.relative_name) and the prefix defaults to Label Studio's local-files
-endpoint `/data/local-files/?d=` (then <name> is URL-quoted): serve the image root with
+Image URLs: by default Label Studio's local-files endpoint,
+`/data/local-files/?d=<root name>/<name>` (URL-quoted), where <name> is the image's path
+relative to the image root (formats.common.relative_name) and <root name> the root's own
+folder name: Label Studio refuses a Local Storage whose path equals its document root, so
+the document root is the image root's parent -- serve it with
 `LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true`,
-`LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=<image root>` and a Local Storage on that path.
-For cloud storage give the bucket's prefix, e.g. `s3://bucket/photos/`.
+`LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=<parent of the image root>` and add a Local
+Storage with path <image root> (the config's comment names both). With another prefix
+(cloud storage, e.g. `s3://bucket/photos/`) the URL is `<prefix><name>`.
 
 The labeling config holds every label the served models can produce (the 80 COCO classes,
 face, and any other name of the run), the 17 person keypoints and the 5 face landmarks,
@@ -34,6 +37,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from urllib.parse import quote
 from xml.sax.saxutils import quoteattr
 
@@ -82,22 +86,35 @@ def _pct(value: float, size: int) -> float:
     return round(100.0 * value / size, 4)
 
 
+@dataclass(frozen=True)
+class Controls:
+    """The labeling config's tag names the regions point at (`from_name`, `to_name`)."""
+
+    image: str = "image"
+    rectangle: str = RECTANGLE
+    polygon: str = POLYGON
+    brush: str = BRUSH
+    keypoint: str = KEYPOINT
+    face_keypoint: str = FACE_KEYPOINT
+
+
 def image_url(prefix: str, name: str) -> str:
     """`data.image` of an image named `name`: a query parameter is URL-quoted, a path prefix
     (cloud bucket, web server) is joined as it is."""
     return prefix + (quote(name, safe="/") if prefix.endswith("=") else name)
 
 
-def results_of(response: prelabel_pb2.PreLabelResponse, masks: str = "polygon") -> tuple[list[dict], list[float]]:
+def results_of(response: prelabel_pb2.PreLabelResponse, masks: str = "polygon",
+               controls: Controls = Controls()) -> tuple[list[dict], list[float]]:
     """Label Studio regions of one response, and the scores of its labels."""
     w, h = response.image_size.width, response.image_size.height
     if not w or not h:
         raise ValueError(f"response for {response.image_id!r} has no image size")
-    common = {"to_name": "image", "original_width": w, "original_height": h, "image_rotation": 0}
+    common = {"to_name": controls.image, "original_width": w, "original_height": h, "image_rotation": 0}
 
     def rectangle(rid, label):
         box = label.detection.box
-        return {"id": rid, "type": "rectanglelabels", "from_name": RECTANGLE, **common,
+        return {"id": rid, "type": "rectanglelabels", "from_name": controls.rectangle, **common,
                 "value": {"x": _pct(box.x_min, w), "y": _pct(box.y_min, h),
                           "width": _pct(box.x_max - box.x_min, w), "height": _pct(box.y_max - box.y_min, h),
                           "rotation": 0, "rectanglelabels": [label.category]},
@@ -117,7 +134,7 @@ def results_of(response: prelabel_pb2.PreLabelResponse, masks: str = "polygon") 
             if not rle.counts:
                 continue
             mask = mask_utils.decode({"size": list(rle.size), "counts": rle.counts})
-            result.append({"id": rid, "type": "brushlabels", "from_name": BRUSH, **common,
+            result.append({"id": rid, "type": "brushlabels", "from_name": controls.brush, **common,
                            "value": {"format": "rle", "rle": ls_brush.encode(np.asarray(mask)),
                                      "brushlabels": [label.category]}, "score": score})
         elif label.task == TASK_SEGMENT:
@@ -125,7 +142,7 @@ def results_of(response: prelabel_pb2.PreLabelResponse, masks: str = "polygon") 
             if not poly:
                 continue
             points = [[_pct(poly[i], w), _pct(poly[i + 1], h)] for i in range(0, len(poly) - 1, 2)]
-            result.append({"id": rid, "type": "polygonlabels", "from_name": POLYGON, **common,
+            result.append({"id": rid, "type": "polygonlabels", "from_name": controls.polygon, **common,
                            "value": {"points": points, "closed": True, "polygonlabels": [label.category]},
                            "score": score})
         elif label.task in (TASK_KEYPOINTS, TASK_FACES):
@@ -139,7 +156,7 @@ def results_of(response: prelabel_pb2.PreLabelResponse, masks: str = "polygon") 
             else:
                 parent_id = rid
                 result.append(rectangle(rid, label))
-            control = KEYPOINT if label.task == TASK_KEYPOINTS else FACE_KEYPOINT
+            control = controls.keypoint if label.task == TASK_KEYPOINTS else controls.face_keypoint
             for k, kp in enumerate(label.keypoints.keypoints):
                 if kp.visibility == 0:
                     continue
@@ -218,8 +235,15 @@ class LabelStudioWriter:
         self._kps = {TASK_KEYPOINTS: DEFAULT_PERSON_KEYPOINTS, TASK_FACES: DEFAULT_FACE_KEYPOINTS}
         self._root_dir = ""
 
+    def _name(self, image_id: str) -> str:
+        name = relative_name(image_id, self.image_root)
+        if self.prefix != LOCAL_FILES_PREFIX:
+            return name
+        root_name = os.path.basename(image_root_dir(self.image_root, image_id))
+        return f"{root_name}/{name}" if root_name else name
+
     def add(self, number: int, image_id: str, path: str, response: prelabel_pb2.PreLabelResponse) -> None:
-        url = image_url(self.prefix, relative_name(image_id, self.image_root))
+        url = image_url(self.prefix, self._name(image_id))
         task = task_of(image_id, response, url=url, masks=self.masks, model_version="")
         for label in iter_labels(response):
             self._models.add(model_tag(label.detection.provenance))
@@ -233,8 +257,10 @@ class LabelStudioWriter:
     def close(self) -> None:
         version = run_model_version(self._models)
         root = self._root_dir or image_root_dir(self.image_root, "")
-        comment = (f"prelabel {version}. Images: LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={root} "
-                   f"and a Local Storage with path {root} (image URLs {self.prefix}...)")
+        comment = f"prelabel {version}."
+        if self.prefix == LOCAL_FILES_PREFIX:
+            comment += (f" Images: LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={os.path.dirname(root)} and a Local"
+                        f" Storage with path {root}")
         config = labeling_config(self.tasks, masks=self.masks, extra_names=list(self._extra),
                                  person_keypoints=self._kps[TASK_KEYPOINTS], face_keypoints=self._kps[TASK_FACES],
                                  comment=comment)

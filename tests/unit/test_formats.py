@@ -302,7 +302,8 @@ def test_labelstudio_file_is_a_task_list_with_one_model_version_when_models_diff
     write_all(tmp_path, [("a.jpg", make_response()), ("b b.jpg", other)], formats=["labelstudio"])
     tasks = json.loads((tmp_path / "labelstudio.json").read_text())
     assert [t["data"]["image_id"] for t in tasks] == ["a.jpg", "b b.jpg"]
-    assert tasks[1]["data"]["image"] == "/data/local-files/?d=b%20b.jpg"  # local files by default
+    # local files by default: the image root's folder name, then the name (root: the cwd here)
+    assert tasks[1]["data"]["image"] == f"/data/local-files/?d={os.path.basename(os.getcwd())}/b%20b.jpg"
     assert {t["predictions"][0]["model_version"] for t in tasks} == {"coco_detector@1,coco_detector@2"}
 
 

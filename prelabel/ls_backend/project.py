@@ -1,0 +1,137 @@
+"""A Label Studio project's labeling config, read as "which suite task fills which
+control, under which label names".
+
+- The image: the first `<Image>` tag (its `name` is every region's `to_name`; its `value`,
+  e.g. `$image`, names the task data field holding the URL).
+- `RectangleLabels` -> detect boxes (and face boxes when a label maps to "face");
+  `PolygonLabels` -> segment as polygons, `BrushLabels` -> segment as brush RLE;
+  `KeyPointLabels` -> person keypoints, or face landmarks when its labels name a face-only
+  landmark (mouth_left / mouth_right) and no person-only point.
+- A label maps to suite category (or keypoint) names by its `predicted_values`
+  attribute (comma-separated) when present, else by its own `value`; case-insensitive.
+  Suite labels without a matching project label are not returned (Label Studio would
+  show them unlabelled).
+"""
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+
+from prelabel.formats.common import FACE_NAME, TASK_DETECT, TASK_FACES, TASK_KEYPOINTS, TASK_SEGMENT
+from prelabel.formats.labelstudio import Controls
+from services.common.labels import COCO_KEYPOINT_NAMES, FACE_LANDMARK_NAMES
+
+MAX_CONFIG_BYTES = 1024 * 1024
+_FACE_ONLY = set(FACE_LANDMARK_NAMES) - set(COCO_KEYPOINT_NAMES)
+_PERSON_ONLY = set(COCO_KEYPOINT_NAMES) - set(FACE_LANDMARK_NAMES)
+
+
+class ConfigError(ValueError):
+    """A labeling config this backend cannot serve."""
+
+
+@dataclass
+class Control:
+    name: str
+    kind: str  # rectangle | polygon | brush | keypoint | face_keypoint
+    labels: dict[str, str] = field(default_factory=dict)  # suite name (lower case) -> project label
+
+
+@dataclass
+class Project:
+    image: str  # the Image tag's name
+    image_field: str  # task data key of the image URL
+    controls: dict[str, Control]
+
+    def control(self, kind: str) -> Control | None:
+        return next((c for c in self.controls.values() if c.kind == kind), None)
+
+    @property
+    def tasks(self) -> list[str]:
+        kinds = {c.kind for c in self.controls.values()}
+        tasks = []
+        rect = self.control("rectangle")
+        if rect is not None and set(rect.labels) - {FACE_NAME}:
+            tasks.append(TASK_DETECT)
+        if kinds & {"polygon", "brush"}:
+            tasks.append(TASK_SEGMENT)
+        if "keypoint" in kinds:
+            tasks.append(TASK_KEYPOINTS)
+        if "face_keypoint" in kinds or (rect is not None and FACE_NAME in rect.labels):
+            tasks.append(TASK_FACES)
+        return tasks
+
+    @property
+    def masks(self) -> str:
+        return "brush" if self.control("brush") is not None and self.control("polygon") is None else "polygon"
+
+    def region_controls(self) -> Controls:
+        """Control names for formats.labelstudio.results_of ("" where the project has none)."""
+        def name(kind: str) -> str:
+            c = self.control(kind)
+            return c.name if c is not None else ""
+
+        return Controls(image=self.image, rectangle=name("rectangle"), polygon=name("polygon"),
+                        brush=name("brush"), keypoint=name("keypoint"), face_keypoint=name("face_keypoint"))
+
+
+_KIND_OF_TAG = {"rectanglelabels": "rectangle", "polygonlabels": "polygon", "brushlabels": "brush",
+                "keypointlabels": "keypoint"}
+
+
+def parse_config(xml: str) -> Project:
+    if len(xml.encode("utf-8")) > MAX_CONFIG_BYTES:
+        raise ConfigError("labeling config too large")
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError as exc:
+        raise ConfigError(f"labeling config is not XML: {exc}") from None
+    image = next((el for el in root.iter() if el.tag.lower() == "image"), None)
+    if image is None or not image.get("name"):
+        raise ConfigError("labeling config has no <Image name=...>")
+    image_field = (image.get("value") or "$image").lstrip("$")
+    controls: dict[str, Control] = {}
+    for el in root.iter():
+        kind = _KIND_OF_TAG.get(el.tag.lower())
+        if kind is None or el.get("toName") != image.get("name") or not el.get("name"):
+            continue
+        labels: dict[str, str] = {}
+        for lab in el:
+            value = lab.get("value")
+            if lab.tag.lower() != "label" or not value:
+                continue
+            for suite_name in (lab.get("predicted_values") or value).split(","):
+                if suite_name.strip():
+                    labels.setdefault(suite_name.strip().lower(), value)
+        if kind == "keypoint" and set(labels) & _FACE_ONLY and not set(labels) & _PERSON_ONLY:
+            kind = "face_keypoint"
+        if any(c.kind == kind for c in controls.values()):
+            continue  # one control per kind: the first
+        controls[el.get("name")] = Control(el.get("name"), kind, labels)
+    if not controls:
+        raise ConfigError("labeling config has no RectangleLabels, PolygonLabels, BrushLabels or "
+                          "KeyPointLabels on its image")
+    return Project(image.get("name"), image_field, controls)
+
+
+def relabel(regions: list[dict], project: Project, score_threshold: float = 0.0) -> list[dict]:
+    """Regions (formats.labelstudio.results_of with project.region_controls()) renamed to
+    the project's labels; regions the project has no control or label for are dropped,
+    and keypoints whose parent box was dropped lose the link."""
+    out = []
+    for region in regions:
+        control = project.controls.get(region["from_name"])
+        if control is None or region.get("score", 1.0) < score_threshold:
+            continue
+        key = region["type"]
+        (suite_name,) = region["value"][key]
+        label = control.labels.get(suite_name.lower())
+        if label is None:
+            continue
+        region = {**region, "value": {**region["value"], key: [label]}}
+        out.append(region)
+    kept = {r["id"] for r in out}
+    for region in out:
+        if "parentID" in region and region["parentID"] not in kept:
+            region.pop("parentID")
+    return out

@@ -1,0 +1,46 @@
+"""Settings of `prelabel ls-backend` (environment variables, prefix `PRELABEL_LS_`)."""
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class LsBackendSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PRELABEL_LS_", extra="ignore")
+
+    #: Listen address and port of the HTTP server (Label Studio connects to it).
+    host: str = "127.0.0.1"
+    port: int = Field(9090, ge=0, le=65535)  # 0: any free port (tests)
+    #: The prelabel router.
+    router: str = "127.0.0.1:50051"
+    #: Deadline of one router call, seconds.
+    timeout_s: float = Field(30.0, gt=0)
+    #: TLS to the router (system roots unless ca_file) and a bearer token it accepts.
+    router_tls: bool = False
+    router_ca_file: str | None = None
+    router_token: str | None = None
+    #: Base URL of Label Studio: relative image URLs (`/data/local-files/?d=...`,
+    #: `/data/upload/...`) are fetched from it, with `label_studio_token`.
+    label_studio_url: str = "http://127.0.0.1:8080"
+    #: Label Studio API token ("Token <key>" for legacy tokens; a personal access token
+    #: is sent as "Bearer"), sent only to label_studio_url.
+    label_studio_token: str | None = None
+    label_studio_token_scheme: str = "Token"
+    #: URL prefixes images may be fetched from besides label_studio_url (e.g. a bucket's
+    #: pre-signed URL host `https://bucket.s3.amazonaws.com/`). Anything else is refused:
+    #: no SSRF through task data.
+    allowed_url_prefixes: list[str] = []
+    #: Largest image fetched, bytes; larger ones are refused without reading them whole.
+    max_image_bytes: int = Field(32 * 1024 * 1024, gt=0)
+    #: Seconds to fetch one image.
+    fetch_timeout_s: float = Field(15.0, gt=0)
+    #: Regions below this score are not returned.
+    score_threshold: float = Field(0.0, ge=0, le=1)
+    #: Largest request body accepted (a /predict with many tasks), bytes.
+    max_request_bytes: int = Field(8 * 1024 * 1024, gt=0)
+    #: Tasks per /predict call served at most (Label Studio batches "retrieve predictions").
+    max_tasks_per_request: int = Field(64, ge=1)
+    #: Basic auth Label Studio must present (its ML backend connection's basic auth);
+    #: unset: no auth (bind to a private address). /health and /metrics stay open for probes.
+    basic_auth_user: str | None = None
+    basic_auth_password: str | None = None

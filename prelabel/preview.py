@@ -1,0 +1,162 @@
+"""`prelabel preview DIR`: what a person looks at before importing thousands of drafts.
+
+Reads the journal of a bulk run (`DIR/journal.jsonl`, read-only: a torn last line is
+skipped, never cut) and draws each labelled image with its labels -- boxes with category
+and score, masks, person keypoints with the skeleton, face landmarks -- coloured by review
+decision (auto_accept green, needs_review orange, reject red), into `DIR/preview/NNNNN.png`,
+plus one page, `DIR/preview/index.html`, with one card per image, most uncertain first
+(the review queue's order: uncertainty, then labels needing review, then margin).
+
+Images are scaled so their longer side is at most `max_side` pixels; `limit` bounds how
+many are drawn (the most uncertain ones).
+"""
+from __future__ import annotations
+
+import html
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageOps
+from pycocotools import mask as mask_utils
+
+from prelabel.atomic import atomic_write_text
+from prelabel.formats.common import TASK_FACES, TASK_KEYPOINTS, TASK_SEGMENT, iter_labels
+from prelabel.journal import STATUS_OK, response_of
+from prelabel.v1 import prelabel_pb2
+
+DIR_NAME = "preview"
+REVIEW_COLOURS = {"auto_accept": (46, 160, 67), "needs_review": (245, 140, 20), "reject": (215, 40, 40),
+                  "unspecified": (120, 120, 220)}
+
+
+@dataclass
+class Item:
+    number: int  # input order (journal order)
+    image_id: str
+    path: str
+    response: prelabel_pb2.PreLabelResponse
+
+    @property
+    def sort_key(self) -> tuple:
+        u = self.response.uncertainty
+        return (-round(u.score, 5), -u.needs_review_count, round(u.min_margin, 5), self.number)
+
+
+def read_journal(path: str) -> Iterator[Item]:
+    """The last `ok` record of every image, without writing to the journal."""
+    last: dict[str, dict] = {}
+    with open(path, "rb") as fh:
+        for line in fh:
+            if not line.endswith(b"\n"):
+                break  # torn tail of a killed run
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("image_id"), str):
+                last.pop(record["image_id"], None)  # keep insertion order = last record
+                last[record["image_id"]] = record
+    for n, record in enumerate(last.values(), 1):
+        if record.get("status") == STATUS_OK and isinstance(record.get("response"), dict):
+            yield Item(n, record["image_id"], record.get("path") or record["image_id"], response_of(record))
+
+
+def _load_image(item: Item) -> Image.Image:
+    w, h = item.response.image_size.width or 640, item.response.image_size.height or 480
+    try:
+        with Image.open(item.path) as im:
+            # Label coordinates are in pixels of the upright image (EXIF applied).
+            return ImageOps.exif_transpose(im).convert("RGB")
+    except (OSError, ValueError):
+        return Image.new("RGB", (w, h), (60, 60, 60))  # image moved: labels on grey
+
+
+def render(item: Item, max_side: int = 800) -> Image.Image:
+    """The image with its labels drawn, scaled to at most `max_side`."""
+    image = _load_image(item)
+    scale = min(1.0, max_side / max(image.size))
+    if scale < 1.0:
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
+    overlay = Image.new("RGBA", image.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(overlay)
+    width = max(2, round(max(image.size) / 300))
+    schemas = {tuple(s.keypoint_names): list(s.skeleton) for s in item.response.keypoint_schemas}
+    for label in iter_labels(item.response):
+        colour = REVIEW_COLOURS.get(label.review, REVIEW_COLOURS["unspecified"])
+        b = label.detection.box
+        box = [b.x_min * scale, b.y_min * scale, b.x_max * scale, b.y_max * scale]
+        if label.task == TASK_SEGMENT and label.mask.mask.counts:
+            m = mask_utils.decode({"size": list(label.mask.mask.size), "counts": label.mask.mask.counts})
+            mask = Image.fromarray((np.asarray(m) * 110).astype(np.uint8)).resize(image.size)
+            overlay.paste(Image.new("RGBA", image.size, colour + (255,)), (0, 0), mask)
+        draw.rectangle(box, outline=colour + (255,), width=width)
+        draw.text((box[0] + 3, box[1] + 2), f"{label.category} {label.detection.score:.2f}", fill=colour + (255,))
+        if label.task in (TASK_KEYPOINTS, TASK_FACES):
+            kps = list(label.keypoints.keypoints)
+            flat = schemas.get(tuple(k.name for k in kps), [])
+            for a, c in zip(flat[0::2], flat[1::2]):  # 1-based skeleton edges
+                p, q = kps[a - 1] if a <= len(kps) else None, kps[c - 1] if c <= len(kps) else None
+                if p is not None and q is not None and p.visibility and q.visibility:
+                    draw.line([p.x * scale, p.y * scale, q.x * scale, q.y * scale], fill=colour + (220,), width=width)
+            r = width + 1
+            for kp in kps:
+                if kp.visibility:
+                    x, y = kp.x * scale, kp.y * scale
+                    # visible: filled; labelled but occluded (v=1): hollow
+                    draw.ellipse([x - r, y - r, x + r, y + r], outline=colour + (255,),
+                                 fill=colour + (255,) if kp.visibility == 2 else None, width=max(1, width // 2))
+    return Image.alpha_composite(image.convert("RGBA"), overlay).convert("RGB")
+
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>prelabel preview</title>
+<style>
+body {{ font-family: sans-serif; margin: 16px; background: #f4f4f4; }}
+.legend span {{ padding: 2px 8px; margin-right: 8px; color: #fff; border-radius: 3px; }}
+.card {{ display: inline-block; vertical-align: top; margin: 8px; padding: 8px; background: #fff;
+        border-radius: 6px; box-shadow: 0 1px 3px #0003; max-width: {max_side}px; }}
+.card img {{ max-width: 100%; display: block; }}
+.card figcaption {{ font-size: 13px; margin-top: 6px; word-break: break-all; }}
+</style></head><body>
+<h1>prelabel preview: {count} images, most uncertain first</h1>
+<p class="legend"><span style="background:rgb{accept}">auto_accept</span><span style="background:rgb{review}">needs_review</span><span style="background:rgb{reject}">reject</span></p>
+{cards}
+</body></html>
+"""
+
+CARD = """<figure class="card" data-image-id="{image_id}" data-uncertainty="{u:.5f}">
+<img src="{src}" alt="{image_id}" width="{w}" height="{h}">
+<figcaption><b>{image_id}</b><br>uncertainty {u:.3f} &middot; needs review {nr} &middot; {labels}</figcaption>
+</figure>"""
+
+
+def write_preview(run_dir: str, *, limit: int = 500, max_side: int = 800) -> str:
+    """Draw the run's images (most uncertain first, at most `limit`) and write the page;
+    returns the page's path."""
+    items = sorted(read_journal(os.path.join(run_dir, "journal.jsonl")), key=lambda i: i.sort_key)[:limit]
+    out = os.path.join(run_dir, DIR_NAME)
+    os.makedirs(out, exist_ok=True)
+    for old in os.listdir(out):  # a previous preview's pictures
+        if old.endswith(".png") and old[:-4].isdigit():
+            os.unlink(os.path.join(out, old))
+    cards = []
+    for rank, item in enumerate(items, 1):
+        name = f"{rank:05d}.png"
+        image = render(item, max_side)
+        image.save(os.path.join(out, name))
+        counts: dict[str, int] = {}
+        for label in iter_labels(item.response):
+            counts[label.task] = counts.get(label.task, 0) + 1
+        summary = ", ".join(f"{n} {t}" for t, n in counts.items()) or "no labels"
+        cards.append(CARD.format(image_id=html.escape(item.image_id), src=name, w=image.width, h=image.height,
+                                 u=item.response.uncertainty.score, nr=item.response.uncertainty.needs_review_count,
+                                 labels=html.escape(summary)))
+    page = PAGE.format(count=len(items), max_side=max_side, cards="\n".join(cards),
+                       accept=REVIEW_COLOURS["auto_accept"], review=REVIEW_COLOURS["needs_review"],
+                       reject=REVIEW_COLOURS["reject"])
+    path = os.path.join(out, "index.html")
+    atomic_write_text(path, page)
+    return path

@@ -1,0 +1,17 @@
+"""Decode brush regions with Label Studio's own RLE decoder; print each mask's area.
+
+    python ls_brush_decode.py REGIONS_JSON   (run with the label-studio tool venv)
+"""
+import json
+import sys
+
+import numpy as np
+from label_studio_sdk.converter.brush import decode_rle
+
+areas = []
+for region in json.load(open(sys.argv[1])):
+    h, w = region["original_height"], region["original_width"]
+    image = np.reshape(decode_rle(region["value"]["rle"]), [h, w, 4])
+    assert (image[:, :, 0] == image[:, :, 3]).all()  # all four channels painted alike
+    areas.append(int((image[:, :, 3] > 0).sum()))
+print(json.dumps({"areas": areas}))
