@@ -69,7 +69,8 @@ def response_for(image_id: str, w: int, h: int, k: int) -> prelabel_pb2.PreLabel
     inst.area = int(m.sum())
     inst.polygons.add(points=[mb[0], mb[1], mb[2], mb[1], mb[2], mb[3], mb[0], mb[3]])
     kp = r.person_keypoints.add()
-    kp.detection.CopyFrom(_det(box, "person", 1, 0.8, REVIEWS[1]))
+    kp_box = (box[0] + 3, box[1] + 3, box[2] - 3, box[3] - 3)  # another model's box of the same person
+    kp.detection.CopyFrom(_det(kp_box, "person", 1, 0.8, REVIEWS[1]))
     x0, y0, x1, y1 = box
     for i, name in enumerate(COCO_KEYPOINT_NAMES):
         v = 0 if i == 3 else (1 if i == 4 else 2)  # one unlabelled, one occluded point

@@ -1,0 +1,77 @@
+"""`prelabel preview DIR` draws a run's labels into PNGs and one page that headless
+Chromium renders: one card per image, most uncertain first, pictures visible."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from prelabel.journal import Journal
+from prelabel.preview import REVIEW_COLOURS
+from tests.tools import samples as samples_mod
+
+pytestmark = [pytest.mark.tools, pytest.mark.timeout(600)]
+
+REPO = Path(__file__).resolve().parents[2]
+BACKGROUND = (90, 120, 150)  # the drawn photos' background (tests/tools/samples.py)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    subprocess.run(["bash", str(REPO / "scripts" / "ensure_chromium.sh")], check=True, timeout=600)
+    return shutil.which("chromium")
+
+
+def headless(chromium: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                           "--hide-scrollbars", *args], capture_output=True, text=True, timeout=120, check=True)
+
+
+@pytest.fixture
+def preview_run(tmp_path):
+    samples = samples_mod.make_samples(tmp_path / "in")
+    run = tmp_path / "run"
+    run.mkdir()
+    with Journal(run / "journal.jsonl") as journal:
+        for s in samples:
+            journal.append_ok(s.image_id, str(s.path), s.response)
+        journal.append_rejected(str(tmp_path / "in/bad.jpg"), str(tmp_path / "in/bad.jpg"), "INVALID_ARGUMENT: x")
+    done = subprocess.run([sys.executable, "-m", "prelabel.cli", "preview", str(run), "--max-side", "400"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return samples, run / "preview" / "index.html"
+
+
+def test_preview_lists_one_card_per_image_most_uncertain_first_when_run_has_labels(preview_run):
+    samples, page = preview_run
+    html = page.read_text()
+    ids = re.findall(r'<figure class="card" data-image-id="([^"]+)"', html)
+    expected = sorted(samples, key=lambda s: (-s.response.uncertainty.score, -s.response.uncertainty.needs_review_count))
+    assert ids == [s.image_id for s in expected]  # the rejected image has no card
+    pictures = sorted(page.parent.glob("*.png"))
+    assert len(pictures) == len(samples)
+    sizes = [Image.open(p).size for p in pictures]
+    assert max(max(s) for s in sizes) == 400  # scaled down to --max-side, never up
+    colours = set()
+    for picture in pictures:
+        with Image.open(picture) as im:
+            colours |= {tuple(c) for c in np.asarray(im.convert("RGB")).reshape(-1, 3)}
+    assert {REVIEW_COLOURS[r] for r in ("auto_accept", "needs_review", "reject")} <= colours  # boxes drawn
+
+
+def test_preview_renders_in_headless_chromium_when_opened(preview_run, chromium, tmp_path):
+    samples, page = preview_run
+    dom = headless(chromium, "--dump-dom", page.as_uri()).stdout
+    assert dom.count('<figure class="card"') == len(samples)
+    shot = tmp_path / "preview.png"
+    headless(chromium, f"--screenshot={shot}", "--window-size=1280,1400", page.as_uri())
+    pixels = np.asarray(Image.open(shot).convert("RGB"))
+    assert pixels.std() > 20  # not blank
+    # The drawn photos' background shows only if the PNGs loaded (the page itself has none of it).
+    assert (np.abs(pixels.astype(int) - BACKGROUND).sum(axis=2) < 6).sum() > 20_000
