@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import signal
+import secrets
 import socket
 import subprocess
 import sys
@@ -18,6 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.embedded_triton.settings import REPO_ROOT, TritonSettings
+
+#: Triton APIs that change the server or read its memory: restricted to ADMIN_HEADER
+#: (health, metadata, model-config, inference and statistics stay open to the services,
+#: Prometheus and the tests).
+ADMIN_APIS = "model-repository,logging,trace,shared-memory"
+ADMIN_HEADER = "triton-admin-key"
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +104,18 @@ class EmbeddedTriton:
         # Our own shared-memory prefix, so cleaning up after a kill touches only the
         # regions of this server (others may run on the same machine).
         self.shm_prefix = f"prelabel_{os.getpid()}_{self.grpc_port}_"
+        self.admin_key = secrets.token_urlsafe(24)  # per launch; see admin_headers
         self._log_file = None
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """HTTP headers that admit a caller to the restricted APIs."""
+        return {ADMIN_HEADER: self.admin_key}
+
+    @property
+    def admin_grpc_metadata(self) -> tuple[tuple[str, str], ...]:
+        """gRPC metadata that does the same (Triton prefixes the key on gRPC)."""
+        return ((f"triton-grpc-protocol-{ADMIN_HEADER}", self.admin_key),)
 
     @property
     def grpc_url(self) -> str:
@@ -126,6 +144,10 @@ class EmbeddedTriton:
             "--strict-readiness=true",
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             f"--log-verbose={s.log_verbose}",
+            # Admin endpoints (model repository, logging, trace settings, shared-memory
+            # registration) need this launch's key: any local process can reach the ports.
+            f"--http-restricted-api={ADMIN_APIS}:{ADMIN_HEADER}={self.admin_key}",
+            f"--grpc-restricted-protocol={ADMIN_APIS}:{ADMIN_HEADER}={self.admin_key}",
         ]
         if s.models:
             cmd.append("--model-control-mode=explicit")

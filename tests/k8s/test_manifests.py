@@ -342,6 +342,18 @@ def test_triton_probes_shm_and_model_control(target):
 
 
 @pytest.mark.parametrize("target", SERVING)
+def test_triton_restricts_admin_apis_when_deployed(target):
+    from services.embedded_triton.launcher import ADMIN_APIS, ADMIN_HEADER
+
+    (c,) = pod_spec(one(target, "Deployment", "triton"))["containers"]
+    expected = f"{ADMIN_APIS}:{ADMIN_HEADER}=$(TRITON_ADMIN_KEY)"  # as the embedded server does
+    assert triton_arg(c, "--http-restricted-api") == expected
+    assert triton_arg(c, "--grpc-restricted-protocol") == expected
+    env = {e["name"]: e for e in c["env"]}
+    assert env["TRITON_ADMIN_KEY"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.uid"
+
+
+@pytest.mark.parametrize("target", SERVING)
 def test_shutdown_fits_in_termination_grace(target):
     for dep in objects(target, "Deployment"):
         name = dep["metadata"]["name"]
