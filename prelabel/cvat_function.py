@@ -1,0 +1,158 @@
+"""CVAT auto-annotation function backed by the prelabel router (the `cvat_sdk.auto_annotation`
+detection-function interface: `spec` + `detect(context, image)`):
+
+    pip install cvat-cli  # beside prelabel
+    cvat-cli --server-host https://cvat.example task auto-annotate 42 \\
+        --function-module prelabel.cvat_function \\
+        -p router=str:router.prelabel:50051 -p tasks=str:detect,segment
+
+Parameters (`-p NAME=TYPE:VALUE`, all optional; the module-level `spec`/`detect` use the
+defaults, the router from $PRELABEL_ROUTER):
+  router       HOST:PORT of the router (default $PRELABEL_ROUTER or 127.0.0.1:50051)
+  tasks        comma-separated detect,segment,keypoints,faces (default detect)
+  timeout_s    deadline of one router call (default 60)
+  tls / token  TLS to the router (system roots) / bearer token it accepts
+
+What comes back, labels matched by name to the task's labels (CVAT's rule):
+  detect     rectangles labelled with the 80 COCO class names;
+  segment    masks (or polygons when CVAT asks with conv_mask_to_poly), same names;
+  keypoints  skeletons "person" with the 17 COCO keypoints, visibility as CVAT wants it:
+             v=0 -> outside, v=1 -> occluded, v=2 -> visible;
+  faces      skeletons "face" with the 5 landmarks.
+Every shape carries the label's `score`; CVAT's threshold (`--conf-threshold`) is passed
+to the router. A skeleton label and a box label cannot share a name in one function, so
+`keypoints` cannot be asked together with `detect` or `segment` (run twice).
+"""
+from __future__ import annotations
+
+import io
+import os
+
+import cvat_sdk.auto_annotation as cvataa
+import numpy as np
+import PIL.Image
+from cvat_sdk.masks import encode_mask
+from pycocotools import mask as mask_utils
+
+from prelabel.formats.common import (
+    DEFAULT_FACE_KEYPOINTS,
+    DEFAULT_PERSON_KEYPOINTS,
+    FACE_NAME,
+    FIXED_NAMES,
+    PERSON_NAME,
+    TASK_DETECT,
+    TASK_FACES,
+    TASK_KEYPOINTS,
+    TASK_SEGMENT,
+    coco_category_id,
+    iter_labels,
+)
+from prelabel.formats.yolo import largest_polygon
+from prelabel.sdk import DEFAULT_ADDRESS, SyncPreLabelClient
+
+#: Spec label ids of the skeletons (box labels use their COCO ids, 1..90).
+SKELETON_IDS = {TASK_KEYPOINTS: 1001, TASK_FACES: 1002}
+SKELETON_NAMES = {TASK_KEYPOINTS: PERSON_NAME, TASK_FACES: FACE_NAME}
+SKELETON_POINTS = {TASK_KEYPOINTS: DEFAULT_PERSON_KEYPOINTS, TASK_FACES: DEFAULT_FACE_KEYPOINTS}
+OBJECT_NAMES = [n for n in FIXED_NAMES if n != FACE_NAME]
+
+
+def build_spec(tasks: list[str]) -> cvataa.DetectionFunctionSpec:
+    labels = []
+    if set(tasks) & {TASK_DETECT, TASK_SEGMENT}:
+        kind = "any" if {TASK_DETECT, TASK_SEGMENT} <= set(tasks) else (
+            "rectangle" if TASK_DETECT in tasks else "mask")
+        labels += [cvataa.label_spec(n, coco_category_id(n), type=kind) for n in OBJECT_NAMES]
+    for task in (TASK_KEYPOINTS, TASK_FACES):
+        if task in tasks:
+            labels.append(cvataa.skeleton_label_spec(
+                SKELETON_NAMES[task], SKELETON_IDS[task],
+                [cvataa.keypoint_spec(name, j) for j, name in enumerate(SKELETON_POINTS[task])]))
+    return cvataa.DetectionFunctionSpec(labels=labels)
+
+
+class PrelabelFunction:
+    def __init__(self, router: str | None = None, tasks: str = "detect", timeout_s: float = 60.0,
+                 tls: bool = False, token: str | None = None):
+        self.tasks = [t.strip() for t in tasks.split(",") if t.strip()]
+        unknown = set(self.tasks) - {TASK_DETECT, TASK_SEGMENT, TASK_KEYPOINTS, TASK_FACES}
+        if unknown or not self.tasks:
+            raise ValueError(f"tasks must be among detect,segment,keypoints,faces (got {tasks!r})")
+        if TASK_KEYPOINTS in self.tasks and set(self.tasks) & {TASK_DETECT, TASK_SEGMENT}:
+            raise ValueError("keypoints (skeleton 'person') cannot share a run with detect/segment "
+                             "(rectangle 'person'): run the function twice")
+        self.router = router or os.environ.get("PRELABEL_ROUTER", DEFAULT_ADDRESS)
+        self.timeout_s = timeout_s
+        self.tls = tls
+        self.metadata = [("authorization", f"Bearer {token}")] if token else []
+        self.spec = build_spec(self.tasks)
+        self._client: SyncPreLabelClient | None = None
+
+    @property
+    def client(self) -> SyncPreLabelClient:
+        if self._client is None:  # connect on first use: `spec` needs no router
+            self._client = SyncPreLabelClient(self.router, timeout_s=self.timeout_s, tls=self.tls,
+                                              metadata=self.metadata)
+        return self._client
+
+    def detect(self, context, image: PIL.Image.Image) -> list:
+        buf = io.BytesIO()
+        image.convert("RGB").save(buf, format="PNG")  # lossless: coordinates of this very image
+        threshold = context.conf_threshold
+        response = self.client.prelabel(buf.getvalue(), context.frame_name, self.tasks,
+                                        include_polygons=bool(context.conv_mask_to_poly),
+                                        score_threshold=threshold)
+        return shapes_of(response, self.tasks, conv_mask_to_poly=bool(context.conv_mask_to_poly),
+                         conf_threshold=threshold or 0.0)
+
+
+def shapes_of(response, tasks: list[str], *, conv_mask_to_poly: bool = False, conf_threshold: float = 0.0) -> list:
+    """CVAT shapes of one router response."""
+    w, h = response.image_size.width, response.image_size.height
+    shapes = []
+    for label in iter_labels(response):
+        score = float(label.detection.score)
+        if label.task not in tasks or score < conf_threshold:
+            continue
+        b = label.detection.box
+        box = [b.x_min, b.y_min, b.x_max, b.y_max]
+        if label.task == TASK_DETECT and label.category in OBJECT_NAMES:
+            shapes.append(cvataa.rectangle(coco_category_id(label.category), box, score=score))
+        elif label.task == TASK_SEGMENT and label.category in OBJECT_NAMES:
+            cid = coco_category_id(label.category)
+            if conv_mask_to_poly:
+                poly = largest_polygon(label.mask.polygons)
+                if len(poly) >= 6:
+                    shapes.append(cvataa.polygon(cid, [float(v) for v in poly], score=score))
+            elif label.mask.mask.counts:
+                bitmap = mask_utils.decode({"size": list(label.mask.mask.size), "counts": label.mask.mask.counts})
+                bitmap = np.asarray(bitmap, dtype=bool)
+                if bitmap.any():
+                    ys, xs = np.nonzero(bitmap)
+                    bbox = [int(xs.min()), int(ys.min()), min(int(xs.max()) + 1, w), min(int(ys.max()) + 1, h)]
+                    shapes.append(cvataa.mask(cid, encode_mask(bitmap, bbox=bbox), score=score))
+        elif label.task in SKELETON_IDS:
+            names = SKELETON_POINTS[label.task]
+            by_name = {kp.name: kp for kp in label.keypoints.keypoints}
+            elements = []
+            for j, name in enumerate(names):
+                kp = by_name.get(name)
+                v = int(kp.visibility) if kp is not None else 0
+                # CVAT wants every point of the skeleton: unlabelled ones are "outside".
+                point = [float(kp.x), float(kp.y)] if v else [float(b.x_min), float(b.y_min)]
+                elements.append(cvataa.keypoint(j, point, outside=v == 0, occluded=v == 1))
+            shapes.append(cvataa.skeleton(SKELETON_IDS[label.task], elements, score=score))
+    return shapes
+
+
+def create(**params) -> PrelabelFunction:
+    """cvat-cli's entry point for `-p` parameters."""
+    return PrelabelFunction(**params)
+
+
+_default = PrelabelFunction()
+spec = _default.spec
+
+
+def detect(context, image):
+    return _default.detect(context, image)
