@@ -48,6 +48,7 @@ from prelabel.journal import STATUS_OK, STATUS_REJECTED, Journal, response_of
 from prelabel.quality import commands as quality
 from services.common.policy_file import PolicyFileError, load_policy_file
 from services.common.review import policy_to_proto
+from prelabel import models as model_commands
 from prelabel import tool_commands
 from prelabel.sdk import DEFAULT_ADDRESS, TASKS, PreLabelClient, parse_tasks
 
@@ -130,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("-v", "--verbose", action="store_true")
     quality.add_parsers(sub)  # evaluate, calibrate
     tool_commands.add_parsers(sub)  # preview, ls-backend
+    model_commands.add_parser(sub)  # models list|pull|verify
     return parser
 
 
@@ -369,11 +371,13 @@ def annotate(args) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         if args.command == "annotate":
             return annotate(args)
+        if args.command == "models":
+            return model_commands.run(args)
         if args.command in quality.COMMANDS:
             return quality.COMMANDS[args.command](args)
         if args.command in tool_commands.COMMANDS:

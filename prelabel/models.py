@@ -141,8 +141,8 @@ def lock_entry(model: catalog.ConvertedModel, onnx_path: Path) -> dict:
     }
 
 
-def pull_converted(cache_dir: Path, lock: dict, update_lock: bool) -> dict:
-    wanted = catalog.PROFILES["cpu"].converted
+def pull_converted(cache_dir: Path, lock: dict, update_lock: bool, names: list[str] | None = None) -> dict:
+    wanted = names or catalog.PROFILES["cpu"].converted
     entries = dict(lock.get("converted", {}))
     todo = []
     for name in wanted:
@@ -184,10 +184,11 @@ def published_path(cache_dir: Path, name: str) -> Path:
     return cache_dir / "torchvision" / name
 
 
-def pull_published(cache_dir: Path, base_url: str | None) -> dict:
+def pull_published(cache_dir: Path, base_url: str | None,
+                   files: list[catalog.PublishedFile] | None = None) -> dict:
     entries = {}
-    for name in catalog.PROFILES["gpu"].published:
-        f = catalog.PUBLISHED[name]
+    for f in files or [catalog.PUBLISHED[n] for n in catalog.PROFILES["gpu"].published]:
+        name = f.name
         url = (base_url.rstrip("/") + "/" + name) if base_url else f.url
         target = published_path(cache_dir, name)
         entries[name] = {"url": f.url, "sha256_prefix": f.sha256_prefix, "architecture": f.architecture,

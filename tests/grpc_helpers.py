@@ -31,6 +31,20 @@ async def model_statistics(client: TritonClient, model: str) -> dict:
     return (await client.statistics(model))["model_stats"][0]
 
 
+async def quiet_statistics(client: TritonClient, model: str, pause_s: float = 0.3) -> dict:
+    """Statistics once no request is still being counted: two reads `pause_s` apart agree
+    (Triton counts a request just after answering it, so a read right after the last
+    reply of an earlier test can miss it)."""
+    previous = await model_statistics(client, model)
+    for _ in range(20):
+        await asyncio.sleep(pause_s)
+        current = await model_statistics(client, model)
+        if counts(current, previous) == (0, 0):
+            return current
+        previous = current
+    return previous
+
+
 async def settled_statistics(client: TritonClient, model: str, before: dict, expected: int,
                              timeout_s: float = 10.0) -> dict:
     """Triton counts a batch just after answering it: poll until `expected` inferences

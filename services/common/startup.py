@@ -33,7 +33,10 @@ async def warm_up(triton: TritonClient, models: list[str], *, require_pretrained
     """One inference per model on zeros (first calls are slow); returns provenance."""
     provenance = {}
     for model in models:
-        spec = await triton.spec(model)
+        try:
+            spec = await triton.spec(model)
+        except PrelabelError as exc:
+            raise RuntimeError(f"start-up check of {model} failed: {exc.message}") from None
         inputs = {
             name: np.zeros((1, *dims), dtype=spec.input_dtypes[name])
             for name, dims in spec.inputs.items()

@@ -15,6 +15,7 @@ from tritonclient.utils import InferenceServerException
 from prelabel.v1 import common_pb2
 
 from services.common.errors import DeadlineExceeded, PrelabelError, ResourceExhausted, Unavailable
+from services.modelkit.contract import ContractError, check_config
 
 _WEIGHTS = {
     "pretrained": common_pb2.WEIGHTS_PRETRAINED,
@@ -79,6 +80,8 @@ def provenance_from(model_name: str, model_version: str, raw: bytes) -> common_p
         architecture=info.get("architecture", ""),
         weights=_WEIGHTS.get(info.get("kind", ""), common_pb2.WEIGHTS_UNSPECIFIED),
         weights_source=info.get("source", ""),
+        weights_sha256=info.get("sha256", ""),
+        license=info.get("license", ""),
     )
 
 
@@ -117,6 +120,10 @@ class TritonClient:
                 cfg = (await self._client.get_model_config(model, as_json=True, client_timeout=timeout_s))["config"]
             except InferenceServerException as exc:
                 raise translate_error(exc, model) from None
+            try:
+                check_config(cfg)  # Triton's own view of the config, against the one contract
+            except ContractError as exc:
+                raise Unavailable(f"{model}: its Triton config breaks the model contract: {exc}") from None
             self._specs[model] = ModelSpec(
                 name=model,
                 inputs={i["name"]: [int(d) for d in i["dims"]] for i in cfg["input"]},

@@ -41,9 +41,9 @@ class TritonSettings(BaseSettings):
     exit_timeout_s: int = 10
     """Grace Triton gives in-flight requests on SIGTERM (--exit-timeout-secs)."""
 
-    allow_random_weights: bool = True
-    """Passed to the models as PRELABEL_ALLOW_RANDOM_WEIGHTS: the embedded server is
-    for development, where the COCO models have no weights offline. Set false to
-    require real weights."""
+    allow_random_weights: bool = False
+    """Passed to the models as PRELABEL_ALLOW_RANDOM_WEIGHTS. Every model of the default
+    (CPU) profile has real weights (`prelabel models pull`); only tests that say so, or
+    a repository of custom architectures, turn this on."""
 
     log_verbose: int = 0

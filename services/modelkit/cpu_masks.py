@@ -48,16 +48,30 @@ def box_grid(mask: np.ndarray, box_in_mask: np.ndarray, size: int) -> np.ndarray
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
 
 
-def grabcut_probs(image: np.ndarray, box: np.ndarray, size: int, max_side: int, iterations: int) -> np.ndarray:
-    """GrabCut foreground (0/1) over `box`, as a size x size grid."""
+def content_bounds(image: np.ndarray) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of the non-zero pixels: the photo inside the letterbox padding."""
+    rows = np.nonzero(image.any(axis=(1, 2)))[0]
+    cols = np.nonzero(image.any(axis=(0, 2)))[0]
+    if not len(rows):
+        return 0, 0, image.shape[1], image.shape[0]
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def grabcut_probs(image: np.ndarray, box: np.ndarray, size: int, max_side: int, iterations: int,
+                  bounds: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """GrabCut foreground (0/1) over `box`, as a size x size grid. The crop stays inside
+    `bounds` (the photo): black letterbox padding in the background sample would make
+    every dark object background."""
     cv2 = _cv2()
-    h, w = image.shape[:2]
+    bx0, by0, bx1, by1 = bounds or (0, 0, image.shape[1], image.shape[0])
     bw, bh = box[2] - box[0], box[3] - box[1]
     if bw < 2 or bh < 2:
         return np.zeros((size, size), np.float32)
     mx, my = bw * GRABCUT_MARGIN, bh * GRABCUT_MARGIN
-    x0, y0 = int(max(0, np.floor(box[0] - mx))), int(max(0, np.floor(box[1] - my)))
-    x1, y1 = int(min(w, np.ceil(box[2] + mx))), int(min(h, np.ceil(box[3] + my)))
+    x0, y0 = int(max(bx0, np.floor(box[0] - mx))), int(max(by0, np.floor(box[1] - my)))
+    x1, y1 = int(min(bx1, np.ceil(box[2] + mx))), int(min(by1, np.ceil(box[3] + my)))
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return np.zeros((size, size), np.float32)
     crop = image[y0:y1, x0:x1]
     scale = min(1.0, max_side / max(crop.shape[:2]))
     if scale < 1.0:
@@ -70,6 +84,9 @@ def grabcut_probs(image: np.ndarray, box: np.ndarray, size: int, max_side: int, 
         rect = (1, 1, max(1, crop.shape[1] - 2), max(1, crop.shape[0] - 2))
     mask = np.zeros(crop.shape[:2], np.uint8)
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    # GrabCut seeds its colour models with k-means on OpenCV's global RNG: reseed so a
+    # box gets the same mask whatever ran before it (batch of 4 == four batches of 1).
+    cv2.setRNGSeed(0)
     try:
         cv2.grabCut(np.ascontiguousarray(crop[..., ::-1]), mask, rect, bgd, fgd, iterations, cv2.GC_INIT_WITH_RECT)
     except cv2.error:
@@ -116,10 +133,10 @@ class CpuSegmenter(BatchedModel):
         boxes, scores, labels = self.detector.detect(small, floor, self.max_instances)
         return boxes * (size / net), scores, labels
 
-    def _mask(self, image, box, label: int) -> np.ndarray:
+    def _mask(self, image, box, label: int, bounds) -> np.ndarray:
         if label == PERSON:
             return self.selfie.person_probs(image, box, self.mask_size)
-        return grabcut_probs(image, box, self.mask_size, self.grabcut_max_side, self.grabcut_iterations)
+        return grabcut_probs(image, box, self.mask_size, self.grabcut_max_side, self.grabcut_iterations, bounds)
 
     def _prompted(self, image, prompts, labels):
         scores = np.zeros(len(prompts), np.float32)
@@ -134,7 +151,8 @@ class CpuSegmenter(BatchedModel):
                 if overlap[j] >= CLASSIFY_MIN_IOU:
                     labels[k], scores[k] = det_labels[j], det_scores[j]
         labels = np.maximum(labels, 0)
-        masks = [self._mask(image, box, int(lab)) for box, lab in zip(prompts, labels)]
+        bounds = content_bounds(image)
+        masks = [self._mask(image, box, int(lab), bounds) for box, lab in zip(prompts, labels)]
         return prompts, scores, labels, masks
 
     def infer(self, inputs):
@@ -148,7 +166,8 @@ class CpuSegmenter(BatchedModel):
                 boxes, scores, labels, masks = self._prompted(image, prompts, inputs["PROMPT_LABELS"][i, :count])
             else:
                 boxes, scores, labels = self._detect(image, self.score_floor)
-                masks = [self._mask(image, b, int(lab)) for b, lab in zip(boxes, labels)]
+                bounds = content_bounds(image)
+                masks = [self._mask(image, b, int(lab), bounds) for b, lab in zip(boxes, labels)]
             out["BOXES"].append(pad_rows(np.asarray(boxes, np.float32).reshape(-1, 4), n))
             out["SCORES"].append(pad_rows(np.asarray(scores, np.float32), n))
             out["LABELS"].append(pad_rows(np.asarray(labels, np.int32), n))

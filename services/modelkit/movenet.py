@@ -10,8 +10,10 @@ and its score.
   MoveNet reports is a row (box, score, keypoints);
 - prompted: each prompt box is cropped from the S x S input as a square 1.25x the box's
   long side (zero beyond the image), resized to 256, and the person whose box overlaps
-  the prompt most answers (score = that person's score; keypoints zero with score 0 when
-  MoveNet sees nobody). Exactly one row per prompt, in order.
+  the prompt most answers (score = that person's score). Its keypoints are clamped into
+  the prompt box (the caller said where the person is); when MoveNet sees nobody, the
+  row has score 0 and every keypoint at the box centre with score 0, so any positive
+  visibility threshold marks them unlabeled. Exactly one row per prompt, in order.
 
 The graph has fixed-shape Reshape/GatherND constants for batch 1, so a Triton batch runs
 item by item.
@@ -98,9 +100,12 @@ class MoveNetKeypointer(BatchedModel):
             if overlap.max(initial=0) > 0:
                 k = int(np.argmax(overlap))
                 points = kps[k] + np.array([x0, y0], np.float32)
+                points[:, 0] = np.clip(points[:, 0], box[0], box[2])
+                points[:, 1] = np.clip(points[:, 1], box[1], box[3])
                 score, point_scores = scores[k], kp_scores[k]
             else:
-                points = np.zeros((NUM_KEYPOINTS, 2), np.float32)
+                centre = [(box[0] + box[2]) / 2, (box[1] + box[3]) / 2]
+                points = np.tile(np.asarray(centre, np.float32), (NUM_KEYPOINTS, 1))
                 score, point_scores = np.float32(0), np.zeros(NUM_KEYPOINTS, np.float32)
             rows["BOXES"].append(box)
             rows["SCORES"].append(score)

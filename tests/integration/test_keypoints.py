@@ -1,6 +1,6 @@
 """Keypoint service against the real embedded tritonserver: MTCNN facial landmarks
 (real weights) on real photos and every EXIF orientation, COCO person keypoints
-(keypointer, CPU profile, random weights) automatic and box-prompted, bad requests,
+(keypointer, CPU profile: MoveNet multipose, real weights) automatic and box-prompted, bad requests,
 batching under concurrent load."""
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw, ImageOps
 from prelabel.v1 import common_pb2, keypoints_pb2
 from services.common.labels import COCO_KEYPOINT_NAMES
 from services.common.triton_client import TritonClient
-from tests.grpc_helpers import bad_request_field, counts, model_statistics, settled_statistics
+from tests.grpc_helpers import bad_request_field, counts, quiet_statistics, settled_statistics
 from tests.photos import STORE_AS, encode, photo, photo_bytes, with_orientation
 
 pytestmark = pytest.mark.integration
@@ -117,8 +117,8 @@ async def test_person_keypoints_stay_inside_their_prompt_box_when_boxes_are_prom
         assert [k.name for k in instance.keypoints] == COCO_KEYPOINT_NAMES
         for k in instance.keypoints:
             assert k.visibility in (1, 2)  # labeled_threshold 0: every point is labeled
-            # One heatmap cell of slack (the box is 56 cells across).
-            slack_x, slack_y = (b.x_max - b.x_min) / 56, (b.y_max - b.y_min) / 56
+            # Half a source pixel of slack (letterbox rounding).
+            slack_x = slack_y = 0.5
             assert b.x_min - slack_x <= k.x <= b.x_max + slack_x
             assert b.y_min - slack_y <= k.y <= b.y_max + slack_y
 
@@ -130,7 +130,7 @@ async def test_person_keypoints_follow_the_request_thresholds_when_automatic(key
         review_policy=common_pb2.ReviewPolicy(include_rejected=True)), timeout=RPC_TIMEOUT_S)
 
     assert reply.provenance.model_name == "keypointer"
-    assert reply.provenance.weights == common_pb2.WEIGHTS_RANDOM
+    assert reply.provenance.weights == common_pb2.WEIGHTS_PRETRAINED
     assert reply.schema.name == "coco_person_17"
     assert 0 < len(reply.instances) <= 4
     flags = set()
@@ -177,7 +177,7 @@ async def test_detect_keypoints_rejects_bad_requests_with_the_field_name_when_fi
 async def test_keypointer_model_batches_requests_when_they_arrive_concurrently(keypoint_detector, triton):
     client = TritonClient(triton.grpc_url)
     try:
-        before = await model_statistics(client, "keypointer")
+        before = await quiet_statistics(client, "keypointer")
         requests = [
             keypoints_pb2.KeypointRequest(
                 image=common_pb2.Image(data=drawn_people(300 + 20 * i, 200), image_id=str(i)),

@@ -1,4 +1,4 @@
-"""The keypointer's Triton model body, run in-process on its CPU config (random
+"""The Keypoint R-CNN Triton model body (GPU profile code), run in-process on a lite config (random
 weights): prompted rows, keypoints inside their boxes, mixed batches."""
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from services.modelkit.keypointer import Keypointer
-from tests.unit.triton_models import initialised, run
+from tests.unit.triton_models import initialised, rcnn_lite_config, run
 
 
 @pytest.fixture(scope="module")
 def keypointer():
-    return initialised(Keypointer, "keypointer")
+    return initialised(Keypointer, "keypointer", rcnn_lite_config("keypointer"))
 
 
 def batch(images: np.ndarray, prompts: list[list[tuple]]) -> dict:

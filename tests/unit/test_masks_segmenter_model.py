@@ -1,4 +1,4 @@
-"""The segmenter's Triton model body, run in-process on its CPU config (random weights):
+"""The Mask R-CNN Triton model body (GPU profile code), run in-process on a lite config (random weights):
 prompted rows, mixed batches, channel choice, weights provenance."""
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from services.modelkit.rcnn import build_rcnn
 from services.modelkit.segmenter import Segmenter
 from services.modelkit.settings import ModelSettings
 from services.modelkit.weights import MissingWeightsError
-from tests.unit.triton_models import initialised, run
+from tests.unit.triton_models import initialised, rcnn_lite_config, run
 
 ARCH = "maskrcnn_mobilenet_v3_large_320_fpn_lite"
 
 
 @pytest.fixture(scope="module")
 def segmenter():
-    return initialised(Segmenter, "segmenter")
+    return initialised(Segmenter, "segmenter", rcnn_lite_config("segmenter"))
 
 
 def batch(images: np.ndarray, prompts: list[list[tuple]], labels: list[list[int]] | None = None) -> dict:

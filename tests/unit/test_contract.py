@@ -1,0 +1,73 @@
+"""Every model config (CPU config.pbtxt and configs/*.pbtxt) against the one tensor
+contract, and what a broken config does at model load."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from services.modelkit.contract import HEADS, ContractError, check_config
+from services.modelkit.entrypoint import IMPLEMENTATIONS, implementation_class
+from services.modelkit.nanodet import NanoDetDetector
+from tests.unit.triton_models import REPO_ROOT, config_json, triton_args
+
+CONFIGS = sorted(
+    (path.parent.name if path.name == "config.pbtxt" else path.parent.parent.name,
+     "cpu" if path.name == "config.pbtxt" else path.stem)
+    for path in (REPO_ROOT / "model_repository").glob("*/**/*.pbtxt")
+)
+
+
+def test_every_model_folder_has_a_cpu_and_a_gpu_config():
+    models = {p.name for p in (REPO_ROOT / "model_repository").iterdir() if p.is_dir()}
+    assert {(m, "cpu") for m in models} | {(m, "gpu") for m in models} == set(CONFIGS)
+
+
+@pytest.mark.parametrize("model,profile", CONFIGS)
+def test_config_meets_its_head_and_names_a_known_implementation_when_shipped(model, profile):
+    config = config_json(model, profile)
+    head = check_config(config)
+    assert head.name in HEADS
+    assert implementation_class(config) is not None
+    # Services and models agree on names: every output the head declares is served.
+    assert [o["name"] for o in config["output"]] == head.output_names()
+
+
+def test_contract_names_the_missing_output_when_config_lacks_one():
+    config = config_json("segmenter")
+    config["output"] = [o for o in config["output"] if o["name"] != "MASKS"]
+    with pytest.raises(ContractError, match=r"segmenter \(promptable_masks head\): missing output MASKS"):
+        check_config(config)
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda c: c["output"][1].update(data_type="TYPE_INT32"), "SCORES is TYPE_INT32"),
+    (lambda c: c["output"][1].update(dims=["99"]), "N = 99 here but 32 elsewhere"),
+    (lambda c: c["input"][0].update(dims=["512", "400", "3"]), "S = 400 here but 512 elsewhere"),
+    (lambda c: c["input"][1].update(dims=["64", "4"]), "P = 64 must not exceed N = 32"),
+    (lambda c: c["parameters"].pop("head"), "parameter 'head' is ''"),
+])
+def test_contract_rejects_config_with_message_when_tensor_wrong(edit, message):
+    config = copy.deepcopy(config_json("keypointer"))
+    edit(config)
+    with pytest.raises(ContractError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        check_config(config)
+
+
+def test_model_refuses_to_load_when_its_config_breaks_the_contract():
+    config = config_json("coco_detector")
+    config["output"] = [o for o in config["output"] if o["name"] != "COUNT"]
+    with pytest.raises(ContractError, match="missing output COUNT"):
+        NanoDetDetector().initialize(triton_args("coco_detector", config))
+
+
+def test_every_implementation_module_is_importable():
+    for target in IMPLEMENTATIONS.values():
+        module, cls = target.split(":")
+        assert cls in Path(REPO_ROOT / (module.replace(".", "/") + ".py")).read_text()
+
+
+def test_config_json_is_what_triton_passes_to_the_model():
+    assert json.loads(triton_args("coco_detector")["model_config"])["name"] == "coco_detector"
