@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Iterable
+
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import DecodeError
@@ -207,8 +209,11 @@ class ErrorInterceptor(_WrappingInterceptor):
     (the traceback goes to the log, not to the caller). Requests whose bytes do not
     parse become INVALID_ARGUMENT instead of gRPC's UNKNOWN."""
 
-    def __init__(self, retry_after_ms: int = 200):
+    def __init__(self, retry_after_ms: int = 200, per_item_streams: Iterable[str] = ()):
         self.retry_after_ms = retry_after_ms
+        # Streaming methods (full names) that answer a malformed message as one failed
+        # item (they receive the MalformedRequest stand-in) instead of ending the stream.
+        self.per_item_streams = frozenset(per_item_streams)
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await super().intercept_service(continuation, handler_call_details)
@@ -225,7 +230,7 @@ class ErrorInterceptor(_WrappingInterceptor):
     def around_unary(self, behavior, method):
         async def wrapped(request, context):
             try:
-                if hasattr(request, "__aiter__"):
+                if hasattr(request, "__aiter__") and method not in self.per_item_streams:
                     request = _checked_stream(request)
                 _reject_malformed(request)
                 return await behavior(request, context)
@@ -238,7 +243,7 @@ class ErrorInterceptor(_WrappingInterceptor):
     def around_stream(self, behavior, method):
         async def wrapped(request, context):
             try:
-                if hasattr(request, "__aiter__"):
+                if hasattr(request, "__aiter__") and method not in self.per_item_streams:
                     request = _checked_stream(request)
                 _reject_malformed(request)
                 async for response in behavior(request, context):

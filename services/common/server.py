@@ -77,6 +77,7 @@ class GrpcApp:
         shutdown: Callable[[], Awaitable[None]] | None = None,
         components: Iterable[str] = (),
         component_check: Callable[[], Awaitable[dict[str, bool]]] | None = None,
+        per_item_streams: Iterable[str] = (),
     ):
         self.settings = settings
         self.metrics = metrics
@@ -90,7 +91,7 @@ class GrpcApp:
         self._shutdown = shutdown
         self.health = DrainingHealthServicer()
         self.admission = AdmissionInterceptor(settings.max_in_flight, settings.retry_after_ms)
-        interceptors = [MetricsInterceptor(metrics), ErrorInterceptor(settings.retry_after_ms)]
+        interceptors = [MetricsInterceptor(metrics), ErrorInterceptor(settings.retry_after_ms, per_item_streams)]
         if settings.auth_tokens:
             interceptors.append(AuthInterceptor(settings.auth_tokens))
         self.server = grpc.aio.server(

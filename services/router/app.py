@@ -23,4 +23,5 @@ def build_app(settings: RouterSettings | None = None, metrics: Metrics | None = 
         shutdown=down.close,
         components=list(down.channels),
         component_check=down.components,
+        per_item_streams=[f"/{SERVICE_NAME}/PreLabelStream"],
     )

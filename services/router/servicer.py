@@ -7,7 +7,7 @@ import logging
 from prelabel.v1 import common_pb2, prelabel_pb2, prelabel_pb2_grpc
 
 from services.common.errors import InvalidArgument, PrelabelError
-from services.common.interceptors import time_left
+from services.common.interceptors import MalformedRequest, time_left
 from services.common.metrics import Metrics
 from services.common.policy_file import ServedPolicy
 from services.router.downstream import Downstream
@@ -41,6 +41,9 @@ class PreLabelerServicer(prelabel_pb2_grpc.PreLabelerServicer):
 
         async def one(request, index: int) -> prelabel_pb2.PreLabelResponse:
             try:
+                if isinstance(request, MalformedRequest):
+                    raise InvalidArgument("request", f"message {index} of the stream is not a valid "
+                                                     f"{request.type_name}; the stream goes on")
                 if not request.image.image_id:
                     raise InvalidArgument("image.image_id", f"required on PreLabelStream (message {index})")
                 request = self.policy.apply(request)
@@ -84,6 +87,8 @@ def failed_response(request, exc: PrelabelError) -> prelabel_pb2.PreLabelRespons
     from services.router.fanout import ALL_TASKS, _code_of
 
     code, message = _code_of(exc)
+    if isinstance(request, MalformedRequest):  # no id to echo: the message says its index
+        request = prelabel_pb2.PreLabelRequest()
     tasks = list(dict.fromkeys(request.tasks)) or list(ALL_TASKS)
     return prelabel_pb2.PreLabelResponse(
         image_id=request.image.image_id,
