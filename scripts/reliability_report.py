@@ -35,6 +35,9 @@ SECTIONS = {
     "deadlines": "Deadlines",
     "triton_kill": "Triton SIGKILL under load and restart",
     "shutdown": "SIGTERM drain (python -m services.detection)",
+    "hung_service": "Hung service (segmentation process SIGSTOPped)",
+    "payload_abuse": "Compressed and oversized payloads (router process)",
+    "prompted_work": "Prompted segmentation work (segmentation process)",
 }
 
 

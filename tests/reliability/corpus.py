@@ -71,6 +71,14 @@ def png_deflate_bomb(width: int = 8000, height: int = 8000) -> bytes:
             + png_chunk(b"IDAT", b"".join(parts)) + png_chunk(b"IEND", b""))
 
 
+def png_text_chunk_bomb(inflated_bytes: int = 8 << 20) -> bytes:
+    """An 8x8 PNG with a zTXt chunk that inflates to `inflated_bytes` (over Pillow's
+    MAX_TEXT_CHUNK) from a few KB: a bomb in the metadata, not the pixels."""
+    png = encode(Image.new("RGB", (8, 8)), "PNG")
+    ztxt = png_chunk(b"zTXt", b"comment\0\0" + zlib.compress(bytes(inflated_bytes), 9))
+    return png[:33] + ztxt + png[33:]  # right after IHDR
+
+
 def gif_claiming(width: int, height: int) -> bytes:
     """GIF89a with a logical screen of `width`x`height` and one 1x1 frame."""
     screen = struct.pack("<HHBBB", width, height, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff"
@@ -168,6 +176,7 @@ def bomb_cases() -> list[Case]:
         Case("jpeg_65500x65500", jpeg_claiming(65500, 65500)),
         Case("jpeg_8000x8000", jpeg_claiming(8000, 8000)),
         Case("webp_16383x16383", webp_claiming(16383, 16383)),
+        Case("png_text_chunk_bomb", png_text_chunk_bomb()),
     ]
 
 
