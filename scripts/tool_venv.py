@@ -17,6 +17,8 @@ whose install was interrupted is rebuilt). A lock file serialises concurrent cal
 
 Directives in a list (comment lines):
   `# pip-args: ARGS`     extra `pip install` arguments (e.g. --no-deps);
+  `# no-deps: REQ`       install REQ with --no-deps after the list (a package whose declared
+                         deps cannot install here, the list standing in for them);
   `# reuse-main-venv`    append the suite's .venv site-packages to the tool's path (a .pth
                          file, rewritten on every call) so that e.g. Ultralytics uses the
                          suite's torch instead of installing a second one (~5 GB).
@@ -54,6 +56,8 @@ def directives(text: str) -> dict[str, str]:
             out["pip-args"] = line.split(":", 1)[1].strip()
         elif line.strip() == "# reuse-main-venv":
             out["reuse-main-venv"] = ""
+        elif line.startswith("# no-deps:"):
+            out["no-deps"] = (out.get("no-deps", "") + " " + line.split(":", 1)[1].strip()).strip()
     return out
 
 
@@ -92,6 +96,9 @@ def ensure(name: str, *, quiet: bool = True) -> Path:
             if quiet:
                 cmd.insert(4, "-q")
             subprocess.run(cmd, check=True)
+            if opts.get("no-deps"):
+                subprocess.run([str(venv_python(venv)), "-m", "pip", "install", "--disable-pip-version-check", "-q",
+                                "--no-deps", *opts["no-deps"].split()], check=True)
             (venv / MARKER).write_text(f"{time.monotonic() - started:.0f} s to install\n")
             print(f"tool venv {name}: installed in {time.monotonic() - started:.0f} s at {venv}", file=sys.stderr)
         if "reuse-main-venv" in opts:

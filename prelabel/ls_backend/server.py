@@ -26,7 +26,6 @@ import logging
 import signal
 import threading
 import time
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
@@ -42,6 +41,7 @@ from prelabel.sdk import SyncPreLabelClient
 
 log = logging.getLogger("prelabel.ls_backend")
 MODEL_CLASS = "PrelabelBackend"
+ENDPOINTS = frozenset({"/", "/health", "/setup", "/predict", "/webhook", "/versions", "/metrics"})
 
 
 class Metrics:
@@ -151,7 +151,9 @@ def make_handler(backend: Backend):
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
-            backend.metrics.requests.labels(self.path.split("?")[0], str(code)).inc()
+            path = self.path.split("?")[0]
+            # known endpoints only: a label per random path would grow without bound
+            backend.metrics.requests.labels(path if path in ENDPOINTS else "other", str(code)).inc()
 
         def _json(self, code: int, obj) -> None:
             self._send(code, json.dumps(obj).encode())

@@ -67,3 +67,37 @@ def test_resolve_sends_the_token_to_label_studio_only_when_url_is_relative_or_al
     url, headers = resolve("/data/local-files/?d=images/a.jpg", settings)
     assert url == "http://ls.example:8080/data/local-files/?d=images/a.jpg" and headers == {"Authorization": "Token k"}
     assert resolve("https://bucket.example.com/a.jpg?sig=1", settings) == ("https://bucket.example.com/a.jpg?sig=1", {})
+
+
+def test_server_refuses_requests_when_body_is_too_large_or_auth_is_wrong():
+    import json
+    import urllib.error
+    import urllib.request
+
+    from prelabel.ls_backend.server import Backend, serve
+
+    settings = LsBackendSettings(host="127.0.0.1", port=0, max_request_bytes=100, basic_auth_user="ls",
+                                 basic_auth_password="pw")
+    httpd = serve(settings, Backend(settings, client=object()))  # no router needed for these
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+
+    def post(path, body, auth=None):
+        req = urllib.request.Request(base + path, data=body, method="POST",
+                                     headers={"Authorization": auth} if auth else {})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as reply:
+                return reply.status, json.loads(reply.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    try:
+        good = "Basic bHM6cHc="  # ls:pw
+        assert post("/webhook", b"{}")[0] == 401 and post("/webhook", b"{}", "Basic eDp5")[0] == 401
+        assert post("/webhook", b"{}", good) == (200, {})
+        assert post("/predict", b"x" * 101, good)[0] == 413
+        assert post("/predict", b'{"tasks": [], "label_config": "<View"}', good)[0] == 400
+        with urllib.request.urlopen(base + "/health", timeout=5) as reply:  # probes need no auth
+            assert json.loads(reply.read())["status"] == "UP"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
