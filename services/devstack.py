@@ -118,30 +118,52 @@ class Stack:
             self.triton.stop()
 
 
+def _top(labels, limit: int = 4) -> str:
+    """'person 0.73, chair 0.32' for the highest-scoring labels."""
+    ranked = sorted(labels, key=lambda d: -d.score)[:limit]
+    return ", ".join(f"{d.category.name or '?'} {d.score:.2f}" for d in ranked) or "-"
+
+
 async def summarise(router_port: int, photos: list[Path]) -> None:
-    """Pre-label each photo through the router (every task) and print one line each."""
+    """Pre-label each photo through the router (every task) and print what was found."""
     async with grpc.aio.insecure_channel(f"127.0.0.1:{router_port}") as channel:
         stub = prelabel_pb2_grpc.PreLabelerStub(channel)
+        weights_seen: dict[str, str] = {}
         print(f"\n{'image':<22}{'size':>10}{'boxes':>7}{'masks':>7}{'persons':>8}{'faces':>6}"
-              f"{'uncert.':>9}{'ms':>7}  weights / notes")
+              f"{'uncert.':>9}{'ms':>7}")
         for path in photos:
             start = time.perf_counter()
             reply = await stub.PreLabel(prelabel_pb2.PreLabelRequest(
                 image=common_pb2.Image(data=path.read_bytes(), image_id=path.name)), timeout=120)
             ms = (time.perf_counter() - start) * 1000
-            weights = sorted({f"{t.provenance.model_name}={WEIGHTS[t.provenance.weights]}"
-                              for t in reply.task_results if t.HasField("provenance")})
+            for t in reply.task_results:
+                if t.HasField("provenance"):
+                    weights_seen[t.provenance.model_name] = (
+                        f"{WEIGHTS[t.provenance.weights]} ({t.provenance.weights_source or t.provenance.architecture})")
             failed = [f"{prelabel_pb2.Task.Name(t.task)}:{t.code}" for t in reply.task_results if t.code != "OK"]
-            face = ""
-            if reply.faces:
-                b = reply.faces[0].detection.box
-                face = f" face@({b.x_min:.0f},{b.y_min:.0f},{b.x_max:.0f},{b.y_max:.0f})"
             print(f"{path.name:<22}{reply.image_size.width:>5}x{reply.image_size.height:<4}"
                   f"{len(reply.detections):>7}{len(reply.masks):>7}{len(reply.person_keypoints):>8}"
-                  f"{len(reply.faces):>6}{reply.uncertainty.score:>9.2f}{ms:>7.0f}  "
-                  f"{' '.join(weights)}{face}{' FAILED ' + ' '.join(failed) if failed else ''}")
-        print("\nModels with random weights produce meaningless labels (offline CPU profile: their "
-              "scores mostly fall below the default 0.05 threshold); the face model has real MTCNN weights.")
+                  f"{len(reply.faces):>6}{reply.uncertainty.score:>9.2f}{ms:>7.0f}"
+                  f"{'  FAILED ' + ' '.join(failed) if failed else ''}")
+            print(f"    boxes: {_top(reply.detections)}")
+            if reply.masks:
+                areas = ", ".join(f"{m.detection.category.name or '?'} {m.area} px" for m in
+                                  sorted(reply.masks, key=lambda m: -m.detection.score)[:3])
+                print(f"    masks: {areas}")
+            for person in reply.person_keypoints[:2]:
+                named = {k.name: k for k in person.keypoints}
+                nose = named.get("nose")
+                where = f" nose at ({nose.x:.0f},{nose.y:.0f})" if nose and nose.visibility else ""
+                visible = sum(k.visibility == 2 for k in person.keypoints)
+                print(f"    person {person.detection.score:.2f}: {visible}/17 keypoints visible{where}")
+            for face in reply.faces[:2]:
+                b = face.detection.box
+                print(f"    face {face.detection.score:.2f} at ({b.x_min:.0f},{b.y_min:.0f},{b.x_max:.0f},{b.y_max:.0f})")
+        print("\nWeights served:")
+        for model, weights in sorted(weights_seen.items()):
+            print(f"  {model:<14} {weights}")
+        print("Small CPU models: scores run low and some labels are drafts to correct (README, "
+              "'What the small CPU models miss'); the GPU profile serves the R-CNN models.")
 
 
 def main() -> None:

@@ -51,7 +51,7 @@ def build_detector(
         extra = {"weights": None, "weights_backbone": None}
     found = find_weights(
         model_name=model_name, architecture=architecture, published_file=file,
-        weights_dir=settings.weights_dir,
+        weights_dir=settings.weights_dir, models_dir=settings.models_dir,
     )
     if found is None and not settings.allow_random_weights:
         raise missing_weights_error(model_name, architecture, file, settings.weights_dir)
@@ -68,8 +68,9 @@ def build_detector(
     else:
         path, kind = found
         model.load_state_dict(load_state_dict(path))
-        info = WeightsInfo(kind=kind, source=f"{path.name} sha256:{sha256_prefix(path)}",
-                           architecture=architecture)
+        digest = sha256_prefix(path, 64)
+        info = WeightsInfo(kind=kind, source=f"{path.name} sha256:{digest[:12]}", architecture=architecture,
+                           sha256=digest, license="BSD-3-Clause (torchvision)" if kind == "pretrained" else "")
     return model.eval().to(device), info
 
 

@@ -51,17 +51,22 @@ def find_weights(
     architecture: str,
     published_file: str | None,
     weights_dir: Path | None,
+    models_dir: Path | None = None,
 ) -> tuple[Path, str] | None:
     """Return (path, kind) of the first real weights file found, or None.
 
-    Order: `<weights_dir>/<model_name>.pt` (custom), `<weights_dir>/<published_file>`
-    and the torch hub cache `<hub>/checkpoints/<published_file>` (pretrained).
+    Order: `<weights_dir>/<model_name>.pt` (custom), `<weights_dir>/<published_file>`,
+    the model cache `<models_dir>/torchvision/<published_file>` (what `prelabel models
+    pull --profile gpu` fetched and verified) and the torch hub cache
+    `<hub>/checkpoints/<published_file>` (pretrained).
     """
     candidates: list[tuple[Path, str]] = []
     if weights_dir is not None:
         candidates.append((weights_dir / f"{model_name}.pt", CUSTOM))
         if published_file:
             candidates.append((weights_dir / published_file, PRETRAINED))
+    if models_dir is not None and published_file:
+        candidates.append((models_dir / "torchvision" / published_file, PRETRAINED))
     if published_file:
         hub = Path(torch.hub.get_dir()) / "checkpoints" / published_file
         candidates.append((hub, PRETRAINED))

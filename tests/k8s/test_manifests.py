@@ -468,7 +468,9 @@ def test_cpu_overlay_has_no_gpu():
     assert triton_arg(c, "--model-config-name") is None
     assert "nodeSelector" not in pod_spec(dep)
     assert _common_config(CPU)["PRELABEL_PROFILE"] == "cpu"
-    assert env_value(CPU, dep, c, "PRELABEL_ALLOW_RANDOM_WEIGHTS") == "true"
+    # Real weights on the CPU profile too (baked into the image): random never allowed.
+    assert env_value(CPU, dep, c, "PRELABEL_ALLOW_RANDOM_WEIGHTS") in (None, "false")
+    assert _common_config(CPU)["PRELABEL_REQUIRE_PRETRAINED"] == "true"
     assert not objects(CPU, "PersistentVolumeClaim")
     volumes = {v["name"]: v for v in pod_spec(dep)["volumes"]}
     assert set(volumes["weights"]) == {"name", "emptyDir"}
