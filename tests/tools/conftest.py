@@ -45,7 +45,7 @@ def run_probe(tool_python, tmp_path_factory):
 
     def run(tool: str, probe: str, *args: str, timeout: float = 300) -> dict:
         env = {**os.environ, "HOME": str(home), "YOLO_CONFIG_DIR": str(home / "ultralytics"),
-               "MPLCONFIGDIR": str(home / "mpl"), "PYTHONPATH": str(REPO)}
+               "MPLCONFIGDIR": str(home / "mpl"), "PYTHONPATH": str(REPO), "FIFTYONE_DO_NOT_TRACK": "true"}
         done = subprocess.run([str(tool_python(tool)), str(PROBES / probe), *map(str, args)],
                               capture_output=True, text=True, timeout=timeout, env=env, cwd=home)
         assert done.returncode == 0, f"{probe} failed:\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"

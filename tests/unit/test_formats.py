@@ -235,14 +235,14 @@ def test_yolo_renames_folders_named_images_when_inputs_live_in_one():
 
 def test_yolo_splits_train_and_val_when_a_val_fraction_is_given(tmp_path):
     yaml = pytest.importorskip("yaml")
-    items = [(f"{i}.jpg", make_response()) for i in range(40)]
+    items = [(f"{i}.jpg", make_response()) for i in range(20)]
     write_outputs(tmp_path, ["yolo"], [(n, i, i, r) for n, (i, r) in enumerate(items, 1)], tasks=["detect"],
                   val_fraction=0.25)
     root = tmp_path / "yolo/detect"
     data = yaml.safe_load((root / "data.yaml").read_text())
     assert (data["train"], data["val"]) == ("train.txt", "val.txt") and "path" not in data
     train, val = ((root / f).read_text().split() for f in ("train.txt", "val.txt"))
-    assert 0 < len(val) < 20 and len(train) + len(val) == 40 and not set(train) & set(val)
+    assert 0 < len(val) < 10 and len(train) + len(val) == 20 and not set(train) & set(val)
     assert all(line.startswith("./images/") for line in train + val)
 
 
