@@ -12,6 +12,7 @@ many are drawn (the most uncertain ones).
 """
 from __future__ import annotations
 
+import heapq
 import html
 import json
 import os
@@ -46,22 +47,27 @@ class Item:
 
 
 def read_journal(path: str) -> Iterator[Item]:
-    """The last `ok` record of every image, without writing to the journal."""
-    last: dict[str, dict] = {}
+    """The last `ok` record of every image, without writing to the journal. Memory: one
+    offset per image (records are parsed one at a time on a second pass)."""
+    last: dict[str, int] = {}
     with open(path, "rb") as fh:
+        offset = 0
         for line in fh:
             if not line.endswith(b"\n"):
                 break  # torn tail of a killed run
             try:
                 record = json.loads(line)
             except ValueError:
-                continue
+                record = None
             if isinstance(record, dict) and isinstance(record.get("image_id"), str):
-                last.pop(record["image_id"], None)  # keep insertion order = last record
-                last[record["image_id"]] = record
-    for n, record in enumerate(last.values(), 1):
-        if record.get("status") == STATUS_OK and isinstance(record.get("response"), dict):
-            yield Item(n, record["image_id"], record.get("path") or record["image_id"], response_of(record))
+                last.pop(record["image_id"], None)  # insertion order = order of last records
+                last[record["image_id"]] = offset
+            offset += len(line)
+        for n, start in enumerate(last.values(), 1):
+            fh.seek(start)
+            record = json.loads(fh.readline())
+            if record.get("status") == STATUS_OK and isinstance(record.get("response"), dict):
+                yield Item(n, record["image_id"], record.get("path") or record["image_id"], response_of(record))
 
 
 def _load_image(item: Item) -> Image.Image:
@@ -136,7 +142,8 @@ CARD = """<figure class="card" data-image-id="{image_id}" data-uncertainty="{u:.
 def write_preview(run_dir: str, *, limit: int = 500, max_side: int = 800) -> str:
     """Draw the run's images (most uncertain first, at most `limit`) and write the page;
     returns the page's path."""
-    items = sorted(read_journal(os.path.join(run_dir, "journal.jsonl")), key=lambda i: i.sort_key)[:limit]
+    # nsmallest keeps `limit` items in memory, not the whole run
+    items = heapq.nsmallest(limit, read_journal(os.path.join(run_dir, "journal.jsonl")), key=lambda i: i.sort_key)
     out = os.path.join(run_dir, DIR_NAME)
     os.makedirs(out, exist_ok=True)
     for old in os.listdir(out):  # a previous preview's pictures

@@ -75,3 +75,27 @@ def test_preview_renders_in_headless_chromium_when_opened(preview_run, chromium,
     assert pixels.std() > 20  # not blank
     # The drawn photos' background shows only if the PNGs loaded (the page itself has none of it).
     assert (np.abs(pixels.astype(int) - BACKGROUND).sum(axis=2) < 6).sum() > 20_000
+
+
+def test_preview_draws_the_last_record_and_the_most_uncertain_when_journal_is_torn_and_limited(tmp_path):
+    from prelabel.preview import read_journal, write_preview
+
+    samples = samples_mod.make_samples(tmp_path / "in")
+    run = tmp_path / "run"
+    run.mkdir()
+    with Journal(run / "journal.jsonl") as journal:
+        for s in samples:
+            journal.append_ok(s.image_id, str(s.path), s.response)
+        again = samples[0].response.__class__()
+        again.CopyFrom(samples[0].response)
+        again.uncertainty.score = 0.99  # the image's last record: now the most uncertain
+        journal.append_ok(samples[0].image_id, str(samples[0].path), again)
+    with open(run / "journal.jsonl", "ab") as fh:
+        fh.write(b'{"v": 1, "image_id": "torn"')  # a killed run's last line
+    before = (run / "journal.jsonl").read_bytes()
+    items = list(read_journal(str(run / "journal.jsonl")))
+    assert [i.image_id for i in items] == [s.image_id for s in samples[1:]] + [samples[0].image_id]
+    page = write_preview(str(run), limit=2, max_side=200)
+    ids = re.findall(r'data-image-id="([^"]+)"', Path(page).read_text())
+    assert ids[0] == samples[0].image_id and len(ids) == 2
+    assert (run / "journal.jsonl").read_bytes() == before  # read-only
