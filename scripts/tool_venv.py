@@ -12,8 +12,8 @@ kept outside the repository at
     $PRELABEL_TOOLS_CACHE (default ~/.cache/prelabel/tools)/NAME-<hash>
 
 where <hash> covers the requirement list and the Python version: editing a list makes a
-new venv, an unchanged one is reused at once (a marker file is written last, so a venv
-whose install was interrupted is rebuilt). A lock file serialises concurrent callers.
+new venv (and removes the old one), an unchanged one is reused at once (a marker file is
+written last, so a venv whose install was interrupted is rebuilt). A lock file serialises concurrent callers.
 
 Directives in a list (comment lines):
   `# pip-args: ARGS`     extra `pip install` arguments (e.g. --no-deps);
@@ -100,6 +100,9 @@ def ensure(name: str, *, quiet: bool = True) -> Path:
                 subprocess.run([str(venv_python(venv)), "-m", "pip", "install", "--disable-pip-version-check", "-q",
                                 "--no-deps", *opts["no-deps"].split()], check=True)
             (venv / MARKER).write_text(f"{time.monotonic() - started:.0f} s to install\n")
+            for old in root.glob(f"{name}-*"):  # venvs of earlier lists
+                if old != venv and old.is_dir():
+                    shutil.rmtree(old, ignore_errors=True)
             print(f"tool venv {name}: installed in {time.monotonic() - started:.0f} s at {venv}", file=sys.stderr)
         if "reuse-main-venv" in opts:
             if not main_site_packages().is_dir():
