@@ -14,6 +14,7 @@ from prelabel.v1 import common_pb2, detection_pb2, keypoints_pb2, prelabel_pb2, 
 
 from services.common import requests as fields
 from services.common.errors import DeadlineExceeded, InvalidArgument, PrelabelError, ResourceExhausted, Unavailable
+from services.common.interceptors import MAX_MESSAGE_BYTES, bounded
 from services.common.metrics import Metrics
 from services.common.review import image_uncertainty, policy_from_proto
 from services.router.disagreement import disagreement
@@ -169,6 +170,12 @@ async def _cascade(p: Plan, down: Downstream, wanted: set, metrics: Metrics) -> 
 
 
 def _code_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """A task's status code and message (bounded like the error trailers)."""
+    code, message = _unbounded_code_of(exc)
+    return code, bounded(message, MAX_MESSAGE_BYTES)
+
+
+def _unbounded_code_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, grpc.aio.AioRpcError):
         return exc.code(), exc.details() or ""
     if isinstance(exc, DeadlineExceeded):

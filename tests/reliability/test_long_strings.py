@@ -86,3 +86,13 @@ async def test_bulk_retries_when_resource_exhausted_is_overload_with_retry_hint(
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     outcome = classify_error(caught.value)
     assert outcome.kind == RETRY and outcome.overload
+
+
+@pytest.mark.timeout(120)
+async def test_prelabel_stream_bounds_item_message_when_policy_category_is_long_and_band_bad(router):
+    policy = common_pb2.ReviewPolicy(by_category={"k" * 6000: common_pb2.ReviewBand(accept_at=2.0)})
+    request = prelabel_pb2.PreLabelRequest(image=image(), review_policy=policy)
+    replies = [r async for r in router.PreLabelStream(iter([request]), timeout=30)]
+    (reply,) = replies
+    assert {t.code for t in reply.task_results} == {"INVALID_ARGUMENT"}
+    assert all(len(t.message.encode()) <= 512 for t in reply.task_results)
