@@ -34,6 +34,11 @@ class SampleRouter(prelabel_pb2_grpc.PreLabelerServicer):
         return response
 
 
+    def PreLabelStream(self, request_iterator, context):
+        for request in request_iterator:
+            yield self.PreLabel(request, context)
+
+
 def start() -> tuple[grpc.Server, SampleRouter, str]:
     servicer = SampleRouter()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
