@@ -30,6 +30,7 @@ from bench.clients import (
     queue_ms_delta,
     scrape_stages,
 )
+from bench.bulk import measure_bulk
 from bench.fanout import measure_fanout, not_measured_reason
 from bench.load import Variant, interleave
 from bench.repo import REPO_ROOT, config_for
@@ -38,6 +39,9 @@ from bench.servers import Stack
 log = logging.getLogger("bench")
 
 IDENTITY = "bench_identity"
+#: Images of the bulk comparison (~3 s of NanoDet on 2 cores per round, so annotate's
+#: start-up is a small part of its wall time).
+BULK_IMAGES = 120
 NOBATCH = "_nobatch"
 
 
@@ -96,7 +100,7 @@ def machine() -> tuple[str, str]:
         pass
     mem = ""
     try:
-        kb = int(next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")).split()[1])
+        kb = int(next(line for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")).split()[1])
         mem = f", {kb / 1024 / 1024:.0f} GiB RAM"
     except (OSError, StopIteration, ValueError):
         pass
@@ -400,7 +404,7 @@ def run(plan: Plan, out: Path, router: str | None = None, singles: dict[str, str
         log.info("servers up at %.0fs: %s", deadline.elapsed(), stack.startup_s)
         result["comparisons"] = asyncio.run(measure(stack, plan, deadline, router, singles or {}))
     if router is None and plan.mode == "full" and not deadline.expired():
-        result["comparisons"]["fanout"] = fanout_with_devstack(plan, out / "logs")
+        result["comparisons"].update(whole_suite_comparisons(plan, out / "logs"))
     result["targets"] = report.targets(result["comparisons"], result["stages"])
     result["meta"]["loadavg_end"] = loadavg()
     result["meta"]["wall_s"] = deadline.elapsed()
@@ -408,9 +412,10 @@ def run(plan: Plan, out: Path, router: str | None = None, singles: dict[str, str
     return result
 
 
-def fanout_with_devstack(plan: Plan, logs: Path) -> dict:
+def whole_suite_comparisons(plan: Plan, logs: Path) -> dict:
     """Start the whole suite (Triton with every model, the three services, the router)
-    on free loopback ports, as `make run` does, and compare the router with the services."""
+    on free loopback ports, as `make run` does; compare the router with the services
+    (fan-out) and a detection-only `prelabel annotate` with the model in-process (bulk)."""
     from services.devstack import DevstackSettings, Stack as SuiteStack
     from services.embedded_triton.launcher import free_port
     from services.embedded_triton.settings import TritonSettings
@@ -431,15 +436,24 @@ def fanout_with_devstack(plan: Plan, logs: Path) -> dict:
         return await measure_fanout(a["router"], singles, [p.data for p in images.jpegs()],
                                     rounds=plan.hop_rounds, warm_s=plan.warm_s, window_s=plan.hop_window_s * 2)
 
-    log.info("-- fan-out: starting the whole suite")
+    log.info("-- fan-out and bulk: starting the whole suite")
+    results: dict = {}
     try:
         suite.start()
-        return asyncio.run(go())
+        results["fanout"] = asyncio.run(go())
     except Exception as exc:  # report, don't lose the rest of the run
         log.exception("fan-out failed")
-        return {"measured": False, "reason": f"fan-out failed: {exc}"}
+        results["fanout"] = {"measured": False, "reason": f"fan-out failed: {exc}"}
+    try:
+        if "fanout" in results and suite.procs:
+            log.info("-- bulk: prelabel annotate (detect) vs NanoDet in-process")
+            results["bulk"] = measure_bulk(suite.addresses()["router"], copies=BULK_IMAGES, rounds=2)
+    except Exception as exc:
+        log.exception("bulk failed")
+        results["bulk"] = {"measured": False, "reason": f"bulk failed: {exc}"}
     finally:
         suite.stop()
+    return results
 
 
 def _exit_on_sigterm(signum, frame) -> None:
