@@ -211,7 +211,8 @@ def _prompted(result: InferOutput, boxes, categories, label_map: str, lb: Letter
     for k, (box, (cat_id, name, _)) in enumerate(zip(boxes, categories)):
         if not cat_id and not name:
             cat_id = int(out["LABELS"][0][k])
-            name = category_name(label_map, cat_id)
+            # 0: the model could not name the object in the box -- say so, no "class_0".
+            name = category_name(label_map, cat_id) if cat_id else ""
         instances.append(_instance(out["MASKS"][0][k], box, box, cat_id, name, None, lb, opts,
                                    result.provenance, budget, prompt_index=k))
     return instances
