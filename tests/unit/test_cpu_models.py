@@ -102,20 +102,37 @@ def test_nanodet_finds_the_cup_with_scores_sorted_and_nms_applied_when_coffee(de
             assert ci != cj or iou(bi, bj) <= 0.6 + 1e-6
 
 
-def test_movenet_puts_the_nose_inside_the_face_when_automatic(keypointer):
-    x, lb = model_input("astronaut.png", 512)
+@pytest.fixture(scope="module")
+def faces():
+    return cpu_model("face_detector")
+
+
+def mtcnn_face(faces, name: str) -> tuple:
+    x, lb = model_input(name, 512)
+    (face, *_) = rows(run(faces, {"IMAGE": x}))
+    assert face["SCORES"] > 0.99
+    return tuple(boxes_to_source(face["BOXES"], lb)[0])
+
+
+def test_mtcnn_face_is_where_the_face_is_when_astronaut(faces):
+    assert iou(mtcnn_face(faces, "astronaut.png"), ASTRONAUT_FACE) > 0.7
+
+
+@pytest.mark.parametrize("name", ["astronaut.png", "camera.png"])
+def test_movenet_puts_the_nose_inside_the_face_mtcnn_finds_when_automatic(keypointer, faces, name):
+    x, lb = model_input(name, 512)
     inputs = {"IMAGE": x, **prompts(np.zeros((0, 4)), 32)}
     inputs.pop("PROMPT_LABELS")
     persons = rows(run(keypointer, inputs))
-    assert persons and persons[0]["SCORES"] > 0.3
+    assert persons and persons[0]["SCORES"] > 0.2  # multipose lightning scores run low
     points = points_to_source(persons[0]["KEYPOINTS"], lb)
     nose, left_shoulder, right_shoulder = points[0], points[5], points[6]
-    fx0, fy0, fx1, fy1 = ASTRONAUT_FACE
+    fx0, fy0, fx1, fy1 = mtcnn_face(faces, name)
     assert fx0 <= nose[0] <= fx1 and fy0 <= nose[1] <= fy1, nose
-    # Shoulders below the face, the subject's left shoulder on the image's right.
-    assert left_shoulder[1] > fy1 - 20 and right_shoulder[1] > fy1 - 20
-    assert left_shoulder[0] > right_shoulder[0]
-    assert iou(tuple(boxes_to_source(persons[0]["BOXES"], lb)[0]), ASTRONAUT_PERSON) > 0.6
+    if name == "astronaut.png":  # she faces the camera: shoulders below the face, hers left on our right
+        assert left_shoulder[1] > fy1 - 20 and right_shoulder[1] > fy1 - 20
+        assert left_shoulder[0] > right_shoulder[0]
+        assert iou(tuple(boxes_to_source(persons[0]["BOXES"], lb)[0]), ASTRONAUT_PERSON) > 0.6
 
 
 def test_movenet_answers_one_row_per_prompt_in_order_when_prompted(keypointer):
