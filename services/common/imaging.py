@@ -162,10 +162,10 @@ def used_range_to_8bit(values: np.ndarray) -> np.ndarray:
         v[~finite] = 0.0
     if not finite.any():
         return np.zeros(v.shape, np.uint8)
-    lo, hi = float(v[finite].min()), float(v[finite].max())
-    if hi > lo:
-        v -= lo
-        v *= 255.0 / (hi - lo)
+    low, high = float(v[finite].min()), float(v[finite].max())
+    if high > low:
+        v -= low
+        v *= 255.0 / (high - low)
     np.clip(v, 0, 255, out=v)
     if not finite.all():
         v[~finite] = 0.0
