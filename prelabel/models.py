@@ -136,7 +136,8 @@ def convert(python: Path, tarball: Path, model: catalog.ConvertedModel, out: Pat
                "CUDA_VISIBLE_DEVICES": ""}
         try:
             done = subprocess.run(
-                [str(python), str(CONVERT_SCRIPT), str(model_json), str(out), "--opset", str(catalog.ONNX_OPSET)],
+                [str(python), str(CONVERT_SCRIPT), str(model_json), str(out), "--opset", str(catalog.ONNX_OPSET),
+                 *(["--batchable"] if model.batchable else [])],
                 capture_output=True, text=True, env=env, timeout=CONVERT_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             raise PullError(f"converting {model.name} did not finish in {CONVERT_TIMEOUT_S}s") from None
@@ -149,6 +150,7 @@ def lock_entry(model: catalog.ConvertedModel, onnx_path: Path) -> dict:
         "source": f"npm:{catalog.HUMAN_MODELS.spec}/{model.member.removeprefix('package/')}",
         "architecture": model.architecture,
         "license": model.license,
+        "batchable": model.batchable,
         "onnx_sha256": store.sha256_file(onnx_path),
         "bytes": onnx_path.stat().st_size,
     }

@@ -33,6 +33,9 @@ class ConvertedModel:
     license: str
     upstream: str
     published_accuracy: str
+    #: Converted with a symbolic batch axis (only graphs whose batch-of-N output equals N
+    #: batches of 1 after the change: tested). The others run item by item.
+    batchable: bool = False
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,7 @@ CONVERTED: dict[str, ConvertedModel] = {
             license="Apache-2.0 (Google MediaPipe selfie segmentation)",
             upstream="https://google.github.io/mediapipe/solutions/selfie_segmentation",
             published_accuracy="MediaPipe model card: IoU 0.93-0.97 on its selfie evaluation sets",
+            batchable=True,
         ),
     ]
 }

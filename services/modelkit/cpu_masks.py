@@ -13,7 +13,8 @@ head from real, published parts.
   that overlaps it most (IoU >= 0.3), else GrabCut with category 0.
 
 MASKS rows are probabilities over each row's box (M x M); the service pastes them into
-source pixels. Items of a Triton batch run one by one (the graphs are batch-1).
+source pixels. Items of a Triton batch run one by one (NanoDet's graph is batch-1); the
+person crops of an item go through selfie as one batch.
 """
 from __future__ import annotations
 
@@ -100,14 +101,24 @@ class SelfieSegmenter:
         self.session, self.info = open_session("selfie", threads, cache_dir)
         self.input_name = self.session.get_inputs()[0].name
 
-    def person_probs(self, image: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
+    def person_probs(self, image: np.ndarray, boxes: list[np.ndarray], size: int) -> list[np.ndarray]:
+        """One size x size grid per person box; every crop of the image in one batch (the
+        selfie graph is converted with a batch axis)."""
+        if not boxes:
+            return []
         cv2 = _cv2()
-        crop, (x0, y0, side) = square_crop(image, box, PERSON_CROP_SCALE)
-        net = cv2.resize(crop, (SELFIE_SIZE, SELFIE_SIZE), interpolation=cv2.INTER_AREA
-                         if side > SELFIE_SIZE else cv2.INTER_LINEAR)
-        probs = self.session.run(None, {self.input_name: net[None].astype(np.float32) / 255.0})[0][0, ..., 0]
-        local = (np.array([box[0] - x0, box[1] - y0, box[2] - x0, box[3] - y0]) * SELFIE_SIZE / side)
-        return box_grid(probs, local, size)
+        crops, frames = [], []
+        for box in boxes:
+            crop, (x0, y0, side) = square_crop(image, box, PERSON_CROP_SCALE)
+            crops.append(cv2.resize(crop, (SELFIE_SIZE, SELFIE_SIZE), interpolation=cv2.INTER_AREA
+                                    if side > SELFIE_SIZE else cv2.INTER_LINEAR))
+            frames.append((x0, y0, side))
+        probs = self.session.run(None, {self.input_name: np.stack(crops).astype(np.float32) / 255.0})[0][..., 0]
+        out = []
+        for p, box, (x0, y0, side) in zip(probs, boxes, frames):
+            local = np.array([box[0] - x0, box[1] - y0, box[2] - x0, box[3] - y0]) * SELFIE_SIZE / side
+            out.append(box_grid(p, local, size))
+        return out
 
 
 class CpuSegmenter(BatchedModel):
@@ -133,10 +144,18 @@ class CpuSegmenter(BatchedModel):
         boxes, scores, labels = self.detector.detect(small, floor, self.max_instances)
         return boxes * (size / net), scores, labels
 
-    def _mask(self, image, box, label: int, bounds) -> np.ndarray:
-        if label == PERSON:
-            return self.selfie.person_probs(image, box, self.mask_size)
-        return grabcut_probs(image, box, self.mask_size, self.grabcut_max_side, self.grabcut_iterations, bounds)
+    def _masks(self, image, boxes, labels) -> list[np.ndarray]:
+        """Selfie for the persons (one batch), GrabCut for the rest, in row order."""
+        bounds = content_bounds(image)
+        persons = [k for k, lab in enumerate(labels) if int(lab) == PERSON]
+        masks: list[np.ndarray | None] = [None] * len(boxes)
+        for k, probs in zip(persons, self.selfie.person_probs(image, [boxes[k] for k in persons], self.mask_size)):
+            masks[k] = probs
+        for k, box in enumerate(boxes):
+            if masks[k] is None:
+                masks[k] = grabcut_probs(image, box, self.mask_size, self.grabcut_max_side,
+                                         self.grabcut_iterations, bounds)
+        return [m for m in masks if m is not None]
 
     def _prompted(self, image, prompts, labels):
         scores = np.zeros(len(prompts), np.float32)
@@ -151,8 +170,7 @@ class CpuSegmenter(BatchedModel):
                 if overlap[j] >= CLASSIFY_MIN_IOU:
                     labels[k], scores[k] = det_labels[j], det_scores[j]
         labels = np.maximum(labels, 0)
-        bounds = content_bounds(image)
-        masks = [self._mask(image, box, int(lab), bounds) for box, lab in zip(prompts, labels)]
+        masks = self._masks(image, prompts, labels)
         return prompts, scores, labels, masks
 
     def infer(self, inputs):
@@ -166,8 +184,7 @@ class CpuSegmenter(BatchedModel):
                 boxes, scores, labels, masks = self._prompted(image, prompts, inputs["PROMPT_LABELS"][i, :count])
             else:
                 boxes, scores, labels = self._detect(image, self.score_floor)
-                bounds = content_bounds(image)
-                masks = [self._mask(image, b, int(lab), bounds) for b, lab in zip(boxes, labels)]
+                masks = self._masks(image, boxes, labels)
             out["BOXES"].append(pad_rows(np.asarray(boxes, np.float32).reshape(-1, 4), n))
             out["SCORES"].append(pad_rows(np.asarray(scores, np.float32), n))
             out["LABELS"].append(pad_rows(np.asarray(labels, np.int32), n))

@@ -213,3 +213,15 @@ def test_batch_of_four_equals_four_batches_of_one_when_mixed_photos(model, detec
         alone = run(instance, inputs)
         for name, value in alone.items():
             np.testing.assert_array_equal(together[name][i], value[0], err_msg=f"{model} item {i} {name}")
+
+
+def test_selfie_batch_of_person_crops_equals_crops_one_by_one(segmenter):
+    """The selfie graph is converted with a batch axis (Reshape constants patched):
+    one batch of three crops must give what three separate runs give."""
+    x, lb = model_input("astronaut.png", 512)
+    boxes = [boxes_to_model(np.array([b], np.float32), lb)[0]
+             for b in (ASTRONAUT_PERSON, ASTRONAUT_FACE, (200, 250, 480, 500))]
+    together = segmenter.selfie.person_probs(x[0], boxes, 64)
+    for box, grid in zip(boxes, together):
+        (alone,) = segmenter.selfie.person_probs(x[0], [box], 64)
+        np.testing.assert_allclose(grid, alone, atol=1e-5)

@@ -151,6 +151,32 @@ def canonicalize(model) -> None:
     graph.doc_string = ""
 
 
+def make_batchable(model) -> int:
+    """Give the graph a symbolic batch axis: inputs and outputs get dim 0 `batch`, and
+    every Reshape whose constant target shape starts with 1 (the exported batch) gets 0
+    there instead ("copy the input's dim 0"). Only for graphs where that is the whole
+    story (selfie); the caller checks batch-of-N against N batches of 1. Returns the
+    number of Reshape constants changed."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    changed = 0
+    for node in graph.node:
+        if node.op_type == "Reshape" and node.input[1] in inits:
+            shape = numpy_helper.to_array(inits[node.input[1]])
+            if shape.ndim == 1 and len(shape) and shape[0] == 1:
+                shape = shape.copy()
+                shape[0] = 0
+                inits[node.input[1]].CopyFrom(numpy_helper.from_array(shape, node.input[1]))
+                changed += 1
+    for value in list(graph.input) + list(graph.output):
+        dim = value.type.tensor_type.shape.dim[0]
+        dim.ClearField("dim_value")
+        dim.dim_param = "batch"
+    return changed
+
+
 def _copy(message):
     out = type(message)()
     out.CopyFrom(message)
@@ -162,6 +188,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("tfjs_json")
     parser.add_argument("output")
     parser.add_argument("--opset", type=int, default=17)
+    parser.add_argument("--batchable", action="store_true", help="symbolic batch axis (see make_batchable)")
     args = parser.parse_args(argv)
 
     import onnx
@@ -174,6 +201,8 @@ def main(argv: list[str]) -> int:
     convert.main()
     model = onnx.load(args.output)
     canonicalize(model)
+    if args.batchable:
+        make_batchable(model)
     onnx.checker.check_model(model)
     onnx.save(model, args.output)
     return 0
