@@ -72,7 +72,7 @@ class Failure:
 
 @dataclass
 class BulkOptions:
-    tasks: list[int]
+    tasks: list[prelabel_pb2.Task]
     window: int = 8
     score_threshold: float | None = None
     cascade: bool = False
@@ -189,6 +189,7 @@ class BulkRunner:
 
     def _finish(self, image: InputImage, outcome: Outcome) -> None:
         if outcome.kind == OK:
+            assert outcome.response is not None  # classify() sets it on every OK
             self.journal.append_ok(image.image_id, image.path, outcome.response)
             self.tally.ok += 1
             self._successes += 1

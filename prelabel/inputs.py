@@ -51,7 +51,7 @@ def _is_image(name: str) -> bool:
 
 
 def _walk_folder(folder: str) -> list[str]:
-    found = []
+    found: list[str] = []
     for root, dirs, files in os.walk(folder, followlinks=False):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         found.extend(os.path.join(root, f) for f in sorted(files) if _is_image(f) and not f.startswith("."))

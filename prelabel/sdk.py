@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Sequence
+from typing import Any, cast
 
 import grpc
 
@@ -30,7 +30,7 @@ DEFAULT_ADDRESS = "127.0.0.1:50051"
 #: with many masks.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
-TASKS: dict[str, int] = {
+TASKS: dict[str, prelabel_pb2.Task] = {
     "detect": prelabel_pb2.TASK_DETECT,
     "segment": prelabel_pb2.TASK_SEGMENT,
     "keypoints": prelabel_pb2.TASK_KEYPOINTS,
@@ -45,20 +45,20 @@ class StreamStalled(Exception):
     """No response on a stream for `idle_timeout_s` while images were outstanding."""
 
 
-def parse_tasks(tasks: str | Iterable[TaskSpec] | None) -> list[int]:
+def parse_tasks(tasks: str | Iterable[TaskSpec] | None) -> list[prelabel_pb2.Task]:
     """Task enum values from names ("detect,segment" or ["detect", ...]) or enum values;
     None or empty means all four."""
     if tasks is None:
         return list(TASKS.values())
     if isinstance(tasks, str):
         tasks = [t for t in (p.strip() for p in tasks.split(",")) if t]
-    out: list[int] = []
+    out: list[prelabel_pb2.Task] = []
     for task in tasks:
         value = TASKS.get(task) if isinstance(task, str) else int(task)
         if value is None or value not in TASK_NAMES:
             raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
         if value not in out:
-            out.append(value)
+            out.append(cast(prelabel_pb2.Task, value))  # a known Task number, checked above
     return out or list(TASKS.values())
 
 
@@ -197,7 +197,7 @@ class PreLabelClient:
         window: int = 8,
         idle_timeout_s: float | None = None,
         **request_options: Any,
-    ) -> AsyncIterator[prelabel_pb2.PreLabelResponse]:
+    ) -> AsyncGenerator[prelabel_pb2.PreLabelResponse, None]:
         """Label `(image_id, bytes)` items over one bidi stream; responses come in
         completion order (match them by image_id).
 
@@ -248,8 +248,8 @@ class PreLabelClient:
                         raise StreamStalled(
                             f"no response for {idle_timeout_s}s with {outstanding} images outstanding")
                     continue
-                if sender in done and sender.exception() is not None:
-                    raise sender.exception()  # the items iterator failed
+                if sender in done and (error := sender.exception()) is not None:
+                    raise error  # the items iterator failed
                 if read not in done:
                     continue
                 response, read = read.result(), None

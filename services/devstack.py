@@ -178,6 +178,7 @@ def main() -> None:
             loop.add_signal_handler(sig, stopping.set)
         stack.start()
         await stack.wait_serving()
+        assert stack.triton is not None  # set by start()
         await summarise(settings.router_port, sample_photos(settings.samples))
         print(f"\nServing: router 127.0.0.1:{settings.router_port} (PreLabeler), detection :{settings.detection_port}, "
               f"segmentation :{settings.segmentation_port}, keypoints :{settings.keypoints_port}; "

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -153,7 +154,7 @@ def calibrate_class(task: str, category: str, scores, correct, s: Settings) -> C
     return res
 
 
-def calibrate(samples: dict[tuple[str, str], tuple], s: Settings) -> Calibration:
+def calibrate(samples: dict[tuple[str, str], tuple[Any, Any]], s: Settings) -> Calibration:
     """`samples`: (task, category) -> (scores, correct) of the drafts matched against truth."""
     per_task = [calibrate_class(task, cat, *samples[(task, cat)], s) for task, cat in sorted(samples)]
     by_category: dict[str, Band] = {}
@@ -163,7 +164,8 @@ def calibrate(samples: dict[tuple[str, str], tuple], s: Settings) -> Calibration
         if not usable:
             fallback[cat] = "; ".join(f"{r.task}: {r.note}" for r in per_task if r.category == cat)
             continue
-        by_category[cat] = Band(accept_at=max(r.accept_at for r in usable),
-                                reject_below=min(r.reject_below for r in usable))
+        # calibrate_class sets both edges, or neither (support below min_support)
+        by_category[cat] = Band(accept_at=max(r.accept_at for r in usable if r.accept_at is not None),
+                                reject_below=min(r.reject_below for r in usable if r.reject_below is not None))
     return Calibration(policy=ReviewPolicy(default=s.default, by_category=by_category),
                        per_task=per_task, fallback=fallback)

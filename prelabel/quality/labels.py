@@ -31,7 +31,7 @@ class Ann:
 
     @property
     def has_keypoints(self) -> bool:
-        return bool(self.keypoints) and any(v > 0 for v in self.keypoints[2::3])
+        return self.keypoints is not None and any(v > 0 for v in self.keypoints[2::3])
 
 
 @dataclass

@@ -155,7 +155,7 @@ def _label_studio(tasks: list, truth: Truth) -> None:
         for p in points:
             parent = boxes.get(p["parent"])
             names = KEYPOINT_NAMES.get(parent.category) if parent else None
-            if not names or p["name"] not in names:
+            if parent is None or not names or p["name"] not in names:
                 truth.skipped["keypointlabels without a person/face box"] = \
                     truth.skipped.get("keypointlabels without a person/face box", 0) + 1
                 continue

@@ -46,7 +46,7 @@ def letterbox_image(image: Image.Image, lb: Letterbox, out: np.ndarray | None = 
     if out is None:
         out = np.zeros((lb.dst_h, lb.dst_w, 3), dtype=np.uint8)
     resized = image if image.size == (lb.new_w, lb.new_h) else image.resize(
-        (lb.new_w, lb.new_h), Image.BILINEAR, reducing_gap=3.0
+        (lb.new_w, lb.new_h), Image.Resampling.BILINEAR, reducing_gap=3.0
     )
     out[lb.pad_y : lb.pad_y + lb.new_h, lb.pad_x : lb.pad_x + lb.new_w] = np.asarray(resized)
     return out

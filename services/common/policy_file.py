@@ -103,8 +103,8 @@ def policy_document(policy: ReviewPolicy, provenance: dict[str, Any]) -> dict[st
     def band(b) -> dict:
         return {"accept_at": round(float(b.accept_at), 6), "reject_below": round(float(b.reject_below), 6)}
 
-    body = {"default_band": band(policy.default),
-            "by_category": {name: band(b) for name, b in sorted(policy.by_category.items())}}
+    body: dict[str, Any] = {"default_band": band(policy.default),
+                            "by_category": {name: band(b) for name, b in sorted(policy.by_category.items())}}
     if policy.include_rejected:
         body["include_rejected"] = True
     served = parse_policy({POLICY_KEY: body}).policy  # the id of what servers will load
@@ -154,6 +154,7 @@ class ServedPolicy:
         return self.path or SOURCE_DEFAULT
 
     def _file_stamp(self) -> tuple | None:
+        assert self.path is not None  # only called with a policy file
         try:
             st = os.stat(self.path)
         except OSError:

@@ -29,7 +29,7 @@ class Band:
     accept_at: float = DEFAULT_ACCEPT_AT
     reject_below: float = DEFAULT_REJECT_BELOW
 
-    def decide(self, score: float) -> int:
+    def decide(self, score: float) -> common_pb2.ReviewDecision:
         if score >= self.accept_at:
             return AUTO_ACCEPT
         if score < self.reject_below:

@@ -147,7 +147,7 @@ class TritonClient:
         inputs: dict[str, np.ndarray],
         *,
         timeout_s: float | None,
-        priority: int = common_pb2.PRIORITY_INTERACTIVE,
+        priority: common_pb2.Priority = common_pb2.PRIORITY_INTERACTIVE,
     ) -> InferOutput:
         """Run one request (inputs carry their batch axis). `timeout_s` is the time
         left of the caller's deadline; it becomes the gRPC deadline to Triton, and

@@ -15,6 +15,7 @@ def main() -> None:
         signal.signal(sig, lambda *_: stop.set())
     with EmbeddedTriton() as triton:
         print(f"tritonserver ready: grpc {triton.grpc_url}  metrics {triton.metrics_url}", flush=True)
+        assert triton.process is not None  # set by start()
         while not stop.is_set() and triton.process.poll() is None:
             stop.wait(0.5)
 

@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from services.embedded_triton.settings import REPO_ROOT, TritonSettings
 
@@ -105,7 +106,7 @@ class EmbeddedTriton:
         # regions of this server (others may run on the same machine).
         self.shm_prefix = f"prelabel_{os.getpid()}_{self.grpc_port}_"
         self.admin_key = secrets.token_urlsafe(24)  # per launch; see admin_headers
-        self._log_file = None
+        self._log_file: IO[bytes] | None = None
 
     @property
     def admin_headers(self) -> dict[str, str]:
@@ -178,7 +179,7 @@ class EmbeddedTriton:
             raise TritonStartError("already started")
         cmd = self.command()
         log.info("starting tritonserver: %s", " ".join(cmd))
-        out = subprocess.DEVNULL
+        out: int | IO[bytes] = subprocess.DEVNULL
         if self.log_path is not None:
             self._log_file = open(self.log_path, "ab")
             out = self._log_file
@@ -197,6 +198,7 @@ class EmbeddedTriton:
             return False
 
     def wait_ready(self, timeout_s: float) -> None:
+        assert self.process is not None, "wait_ready() after start()"
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

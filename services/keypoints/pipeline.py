@@ -61,7 +61,7 @@ TASKS = {keypoints_pb2.KEYPOINT_KIND_PERSON: "person_keypoints",
 
 @dataclass(frozen=True)
 class Options:
-    kind: int
+    kind: keypoints_pb2.KeypointKind
     flt: LabelFilter
     thresholds: KeypointThresholds
     policy: ReviewPolicy

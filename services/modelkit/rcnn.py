@@ -221,7 +221,7 @@ class PromptableRcnn(BatchedModel):
     def pack(self, rows: list[dict[str, torch.Tensor]]) -> dict[str, np.ndarray]:
         n = self.max_instances
         names = list(rows[0])
-        out = {name: [] for name in names}
+        out: dict[str, list[np.ndarray]] = {name: [] for name in names}
         counts = []
         for row in rows:
             for name in names:

@@ -31,8 +31,8 @@ MAX_MERGE_SHARE = 0.2
 @dataclass
 class Plan:
     request: prelabel_pb2.PreLabelRequest
-    tasks: list[int]
-    priority: int
+    tasks: list[Task]
+    priority: common_pb2.Priority
     deadline: float  # time.monotonic() by which the reply must be written
     min_time_left_s: float
     merge_margin_s: float = 0.0  # kept back from every downstream call for the merge
@@ -48,7 +48,7 @@ class Plan:
         return left
 
 
-def plan(request: prelabel_pb2.PreLabelRequest, *, timeout_s: float, priority: int,
+def plan(request: prelabel_pb2.PreLabelRequest, *, timeout_s: float, priority: common_pb2.Priority,
          min_time_left_s: float, merge_margin_s: float = 0.0, max_image_bytes: int | None = None) -> Plan:
     """Validate what the router itself owns, and the image's size in bytes before it
     is copied into any downstream request; the services decode and validate the rest
@@ -103,7 +103,7 @@ async def _segment(p: Plan, down: Downstream, boxes: list[common_pb2.Detection] 
     return await down.segmenter.Segment(req, timeout=p.time_left(), metadata=down.metadata)
 
 
-async def _keypoints(p: Plan, down: Downstream, kind: int, boxes: list[common_pb2.Detection] | None):
+async def _keypoints(p: Plan, down: Downstream, kind: keypoints_pb2.KeypointKind, boxes: list[common_pb2.Detection] | None):
     r = p.request
     req = keypoints_pb2.KeypointRequest(**_common(r), kind=kind, max_instances=r.max_labels,
                                         priority=p.priority)
@@ -244,7 +244,7 @@ def merge(p: Plan, results: list[tuple]) -> prelabel_pb2.PreLabelResponse:
 
 
 async def prelabel(request: prelabel_pb2.PreLabelRequest, down: Downstream, metrics: Metrics, *,
-                   timeout_s: float, priority: int, min_time_left_s: float, merge_margin_s: float = 0.0,
+                   timeout_s: float, priority: common_pb2.Priority, min_time_left_s: float, merge_margin_s: float = 0.0,
                    max_image_bytes: int | None = None,
                    raise_when_all_failed: bool = True) -> prelabel_pb2.PreLabelResponse:
     p = plan(request, timeout_s=timeout_s, priority=priority, min_time_left_s=min_time_left_s,

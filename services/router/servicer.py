@@ -55,13 +55,17 @@ class PreLabelerServicer(prelabel_pb2_grpc.PreLabelerServicer):
             except PrelabelError as exc:
                 return failed_response(request, exc)
 
+        def finished(t: asyncio.Task) -> None:
+            pending.discard(t)
+            done.put_nowait(t)
+
         async def read() -> None:
             index = 0
             async for request in request_iterator:
                 await window.acquire()
                 task = asyncio.create_task(one(request, index))
                 pending.add(task)
-                task.add_done_callback(lambda t: (pending.discard(t), done.put_nowait(t)))
+                task.add_done_callback(finished)
                 index += 1
 
         reader = asyncio.create_task(read())
