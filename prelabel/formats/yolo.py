@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import os
 import shutil
 
@@ -171,12 +172,12 @@ class YoloWriter:
         """The image's unique path under images/ (its label path unique too)."""
         name = dataset_name(image_id, self.image_root)
         ext = os.path.splitext(name)[1]
-        candidates = [name, name + ext] + [f"{name}~{n}{ext}" for n in range(1, 1_000_000)]
-        for candidate in candidates:
+        candidates = itertools.chain([name, name + ext], (f"{name}~{n}{ext}" for n in itertools.count(1)))
+        for candidate in candidates:  # lazily: almost always the first one
             if label_relpath(candidate) not in self._used:
                 self._used.add(label_relpath(candidate))
                 return candidate
-        raise RuntimeError(f"no free label name for {image_id!r}")
+        raise AssertionError("unreachable")
 
     def add(self, number: int, image_id: str, path: str, response: prelabel_pb2.PreLabelResponse) -> None:
         name = self._name(image_id)
