@@ -71,6 +71,22 @@ class Backend:
         self.projects: dict[str, Project] = {}  # project id -> config set up
         self.model_version = "prelabel"
         self._lock = threading.Lock()
+        self.in_flight = 0  # requests being handled (drained on SIGTERM)
+        self.idle = threading.Condition(self._lock)
+
+    def enter(self) -> None:
+        with self._lock:
+            self.in_flight += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+            self.idle.notify_all()
+
+    def drain(self, timeout_s: float) -> bool:
+        """Wait until no request is in flight (True) or `timeout_s` passed (False)."""
+        with self._lock:
+            return self.idle.wait_for(lambda: self.in_flight == 0, timeout_s)
 
     def setup(self, body: dict) -> dict:
         project_id = str(body.get("project", "")).split(".", 1)[0]
@@ -178,6 +194,13 @@ def make_handler(backend: Backend):
                 self._json(404, {"error": "not found"})
 
         def do_POST(self):
+            backend.enter()
+            try:
+                self._post()
+            finally:
+                backend.leave()
+
+        def _post(self):
             path = self.path.split("?")[0]
             if not self._authorized():
                 self._json(401, {"error": "unauthorized"})
@@ -230,6 +253,8 @@ def main(host: str | None = None, port: int | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        httpd.shutdown()
+        httpd.shutdown()  # no new requests; those in flight finish within the grace
+        if not httpd.backend.drain(settings.shutdown_grace_s):
+            log.warning("%d requests still in flight after %.0f s", httpd.backend.in_flight, settings.shutdown_grace_s)
         httpd.server_close()
     return 0

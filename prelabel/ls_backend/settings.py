@@ -1,7 +1,7 @@
 """Settings of `prelabel ls-backend` (environment variables, prefix `PRELABEL_LS_`)."""
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -44,3 +44,7 @@ class LsBackendSettings(BaseSettings):
     #: unset: no auth (bind to a private address). /health and /metrics stay open for probes.
     basic_auth_user: str | None = None
     basic_auth_password: str | None = None
+    #: After SIGTERM: stop accepting, then wait at most this long for requests in flight
+    #: (the suite-wide PRELABEL_SHUTDOWN_GRACE_S when set, as the k8s ConfigMap does).
+    shutdown_grace_s: float = Field(10.0, ge=0, validation_alias=AliasChoices(
+        "PRELABEL_LS_SHUTDOWN_GRACE_S", "PRELABEL_SHUTDOWN_GRACE_S", "shutdown_grace_s"))

@@ -101,3 +101,15 @@ def test_server_refuses_requests_when_body_is_too_large_or_auth_is_wrong():
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_backend_drain_waits_for_requests_in_flight_when_stopping():
+    import threading
+
+    from prelabel.ls_backend.server import Backend
+
+    backend = Backend(LsBackendSettings(), client=object())
+    backend.enter()
+    assert backend.drain(0.05) is False  # one request still in flight
+    threading.Timer(0.1, backend.leave).start()
+    assert backend.drain(5) is True and backend.in_flight == 0
