@@ -118,20 +118,21 @@ def shapes_of(response, tasks: list[str], *, conv_mask_to_poly: bool = False, co
         box = [b.x_min, b.y_min, b.x_max, b.y_max]
         if label.task == TASK_DETECT and label.category in OBJECT_NAMES:
             shapes.append(cvataa.rectangle(coco_category_id(label.category), box, score=score))
-        elif label.task == TASK_SEGMENT and label.category in OBJECT_NAMES:
+        elif label.task == TASK_SEGMENT and label.mask is not None and label.category in OBJECT_NAMES:
             cid = coco_category_id(label.category)
+            rle = label.mask.mask
             if conv_mask_to_poly:
                 poly = largest_polygon(label.mask.polygons)
                 if len(poly) >= 6:
                     shapes.append(cvataa.polygon(cid, [float(v) for v in poly], score=score))
-            elif label.mask.mask.counts:
-                bitmap = mask_utils.decode({"size": list(label.mask.mask.size), "counts": label.mask.mask.counts})
+            elif rle.counts:
+                bitmap = mask_utils.decode({"size": list(rle.size), "counts": rle.counts})
                 bitmap = np.asarray(bitmap, dtype=bool)
                 if bitmap.any():
                     ys, xs = np.nonzero(bitmap)
                     bbox = [int(xs.min()), int(ys.min()), min(int(xs.max()) + 1, w), min(int(ys.max()) + 1, h)]
                     shapes.append(cvataa.mask(cid, encode_mask(bitmap, bbox=bbox), score=score))
-        elif label.task in SKELETON_IDS:
+        elif label.task in SKELETON_IDS and label.keypoints is not None:
             names = SKELETON_POINTS[label.task]
             by_name = {kp.name: kp for kp in label.keypoints.keypoints}
             elements = []
@@ -139,7 +140,7 @@ def shapes_of(response, tasks: list[str], *, conv_mask_to_poly: bool = False, co
                 kp = by_name.get(name)
                 v = int(kp.visibility) if kp is not None else 0
                 # CVAT wants every point of the skeleton: unlabelled ones are "outside".
-                point = [float(kp.x), float(kp.y)] if v else [float(b.x_min), float(b.y_min)]
+                point = [float(kp.x), float(kp.y)] if kp is not None and v else [float(b.x_min), float(b.y_min)]
                 elements.append(cvataa.keypoint(j, point, outside=v == 0, occluded=v == 1))
             shapes.append(cvataa.skeleton(SKELETON_IDS[label.task], elements, score=score))
     return shapes

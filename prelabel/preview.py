@@ -94,13 +94,14 @@ def render(item: Item, max_side: int = 800) -> Image.Image:
         colour = REVIEW_COLOURS.get(label.review, REVIEW_COLOURS["unspecified"])
         b = label.detection.box
         box = [b.x_min * scale, b.y_min * scale, b.x_max * scale, b.y_max * scale]
-        if label.task == TASK_SEGMENT and label.mask.mask.counts:
-            m = mask_utils.decode({"size": list(label.mask.mask.size), "counts": label.mask.mask.counts})
+        if label.task == TASK_SEGMENT and label.mask is not None and label.mask.mask.counts:
+            rle = label.mask.mask
+            m = mask_utils.decode({"size": list(rle.size), "counts": rle.counts})
             mask = Image.fromarray((np.asarray(m) * 110).astype(np.uint8)).resize(image.size)
             overlay.paste(Image.new("RGBA", image.size, colour + (255,)), (0, 0), mask)
         draw.rectangle(box, outline=colour + (255,), width=width)
         draw.text((box[0] + 3, box[1] + 2), f"{label.category} {label.detection.score:.2f}", fill=colour + (255,))
-        if label.task in (TASK_KEYPOINTS, TASK_FACES):
+        if label.task in (TASK_KEYPOINTS, TASK_FACES) and label.keypoints is not None:
             kps = list(label.keypoints.keypoints)
             flat = schemas.get(tuple(k.name for k in kps), [])
             for a, c in zip(flat[0::2], flat[1::2]):  # 1-based skeleton edges

@@ -39,6 +39,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from datetime import datetime, timezone
 
 from prelabel.formats.common import (
@@ -196,7 +197,7 @@ class _TaskFile:
 
 
 class CocoWriter:
-    def __init__(self, out_dir: str | os.PathLike, *, tasks: list[str] = TASKS, image_root: str = "", **_: object):
+    def __init__(self, out_dir: str | os.PathLike, *, tasks: Sequence[str] = TASKS, image_root: str = "", **_: object):
         self.out_dir = os.fspath(out_dir)
         self.final = os.path.join(self.out_dir, DIR_NAME)
         self.tmp = os.path.join(self.out_dir, f".{DIR_NAME}.tmp-{os.getpid()}")

@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
 from xml.sax.saxutils import quoteattr
@@ -129,7 +130,7 @@ def results_of(response: prelabel_pb2.PreLabelResponse, masks: str = "polygon",
         if label.task == TASK_DETECT:
             result.append(rectangle(rid, label))
             detections.append((rid, label))
-        elif label.task == TASK_SEGMENT and masks == "brush":
+        elif label.task == TASK_SEGMENT and label.mask is not None and masks == "brush":
             rle = label.mask.mask
             if not rle.counts:
                 continue
@@ -137,7 +138,7 @@ def results_of(response: prelabel_pb2.PreLabelResponse, masks: str = "polygon",
             result.append({"id": rid, "type": "brushlabels", "from_name": controls.brush, **common,
                            "value": {"format": "rle", "rle": ls_brush.encode(np.asarray(mask)),
                                      "brushlabels": [label.category]}, "score": score})
-        elif label.task == TASK_SEGMENT:
+        elif label.task == TASK_SEGMENT and label.mask is not None:
             poly = largest_polygon(label.mask.polygons)
             if not poly:
                 continue
@@ -145,7 +146,7 @@ def results_of(response: prelabel_pb2.PreLabelResponse, masks: str = "polygon",
             result.append({"id": rid, "type": "polygonlabels", "from_name": controls.polygon, **common,
                            "value": {"points": points, "closed": True, "polygonlabels": [label.category]},
                            "score": score})
-        elif label.task in (TASK_KEYPOINTS, TASK_FACES):
+        elif label.task in (TASK_KEYPOINTS, TASK_FACES) and label.keypoints is not None:
             parent = max(
                 ((_iou(d.detection.box, label.detection.box), prid) for prid, d in detections
                  if d.category == label.category),
@@ -178,7 +179,7 @@ def task_of(image_id: str, response: prelabel_pb2.PreLabelResponse, *, url: str 
     result, scores = results_of(response, masks)
     if model_version is None:
         model_version = run_model_version({model_tag(label.detection.provenance) for label in iter_labels(response)})
-    prediction = {"model_version": model_version, "result": result}
+    prediction: dict[str, object] = {"model_version": model_version, "result": result}
     if scores:
         prediction["score"] = round(sum(scores) / len(scores), 5)
     return {
@@ -197,7 +198,7 @@ def _labels(names) -> str:
     return "".join(f"\n    <Label value={quoteattr(n)}/>" for n in names)
 
 
-def labeling_config(tasks: list[str], *, masks: str = "polygon", extra_names: list[str] = (),
+def labeling_config(tasks: list[str], *, masks: str = "polygon", extra_names: Iterable[str] = (),
                     person_keypoints: list[str] = DEFAULT_PERSON_KEYPOINTS,
                     face_keypoints: list[str] = DEFAULT_FACE_KEYPOINTS, comment: str = "") -> str:
     """The labeling config (XML) that matches the predictions of a run of `tasks`."""
@@ -220,7 +221,7 @@ def labeling_config(tasks: list[str], *, masks: str = "polygon", extra_names: li
 
 
 class LabelStudioWriter:
-    def __init__(self, out_dir: str | os.PathLike, *, tasks: list[str] = (), image_prefix: str | None = None,
+    def __init__(self, out_dir: str | os.PathLike, *, tasks: Sequence[str] = (), image_prefix: str | None = None,
                  image_root: str = "", ls_masks: str = "polygon", **_: object):
         if ls_masks not in MASK_MODES:
             raise ValueError(f"ls_masks must be one of {MASK_MODES}")

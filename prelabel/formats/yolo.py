@@ -39,6 +39,7 @@ import hashlib
 import itertools
 import os
 import shutil
+from typing import TextIO
 
 from prelabel.formats.common import (
     DEFAULT_FACE_KEYPOINTS,
@@ -122,11 +123,11 @@ def lines_for(response: prelabel_pb2.PreLabelResponse, kind: str, class_of) -> l
         if kind == "detect":
             lines.append(" ".join([str(class_of(label.category)), *_box(box, w, h)]))
         elif kind == "segment":
-            poly = largest_polygon(label.mask.polygons)
+            poly = largest_polygon(label.mask.polygons) if label.mask is not None else []
             if poly:
                 coords = [_n(v, w if i % 2 == 0 else h) for i, v in enumerate(poly)]
                 lines.append(" ".join([str(class_of(label.category)), *coords]))
-        else:
+        elif label.keypoints is not None:
             fields = ["0", *_box(box, w, h)]
             for kp in label.keypoints.keypoints:
                 v = int(kp.visibility)
@@ -153,7 +154,7 @@ class YoloWriter:
         self._class = {n: i for i, n in enumerate(self._names)}
         self._used: set[str] = set()  # label paths taken
         self._kp_names = {"pose": DEFAULT_PERSON_KEYPOINTS, "faces": DEFAULT_FACE_KEYPOINTS}
-        self._lists: dict[str, object] = {}
+        self._lists: dict[str, dict[str, TextIO]] = {}  # kind -> split -> image list
         self._n_val = 0
         for kind in self.kinds:
             for sub in ("labels", "images"):

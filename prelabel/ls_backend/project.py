@@ -87,13 +87,15 @@ def parse_config(xml: str) -> Project:
     except ET.ParseError as exc:
         raise ConfigError(f"labeling config is not XML: {exc}") from None
     image = next((el for el in root.iter() if el.tag.lower() == "image"), None)
-    if image is None or not image.get("name"):
+    image_name = image.get("name") if image is not None else None
+    if image is None or not image_name:
         raise ConfigError("labeling config has no <Image name=...>")
     image_field = (image.get("value") or "$image").lstrip("$")
     controls: dict[str, Control] = {}
     for el in root.iter():
         kind = _KIND_OF_TAG.get(el.tag.lower())
-        if kind is None or el.get("toName") != image.get("name") or not el.get("name"):
+        name = el.get("name")
+        if kind is None or el.get("toName") != image_name or not name:
             continue
         labels: dict[str, str] = {}
         for lab in el:
@@ -107,11 +109,11 @@ def parse_config(xml: str) -> Project:
             kind = "face_keypoint"
         if any(c.kind == kind for c in controls.values()):
             continue  # one control per kind: the first
-        controls[el.get("name")] = Control(el.get("name"), kind, labels)
+        controls[name] = Control(name, kind, labels)
     if not controls:
         raise ConfigError("labeling config has no RectangleLabels, PolygonLabels, BrushLabels or "
                           "KeyPointLabels on its image")
-    return Project(image.get("name"), image_field, controls)
+    return Project(image_name, image_field, controls)
 
 
 def relabel(regions: list[dict], project: Project, score_threshold: float = 0.0) -> list[dict]:

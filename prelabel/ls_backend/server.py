@@ -27,6 +27,7 @@ import signal
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TypedDict
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -146,7 +147,7 @@ class Backend:
         self.metrics.tasks.labels(outcome).inc()
         self.metrics.regions.inc(len(regions))
         self.metrics.predict_seconds.observe(time.monotonic() - started)
-        prediction = {"result": regions, "model_version": self.model_version}
+        prediction: dict[str, object] = {"result": regions, "model_version": self.model_version}
         prediction["score"] = round(sum(scores) / len(scores), 5) if scores else 0.0
         return prediction
 
@@ -231,18 +232,36 @@ def make_handler(backend: Backend):
     return Handler
 
 
-def serve(settings: LsBackendSettings, backend: Backend | None = None) -> ThreadingHTTPServer:
+class BackendServer(ThreadingHTTPServer):
+    """The HTTP server of one Backend (request threads are daemons)."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], backend: Backend) -> None:
+        super().__init__(address, make_handler(backend))
+        self.backend = backend
+
+
+def serve(settings: LsBackendSettings, backend: Backend | None = None) -> BackendServer:
     """A started server (serve_forever in a daemon thread); `.shutdown()` stops it."""
-    backend = backend or Backend(settings)
-    httpd = ThreadingHTTPServer((settings.host, settings.port), make_handler(backend))
-    httpd.daemon_threads = True
-    httpd.backend = backend
+    httpd = BackendServer((settings.host, settings.port), backend or Backend(settings))
     threading.Thread(target=httpd.serve_forever, name="ls-backend", daemon=True).start()
     return httpd
 
 
+class _Overrides(TypedDict, total=False):
+    """Command-line values that replace the environment's settings."""
+
+    host: str
+    port: int
+
+
 def main(host: str | None = None, port: int | None = None) -> int:
-    overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    overrides: _Overrides = {}
+    if host is not None:
+        overrides["host"] = host
+    if port is not None:
+        overrides["port"] = port
     settings = LsBackendSettings(**overrides)
     httpd = serve(settings)
     log.info("ls-backend on http://%s:%d -> router %s", settings.host, httpd.server_address[1], settings.router)

@@ -10,11 +10,11 @@ class LsBackendSettings(BaseSettings):
 
     #: Listen address and port of the HTTP server (Label Studio connects to it).
     host: str = "127.0.0.1"
-    port: int = Field(9090, ge=0, le=65535)  # 0: any free port (tests)
+    port: int = Field(default=9090, ge=0, le=65535)  # 0: any free port (tests)
     #: The prelabel router.
     router: str = "127.0.0.1:50051"
     #: Deadline of one router call, seconds.
-    timeout_s: float = Field(30.0, gt=0)
+    timeout_s: float = Field(default=30.0, gt=0)
     #: TLS to the router (system roots unless ca_file) and a bearer token it accepts.
     router_tls: bool = False
     router_ca_file: str | None = None
@@ -31,20 +31,20 @@ class LsBackendSettings(BaseSettings):
     #: no SSRF through task data.
     allowed_url_prefixes: list[str] = []
     #: Largest image fetched, bytes; larger ones are refused without reading them whole.
-    max_image_bytes: int = Field(32 * 1024 * 1024, gt=0)
+    max_image_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
     #: Seconds to fetch one image.
-    fetch_timeout_s: float = Field(15.0, gt=0)
+    fetch_timeout_s: float = Field(default=15.0, gt=0)
     #: Regions below this score are not returned.
-    score_threshold: float = Field(0.0, ge=0, le=1)
+    score_threshold: float = Field(default=0.0, ge=0, le=1)
     #: Largest request body accepted (a /predict with many tasks), bytes.
-    max_request_bytes: int = Field(8 * 1024 * 1024, gt=0)
+    max_request_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
     #: Tasks per /predict call served at most (Label Studio batches "retrieve predictions").
-    max_tasks_per_request: int = Field(64, ge=1)
+    max_tasks_per_request: int = Field(default=64, ge=1)
     #: Basic auth Label Studio must present (its ML backend connection's basic auth);
     #: unset: no auth (bind to a private address). /health and /metrics stay open for probes.
     basic_auth_user: str | None = None
     basic_auth_password: str | None = None
     #: After SIGTERM: stop accepting, then wait at most this long for requests in flight
     #: (the suite-wide PRELABEL_SHUTDOWN_GRACE_S when set, as the k8s ConfigMap does).
-    shutdown_grace_s: float = Field(10.0, ge=0, validation_alias=AliasChoices(
+    shutdown_grace_s: float = Field(default=10.0, ge=0, validation_alias=AliasChoices(
         "PRELABEL_LS_SHUTDOWN_GRACE_S", "PRELABEL_SHUTDOWN_GRACE_S", "shutdown_grace_s"))
