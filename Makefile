@@ -31,16 +31,31 @@ check-protos: protos ## Fail when the generated code in git is stale
 	@git diff --exit-code --stat -- prelabel/v1 || { echo "generated code is stale: run 'make protos' and commit"; exit 1; }
 	@test -z "$$(git status --porcelain -- prelabel/v1)" || { git status --porcelain -- prelabel/v1; echo "untracked generated files: run 'make protos' and commit"; exit 1; }
 
-test: venv system-deps check-protos ## Run the whole test suite (unit, integration with a real Triton, manifests, rules)
+models: venv ## Fetch, verify and convert the CPU-profile models into the cache (~/.cache/prelabel/models; seconds when cached)
+	$(VENV)/bin/prelabel models pull --profile cpu
+
+models-gpu: venv ## Fetch the GPU profile's published torchvision weights (needs a network; verified by hash)
+	$(VENV)/bin/prelabel models pull --profile gpu
+
+tool-venvs: venv ## Virtualenvs of the annotation tools the tests load outputs into (cached in ~/.cache/prelabel/tools)
+	$(PY) scripts/tool_venv.py --all
+
+lint: venv ## ruff (pyflakes + pycodestyle errors)
+	$(VENV)/bin/ruff check .
+
+typecheck: venv ## mypy over prelabel/ and services/
+	$(VENV)/bin/mypy
+
+test: venv system-deps check-protos lint typecheck models tool-venvs ## Run the whole test suite (unit, integration with a real Triton, manifests, rules)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-unit: venv ## Unit tests only (no servers)
+test-unit: venv models ## Unit tests only (no servers)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-run: venv ## Start embedded Triton + the services on localhost, pre-label sample photos, serve until Ctrl-C
+run: venv models ## Start embedded Triton + the services on localhost, pre-label sample photos, serve until Ctrl-C
 	$(PY) -m services.devstack
 
-bench: venv ## Benchmarks side by side (suite vs bare Triton, batching on/off, hops, payload): bench/results/
+bench: venv models ## Benchmarks side by side (suite vs bare Triton, batching on/off, hops, payload): bench/results/
 	$(PY) -m bench
 
 bench-gpu: ## GPU benchmark on a machine with one NVIDIA GPU (see bench/gpu.sh)
@@ -54,4 +69,4 @@ reliability-report: venv ## Re-run the reliability tests and write their figures
 	$(PY) -m pytest -q tests/reliability tests/fuzz
 	$(PY) scripts/reliability_report.py
 
-.PHONY: help venv system-deps protos check-protos test test-unit run bench bench-gpu fuzz reliability-report
+.PHONY: help venv system-deps protos check-protos models models-gpu tool-venvs lint typecheck test test-unit run bench bench-gpu fuzz reliability-report
