@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import Iterator
 from typing import IO
 
@@ -47,3 +48,14 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_open(path) as fh:
         fh.write(text)
+
+
+def swap_in_folder(tmp: str, final: str, out_dir: str) -> None:
+    """Make the (synced) folder `tmp` the folder `final`: the old one is moved aside, the
+    new one renamed into place and the parent synced, so readers see one or the other."""
+    old = f"{final}.old-{os.getpid()}"
+    if os.path.exists(final):
+        os.replace(final, old)
+    os.replace(tmp, final)
+    fsync_dir(out_dir)
+    shutil.rmtree(old, ignore_errors=True)

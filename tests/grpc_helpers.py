@@ -10,16 +10,21 @@ from grpc_status import rpc_status
 from services.common.triton_client import TritonClient
 
 
-def bad_request_field(error: grpc.aio.AioRpcError) -> str:
-    """The field named by the google.rpc.BadRequest detail of an INVALID_ARGUMENT."""
+def field_violation(error: grpc.aio.AioRpcError) -> error_details_pb2.BadRequest.FieldViolation:
+    """The first field violation of the google.rpc.BadRequest detail of an INVALID_ARGUMENT."""
     status = rpc_status.from_call(error)
     assert status is not None, "no rich status"
     for detail in status.details:
         if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
             bad = error_details_pb2.BadRequest()
             detail.Unpack(bad)
-            return bad.field_violations[0].field
+            return bad.field_violations[0]
     raise AssertionError(f"no BadRequest detail in {status}")
+
+
+def bad_request_field(error: grpc.aio.AioRpcError) -> str:
+    """The field named by the google.rpc.BadRequest detail of an INVALID_ARGUMENT."""
+    return field_violation(error).field
 
 
 def counts(after: dict, before: dict) -> tuple[int, int]:

@@ -42,6 +42,7 @@ import tempfile
 from collections.abc import Sequence
 from datetime import datetime, timezone
 
+from prelabel.atomic import swap_in_folder
 from prelabel.formats.common import (
     DEFAULT_FACE_KEYPOINTS,
     DEFAULT_PERSON_KEYPOINTS,
@@ -61,7 +62,6 @@ from prelabel.formats.common import (
     schema_for,
     xywh,
 )
-from prelabel.journal import fsync_dir
 from prelabel.v1 import prelabel_pb2
 
 DIR_NAME = "coco"
@@ -228,12 +228,7 @@ class CocoWriter:
                 fh.flush()
                 os.fsync(fh.fileno())
             f.close()
-        old = f"{self.final}.old-{os.getpid()}"
-        if os.path.exists(self.final):
-            os.replace(self.final, old)
-        os.replace(self.tmp, self.final)
-        fsync_dir(self.out_dir)
-        shutil.rmtree(old, ignore_errors=True)
+        swap_in_folder(self.tmp, self.final, self.out_dir)
 
     def abort(self) -> None:
         for f in self.files.values():

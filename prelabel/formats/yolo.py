@@ -41,6 +41,7 @@ import os
 import shutil
 from typing import TextIO
 
+from prelabel.atomic import swap_in_folder
 from prelabel.formats.common import (
     DEFAULT_FACE_KEYPOINTS,
     DEFAULT_PERSON_KEYPOINTS,
@@ -52,7 +53,6 @@ from prelabel.formats.common import (
     iter_labels,
     relative_name,
 )
-from prelabel.journal import fsync_dir
 from prelabel.v1 import prelabel_pb2
 
 DIR_NAME = "yolo"
@@ -232,12 +232,7 @@ class YoloWriter:
         # One sync for the whole tree (an fsync per small label file costs minutes on
         # network volumes), then swap the folders; _SUCCESS, written last, vouches for it.
         os.sync()
-        old = f"{self.final}.old-{os.getpid()}"
-        if os.path.exists(self.final):
-            os.replace(self.final, old)
-        os.replace(self.tmp, self.final)
-        fsync_dir(self.out_dir)
-        shutil.rmtree(old, ignore_errors=True)
+        swap_in_folder(self.tmp, self.final, self.out_dir)
 
     def abort(self) -> None:
         self._close_lists()

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from prelabel.bulk import REJECTED, RETRY, classify_error
 from prelabel.v1 import common_pb2, detection_pb2, detection_pb2_grpc, prelabel_pb2
+from tests.grpc_helpers import field_violation
 from tests.reliability import corpus
 from tests.reliability.conftest import detection_app
 
@@ -23,17 +22,6 @@ LONG_VALUES = {"ascii 6 KB": "m" * 6000, "non-ASCII 2000 chars": "é€" * 1000,
 
 def trailer_bytes(err: grpc.aio.AioRpcError) -> int:
     return sum(len(k) + len(v) for k, v in (err.trailing_metadata() or ()))
-
-
-def field_violation(err: grpc.aio.AioRpcError) -> error_details_pb2.BadRequest.FieldViolation:
-    status = rpc_status.from_call(err)
-    assert status is not None, "no google.rpc.Status in the trailers"
-    for detail in status.details:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            return bad.field_violations[0]
-    raise AssertionError("no BadRequest detail")
 
 
 def image() -> common_pb2.Image:
