@@ -55,7 +55,7 @@ class PreLabelerServicer(prelabel_pb2_grpc.PreLabelerServicer):
             except PrelabelError as exc:
                 return failed_response(request, exc)
 
-        def finished(t: asyncio.Task) -> None:
+        def on_done(t: asyncio.Task) -> None:
             pending.discard(t)
             done.put_nowait(t)
 
@@ -65,15 +65,15 @@ class PreLabelerServicer(prelabel_pb2_grpc.PreLabelerServicer):
                 await window.acquire()
                 task = asyncio.create_task(one(request, index))
                 pending.add(task)
-                task.add_done_callback(finished)
+                task.add_done_callback(on_done)
                 index += 1
 
         reader = asyncio.create_task(read())
         try:
             while not (reader.done() and not pending and done.empty()):
                 getter = asyncio.ensure_future(done.get())
-                finished, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
-                if getter not in finished:
+                ready, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                if getter not in ready:
                     getter.cancel()
                     reader.result()  # surface a broken request stream
                     continue

@@ -137,6 +137,20 @@ async def test_prelabel_stream_reads_no_further_than_window_when_consumer_slow()
         assert set(recs[0].priorities) == {common_pb2.PRIORITY_BULK}
 
 
+async def test_prelabel_stream_delivers_every_item_without_stalling_when_window_small():
+    """Regression: a done-callback shadowed by a local of the same name made the stream
+    hold finished items until the client gave up (annotate stalled 3 min per window)."""
+    async with three_slow(0.01) as (addrs, _), router_over(*addrs, stream_window=2) as router:
+        async def requests():
+            for i in range(16):
+                yield prelabel_pb2.PreLabelRequest(image=common_pb2.Image(data=b"x", image_id=f"img-{i}"),
+                                                   tasks=[prelabel_pb2.TASK_DETECT])
+                await asyncio.sleep(0.02)  # items keep arriving while results are written
+
+        replies = [r async for r in router.PreLabelStream(requests(), timeout=20)]
+    assert sorted(r.image_id for r in replies) == sorted(f"img-{i}" for i in range(16))
+
+
 async def test_prelabel_stream_reports_per_image_error_and_continues_when_image_id_missing():
     async with three_slow(0.01) as (addrs, _), router_over(*addrs) as router:
         async def requests():
