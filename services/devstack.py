@@ -118,10 +118,17 @@ class Stack:
             self.triton.stop()
 
 
+REJECT = common_pb2.REVIEW_DECISION_REJECT
+
+
 def _top(labels, limit: int = 4) -> str:
     """'person 0.73, chair 0.32' for the highest-scoring labels."""
     ranked = sorted(labels, key=lambda d: -d.score)[:limit]
     return ", ".join(f"{d.category.name or '?'} {d.score:.2f}" for d in ranked) or "-"
+
+
+def _kept(items, detection_of=lambda x: x):
+    return [i for i in items if detection_of(i).review != REJECT]
 
 
 async def summarise(router_port: int, photos: list[Path]) -> None:
@@ -133,30 +140,38 @@ async def summarise(router_port: int, photos: list[Path]) -> None:
               f"{'uncert.':>9}{'ms':>7}")
         for path in photos:
             start = time.perf_counter()
+            # Rejected drafts too, so the summary can say what the default review band hides.
             reply = await stub.PreLabel(prelabel_pb2.PreLabelRequest(
-                image=common_pb2.Image(data=path.read_bytes(), image_id=path.name)), timeout=120)
+                image=common_pb2.Image(data=path.read_bytes(), image_id=path.name),
+                review_policy=common_pb2.ReviewPolicy(include_rejected=True)), timeout=120)
             ms = (time.perf_counter() - start) * 1000
             for t in reply.task_results:
                 if t.HasField("provenance"):
                     weights_seen[t.provenance.model_name] = (
                         f"{WEIGHTS[t.provenance.weights]} ({t.provenance.weights_source or t.provenance.architecture})")
             failed = [f"{prelabel_pb2.Task.Name(t.task)}:{t.code}" for t in reply.task_results if t.code != "OK"]
+            masks = _kept(reply.masks, lambda m: m.detection)
+            persons = _kept(reply.person_keypoints, lambda k: k.detection)
+            faces = _kept(reply.faces, lambda k: k.detection)
             print(f"{path.name:<22}{reply.image_size.width:>5}x{reply.image_size.height:<4}"
-                  f"{len(reply.detections):>7}{len(reply.masks):>7}{len(reply.person_keypoints):>8}"
-                  f"{len(reply.faces):>6}{reply.uncertainty.score:>9.2f}{ms:>7.0f}"
+                  f"{len(_kept(reply.detections)):>7}{len(masks):>7}{len(persons):>8}"
+                  f"{len(faces):>6}{reply.uncertainty.score:>9.2f}{ms:>7.0f}"
                   f"{'  FAILED ' + ' '.join(failed) if failed else ''}")
-            print(f"    boxes: {_top(reply.detections)}")
-            if reply.masks:
+            print(f"    boxes: {_top(_kept(reply.detections))}")
+            rejected = [d for d in reply.detections if d.review == REJECT]
+            if rejected:
+                print(f"    under the reject band (hidden by default): {_top(rejected)}")
+            if masks:
                 areas = ", ".join(f"{m.detection.category.name or '?'} {m.area} px" for m in
-                                  sorted(reply.masks, key=lambda m: -m.detection.score)[:3])
+                                  sorted(masks, key=lambda m: -m.detection.score)[:3])
                 print(f"    masks: {areas}")
-            for person in reply.person_keypoints[:2]:
+            for person in persons[:2]:
                 named = {k.name: k for k in person.keypoints}
                 nose = named.get("nose")
                 where = f" nose at ({nose.x:.0f},{nose.y:.0f})" if nose and nose.visibility else ""
                 visible = sum(k.visibility == 2 for k in person.keypoints)
                 print(f"    person {person.detection.score:.2f}: {visible}/17 keypoints visible{where}")
-            for face in reply.faces[:2]:
+            for face in faces[:2]:
                 b = face.detection.box
                 print(f"    face {face.detection.score:.2f} at ({b.x_min:.0f},{b.y_min:.0f},{b.x_max:.0f},{b.y_max:.0f})")
         print("\nWeights served:")
