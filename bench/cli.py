@@ -205,7 +205,8 @@ async def measure(stack: Stack, plan: Plan, deadline: Deadline, router: str | No
         det_requests = [detect_request(p.data, DET) for p in photos]
         # First inferences are slow (allocations, lazy init): one per model, unrecorded.
         for model in (DET, DET_NOBATCH, IDENTITY):
-            await c.bare_triton(model, await c.outputs_of(model))(tensors[0])
+            warm = prepare_image(photos[0].data, image_size(model), settings).tensor
+            await c.bare_triton(model, await c.outputs_of(model))(warm)
 
         async def suite_vs_bare(concurrency: int, rounds: int, window_s: float, max_s: float):
             variants = [Variant("suite", c.detect, det_requests),
