@@ -11,8 +11,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.embedded_triton.launcher import EmbeddedTriton
 from services.embedded_triton.settings import TritonSettings
+from tests.triton_server import running_triton
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,14 +21,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def triton(tmp_path_factory):
     """The real tritonserver from the nvidia-pytriton wheel, serving model_repository/."""
     log_path = tmp_path_factory.mktemp("triton") / "tritonserver.log"
-    server = EmbeddedTriton(TritonSettings(grpc_port=0, http_port=0, metrics_port=0), log_path=log_path)
-    try:
-        server.start()
-    except Exception:
-        print(log_path.read_text()[-5000:] if log_path.exists() else "no log")
-        raise
-    yield server
-    server.stop()
+    with running_triton(TritonSettings(grpc_port=0, http_port=0, metrics_port=0), log_path) as server:
+        yield server
 
 
 async def wait_serving(address: str, service: str = "", timeout_s: float = 120.0) -> None:

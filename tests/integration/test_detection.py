@@ -18,12 +18,13 @@ from services.common.startup import RandomWeightsRefused, warm_up
 from services.common.triton_client import TritonClient
 from services.detection.pipeline import detect
 from services.detection.settings import DetectionSettings
-from services.embedded_triton.launcher import EmbeddedTriton, free_port
+from services.embedded_triton.launcher import free_port
 from services.embedded_triton.settings import TritonSettings
 from services.modelkit.store import read_lock
 from tests.geometry import iou
 from tests.grpc_helpers import bad_request_field, counts, quiet_statistics, settled_statistics
 from tests.photos import encode, photo, photo_bytes, with_orientation
+from tests.triton_server import running_triton
 from tests.unit.triton_models import REPO_ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -122,15 +123,9 @@ def random_triton(tmp_path_factory):
         .replace("fasterrcnn_resnet50_fpn_v2", "fasterrcnn_mobilenet_v3_large_320_fpn")
         .replace('"num_threads" value { string_value: "0" }', '"num_threads" value { string_value: "1" }'))
     log = tmp_path_factory.mktemp("random-triton") / "tritonserver.log"
-    server = EmbeddedTriton(TritonSettings(model_repository=repo, grpc_port=0, http_port=0, metrics_port=0,
-                                           allow_random_weights=True), log_path=log)
-    try:
-        server.start()
-    except Exception:
-        print(log.read_text()[-5000:] if log.exists() else "no log")
-        raise
-    yield server
-    server.stop()
+    with running_triton(TritonSettings(model_repository=repo, grpc_port=0, http_port=0, metrics_port=0,
+                                       allow_random_weights=True), log) as server:
+        yield server
 
 
 async def test_detect_applies_threshold_class_filter_and_max_when_requested(detector):
