@@ -17,8 +17,8 @@ from services.modelkit.weights import (
     load_state_dict,
     missing_weights_error,
     random_weights_info,
-    sha256_prefix,
 )
+from services.modelkit.store import sha256_file
 
 
 def published_file(architecture: str) -> str | None:
@@ -68,7 +68,7 @@ def build_detector(
     else:
         path, kind = found
         model.load_state_dict(load_state_dict(path))
-        digest = sha256_prefix(path, 64)
+        digest = sha256_file(path)
         info = WeightsInfo(kind=kind, source=f"{path.name} sha256:{digest[:12]}", architecture=architecture,
                            sha256=digest, license="BSD-3-Clause (torchvision)" if kind == "pretrained" else "")
     return model.eval().to(device), info

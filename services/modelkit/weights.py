@@ -2,12 +2,12 @@
 and say which happened: every response carries this provenance."""
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +30,6 @@ class WeightsInfo:
 
     def as_dict(self) -> dict[str, str]:
         return asdict(self)
-
-
-def sha256_prefix(path: Path, n: int = 12) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:n]
 
 
 def load_state_dict(path: Path) -> dict:
