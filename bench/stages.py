@@ -75,32 +75,22 @@ def _fixed_outputs(n_slots: int = 100, n_boxes: int = 10) -> dict[str, np.ndarra
 
 
 def _postprocess(request: detection_pb2.DetectRequest, prepared_lb, size, out: dict[str, np.ndarray]) -> bytes:
-    # The postprocess block of services.detection.pipeline.detect, verbatim in calls.
-    from services.common.labeling import (
-        keep_reviewed,
-        make_detection,
-        select,
-        uncertainty_of,
-    )
-    from services.common.letterbox import boxes_to_source
-    from services.common.review import policy_from_proto
-    from services.detection.pipeline import label_filter
+    # What services.common.task.run_task does after inference, with the detection head.
+    from services.common.task import Inference, respond
+    from services.common.triton_client import InferOutput, ModelSpec
+    from services.detection.head import DetectHead
+    from services.detection.settings import DetectionSettings
 
-    flt = label_filter(request)
-    policy = policy_from_proto(request.review_policy)
+    head = DetectHead(DetectionSettings())
+    spec = ModelSpec(name="bench_identity", head="detector", inputs={}, input_dtypes={}, outputs=list(out),
+                     max_batch_size=8, parameters={"label_map": "coco"})
     provenance = common_pb2.Provenance(model_name="bench_identity", model_version="1", architecture="bench",
                                        weights=common_pb2.WEIGHTS_RANDOM, weights_source="bench")
-    scores, labels = out["SCORES"][0], out["LABELS"][0]
-    count = int(out["COUNT"][0][0])
-    chosen = select(scores, count, labels, "coco", flt)
-    boxes = boxes_to_source(out["BOXES"][0][[i for i, _, _ in chosen]], prepared_lb)
-    detections = [make_detection(box, cat_id, name, scores[i], policy, provenance)
-                  for box, (i, cat_id, name) in zip(boxes, chosen)]
-    response = detection_pb2.DetectResponse(
-        image_id="bench", image_size=common_pb2.ImageSize(width=size[0], height=size[1]),
-        detections=keep_reviewed(detections, policy), provenance=provenance,
-        uncertainty=uncertainty_of(detections, policy))
-    return response.SerializeToString()
+    inference = Inference(request, head.ask(request), spec, prepared_lb, [],
+                          InferOutput(outputs=out, model_version="1", provenance=provenance))
+    drafts = head.decode(inference, head.budget(float("inf")))
+    size_proto = common_pb2.ImageSize(width=size[0], height=size[1])
+    return respond(head, inference, drafts, "bench", size_proto).SerializeToString()
 
 
 STAGES = ("decode_full", "decode_reduced", "exif_transpose_copy", "letterbox", "set_data_from_numpy",

@@ -4,7 +4,7 @@ anything reaches Triton:
 
 * `services.common.imaging.decode_image` (format allow-list, header pixel cap, EXIF
   orientation, colour modes) at the detection limits, with and without a target size;
-* request validation: `services.detection.pipeline.label_filter` / `model_name`,
+* request validation: `services.detection.head.label_filter` / `model_name`,
   `services.common.review.policy_from_proto`, `services.common.requests`
   (probability, max_count, image_id, box) on DetectRequests parsed from the input.
 
@@ -43,7 +43,7 @@ with atheris.instrument_imports(include=["services", "PIL"]):
     from services.common.errors import InvalidArgument
     from services.common.imaging import decode_image
     from services.common.review import policy_from_proto
-    from services.detection.pipeline import label_filter, model_name
+    from services.detection.head import label_filter, model_name
     from services.detection.settings import DetectionSettings
 
     Image.init()  # imports every plugin now, inside the instrumentation

@@ -1,4 +1,4 @@
-"""Domain errors. Servicers and pipelines raise these; one interceptor
+"""Domain errors. Servicers and task heads raise these; one interceptor
 (services.common.interceptors) maps them to gRPC status codes."""
 from __future__ import annotations
 

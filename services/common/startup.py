@@ -28,6 +28,16 @@ async def wait_for_models(triton: TritonClient, models: list[str], timeout_s: fl
         await asyncio.sleep(0.5)
 
 
+async def check_model_heads(triton: TritonClient, model_heads: dict[str, frozenset[str]]) -> None:
+    """Each model implements a contract head this service can decode (a setting that
+    names, say, a detector as the keypoint model fails here, not at the first request)."""
+    for model, allowed in model_heads.items():
+        try:
+            (await triton.spec(model)).require_head(allowed)
+        except PrelabelError as exc:
+            raise RuntimeError(f"start-up check of {model} failed: {exc.message}") from None
+
+
 async def warm_up(triton: TritonClient, models: list[str], *, require_pretrained: bool,
                   timeout_s: float = 120.0) -> dict[str, common_pb2.Provenance]:
     """One inference per model on zeros (first calls are slow); returns provenance."""

@@ -48,6 +48,7 @@ class ModelSpec:
     """What a service needs to know about a Triton model, read from its config."""
 
     name: str
+    head: str  # the contract head its config implements
     inputs: dict[str, list[int]]  # name -> dims without the batch axis
     input_dtypes: dict[str, str]  # name -> numpy dtype name
     outputs: list[str]
@@ -63,6 +64,12 @@ class ModelSpec:
     @property
     def label_map(self) -> str:
         return self.parameters.get("label_map", "")
+
+    def require_head(self, allowed: frozenset[str]) -> None:
+        """The service can decode this model's outputs (its settings name the right model)."""
+        if self.head not in allowed:
+            raise Unavailable(f"{self.name} implements the {self.head} contract head; this service "
+                              f"needs {' or '.join(sorted(allowed))} (check the service's model settings)")
 
 
 @dataclass(frozen=True)
@@ -121,11 +128,12 @@ class TritonClient:
             except InferenceServerException as exc:
                 raise translate_error(exc, model) from None
             try:
-                check_config(cfg)  # Triton's own view of the config, against the one contract
+                head = check_config(cfg)  # Triton's own view of the config, against the one contract
             except ContractError as exc:
                 raise Unavailable(f"{model}: its Triton config breaks the model contract: {exc}") from None
             self._specs[model] = ModelSpec(
                 name=model,
+                head=head.name,
                 inputs={i["name"]: [int(d) for d in i["dims"]] for i in cfg["input"]},
                 input_dtypes={i["name"]: _NUMPY_DTYPES[i["data_type"]] for i in cfg["input"]},
                 outputs=[o["name"] for o in cfg["output"]],

@@ -5,6 +5,7 @@ from prelabel.v1 import keypoints_pb2, keypoints_pb2_grpc
 from services.common.metrics import Metrics
 from services.common.server import GrpcApp
 from services.common.triton_app import triton_backed_app
+from services.keypoints.head import KeypointHead
 from services.keypoints.servicer import KeypointDetectorServicer
 from services.keypoints.settings import KeypointSettings
 
@@ -12,13 +13,7 @@ SERVICE_NAME = keypoints_pb2.DESCRIPTOR.services_by_name["KeypointDetector"].ful
 
 
 def build_app(settings: KeypointSettings | None = None, metrics: Metrics | None = None) -> GrpcApp:
-    settings = settings or KeypointSettings()
     return triton_backed_app(
-        settings,
-        service="keypoints",
-        service_names=[SERVICE_NAME],
-        models=settings.models,
-        add_servicer=lambda server, triton, m: keypoints_pb2_grpc.add_KeypointDetectorServicer_to_server(
-            KeypointDetectorServicer(settings, triton, m), server),
-        metrics=metrics,
-    )
+        KeypointHead(settings or KeypointSettings()), service="keypoints", service_name=SERVICE_NAME,
+        servicer=KeypointDetectorServicer,
+        add_servicer=keypoints_pb2_grpc.add_KeypointDetectorServicer_to_server, metrics=metrics)

@@ -44,12 +44,3 @@ class RouterSettings(ServiceSettings):
 
     downstream_token: str | None = None
     """Bearer token the router presents to the services (their auth_tokens)."""
-
-    review_policy_file: Path | None = None
-    """Review-policy file (JSON or YAML, written by `prelabel calibrate`) whose bands
-    replace the built-in 0.85 / 0.30 for requests that set none. A bad file stops
-    start-up; the file is re-read when it changes, and a bad new version is refused
-    (the old policy stays, logged and counted in prelabel_review_policy_reloads_total)."""
-
-    review_policy_reload_s: float = 5.0
-    """How often, at most, the policy file is checked for changes (on the next request)."""

@@ -5,6 +5,7 @@ from prelabel.v1 import segmentation_pb2, segmentation_pb2_grpc
 from services.common.metrics import Metrics
 from services.common.server import GrpcApp
 from services.common.triton_app import triton_backed_app
+from services.segmentation.head import SegmentHead
 from services.segmentation.servicer import SegmenterServicer
 from services.segmentation.settings import SegmentationSettings
 
@@ -12,13 +13,7 @@ SERVICE_NAME = segmentation_pb2.DESCRIPTOR.services_by_name["Segmenter"].full_na
 
 
 def build_app(settings: SegmentationSettings | None = None, metrics: Metrics | None = None) -> GrpcApp:
-    settings = settings or SegmentationSettings()
     return triton_backed_app(
-        settings,
-        service="segmentation",
-        service_names=[SERVICE_NAME],
-        models=settings.models,
-        add_servicer=lambda server, triton, m: segmentation_pb2_grpc.add_SegmenterServicer_to_server(
-            SegmenterServicer(settings, triton, m), server),
-        metrics=metrics,
-    )
+        SegmentHead(settings or SegmentationSettings()), service="segmentation", service_name=SERVICE_NAME,
+        servicer=SegmenterServicer, add_servicer=segmentation_pb2_grpc.add_SegmenterServicer_to_server,
+        metrics=metrics)

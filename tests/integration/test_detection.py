@@ -16,7 +16,8 @@ from services.common.errors import Unavailable
 from services.common.metrics import Metrics
 from services.common.startup import RandomWeightsRefused, warm_up
 from services.common.triton_client import TritonClient
-from services.detection.pipeline import detect
+from services.common.task import run_task
+from services.detection.head import DetectHead
 from services.detection.settings import DetectionSettings
 from services.embedded_triton.launcher import free_port
 from services.embedded_triton.settings import TritonSettings
@@ -220,9 +221,10 @@ async def test_detect_raises_unavailable_when_triton_not_listening():
     dead = TritonClient(f"127.0.0.1:{free_port()}")
     try:
         with pytest.raises(Unavailable):
-            await detect(
+            await run_task(
+                DetectHead(DetectionSettings()),
                 detection_pb2.DetectRequest(image=common_pb2.Image(data=photo_bytes("coffee.png"))),
-                triton=dead, settings=DetectionSettings(), metrics=Metrics("t"), timeout_s=5)
+                triton=dead, metrics=Metrics("t"), timeout_s=5)
     finally:
         await dead.close()
 
