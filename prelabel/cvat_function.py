@@ -35,11 +35,9 @@ from cvat_sdk.masks import encode_mask
 from pycocotools import mask as mask_utils
 
 from prelabel.formats.common import (
-    DEFAULT_FACE_KEYPOINTS,
-    DEFAULT_PERSON_KEYPOINTS,
-    FACE_NAME,
-    FIXED_NAMES,
-    PERSON_NAME,
+    DEFAULT_KEYPOINTS,
+    KEYPOINT_CATEGORY,
+    OBJECT_NAMES,
     TASK_DETECT,
     TASK_FACES,
     TASK_KEYPOINTS,
@@ -52,9 +50,6 @@ from prelabel.sdk import DEFAULT_ADDRESS, SyncPreLabelClient
 
 #: Spec label ids of the skeletons (box labels use their COCO ids, 1..90).
 SKELETON_IDS = {TASK_KEYPOINTS: 1001, TASK_FACES: 1002}
-SKELETON_NAMES = {TASK_KEYPOINTS: PERSON_NAME, TASK_FACES: FACE_NAME}
-SKELETON_POINTS = {TASK_KEYPOINTS: DEFAULT_PERSON_KEYPOINTS, TASK_FACES: DEFAULT_FACE_KEYPOINTS}
-OBJECT_NAMES = [n for n in FIXED_NAMES if n != FACE_NAME]
 
 
 def build_spec(tasks: list[str]) -> cvataa.DetectionFunctionSpec:
@@ -66,8 +61,8 @@ def build_spec(tasks: list[str]) -> cvataa.DetectionFunctionSpec:
     for task in (TASK_KEYPOINTS, TASK_FACES):
         if task in tasks:
             labels.append(cvataa.skeleton_label_spec(
-                SKELETON_NAMES[task], SKELETON_IDS[task],
-                [cvataa.keypoint_spec(name, j) for j, name in enumerate(SKELETON_POINTS[task])]))
+                KEYPOINT_CATEGORY[task], SKELETON_IDS[task],
+                [cvataa.keypoint_spec(name, j) for j, name in enumerate(DEFAULT_KEYPOINTS[task])]))
     return cvataa.DetectionFunctionSpec(labels=labels)
 
 
@@ -133,7 +128,7 @@ def shapes_of(response, tasks: list[str], *, conv_mask_to_poly: bool = False, co
                     bbox = [int(xs.min()), int(ys.min()), min(int(xs.max()) + 1, w), min(int(ys.max()) + 1, h)]
                     shapes.append(cvataa.mask(cid, encode_mask(bitmap, bbox=bbox), score=score))
         elif label.task in SKELETON_IDS and label.keypoints is not None:
-            names = SKELETON_POINTS[label.task]
+            names = DEFAULT_KEYPOINTS[label.task]
             by_name = {kp.name: kp for kp in label.keypoints.keypoints}
             elements = []
             for j, name in enumerate(names):

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Sequence
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import grpc
 
@@ -144,10 +144,12 @@ def build_request(
     return request
 
 
-class PreLabelClient:
-    """asyncio client. `tls=True` uses the system roots unless `root_certificates` is
-    given; `private_key` + `certificate_chain` add a client certificate (mTLS).
-    `metadata` is sent with every call (e.g. `[("authorization", "Bearer ...")]`)."""
+class _ClientBase:
+    """What both clients share: one channel (retry policy, size limits, TLS), the router's
+    stub, and the default deadline and metadata of every call."""
+
+    #: grpc.aio channel (True) or blocking channel (False).
+    _aio: ClassVar[bool]
 
     def __init__(
         self,
@@ -166,9 +168,17 @@ class PreLabelClient:
         self.timeout_s = timeout_s
         self.metadata = tuple(metadata)
         self.channel = open_channel(
-            address, aio=True, tls=tls, root_certificates=root_certificates, private_key=private_key,
+            address, aio=self._aio, tls=tls, root_certificates=root_certificates, private_key=private_key,
             certificate_chain=certificate_chain, max_attempts=max_attempts, options=options)
         self.stub = prelabel_pb2_grpc.PreLabelerStub(self.channel)
+
+
+class PreLabelClient(_ClientBase):
+    """asyncio client. `tls=True` uses the system roots unless `root_certificates` is
+    given; `private_key` + `certificate_chain` add a client certificate (mTLS).
+    `metadata` is sent with every call (e.g. `[("authorization", "Bearer ...")]`)."""
+
+    _aio = True
 
     async def wait_ready(self, timeout_s: float) -> None:
         """Wait until the channel is connected; asyncio.TimeoutError after `timeout_s`."""
@@ -285,29 +295,11 @@ async def _aiter(items: Iterable[tuple[str, bytes]]) -> AsyncIterator[tuple[str,
         yield item
 
 
-class SyncPreLabelClient:
+class SyncPreLabelClient(_ClientBase):
     """Blocking client for code without an event loop (e.g. a Django or Flask backend of
     an annotation tool). Same options and retry policy as PreLabelClient; thread-safe."""
 
-    def __init__(
-        self,
-        address: str = DEFAULT_ADDRESS,
-        *,
-        timeout_s: float = 60.0,
-        tls: bool = False,
-        root_certificates: bytes | None = None,
-        private_key: bytes | None = None,
-        certificate_chain: bytes | None = None,
-        metadata: Sequence[tuple[str, str]] = (),
-        max_attempts: int = 4,
-        options: Sequence[tuple[str, Any]] = (),
-    ):
-        self.timeout_s = timeout_s
-        self.metadata = tuple(metadata)
-        self.channel = open_channel(
-            address, aio=False, tls=tls, root_certificates=root_certificates, private_key=private_key,
-            certificate_chain=certificate_chain, max_attempts=max_attempts, options=options)
-        self.stub = prelabel_pb2_grpc.PreLabelerStub(self.channel)
+    _aio = False
 
     def prelabel(
         self,

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
+import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -25,6 +27,15 @@ def field_violation(error: grpc.aio.AioRpcError) -> error_details_pb2.BadRequest
 def bad_request_field(error: grpc.aio.AioRpcError) -> str:
     """The field named by the google.rpc.BadRequest detail of an INVALID_ARGUMENT."""
     return field_violation(error).field
+
+
+async def invalid_argument_field(rpc: Callable[..., Awaitable], request, timeout_s: float) -> str:
+    """The field that the stub method `rpc` names when it refuses `request` with
+    INVALID_ARGUMENT (any other outcome fails the test)."""
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await rpc(request, timeout=timeout_s)
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT, f"{exc.value.code()}: {exc.value.details()}"
+    return bad_request_field(exc.value)
 
 
 def counts(after: dict, before: dict) -> tuple[int, int]:
@@ -61,3 +72,19 @@ async def settled_statistics(client: TritonClient, model: str, before: dict, exp
             await asyncio.sleep(0.2)
             return await model_statistics(client, model)
         await asyncio.sleep(0.05)
+
+
+async def concurrent_counts(triton_url: str, model: str, rpc: Callable[..., Awaitable], requests: Sequence,
+                            timeout_s: float) -> tuple[list, int, int]:
+    """Send `requests` through the stub method `rpc` all at once: (replies in request order,
+    inferences, executions) that Triton counted for `model` meanwhile (fewer executions
+    than inferences: requests were batched)."""
+    client = TritonClient(triton_url)
+    try:
+        before = await quiet_statistics(client, model)
+        replies = await asyncio.gather(*(rpc(r, timeout=timeout_s) for r in requests))
+        after = await settled_statistics(client, model, before, expected=len(requests))
+    finally:
+        await client.close()
+    inferences, executions = counts(after, before)
+    return list(replies), inferences, executions

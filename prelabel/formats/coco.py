@@ -47,9 +47,9 @@ from prelabel.formats.common import (
     DEFAULT_FACE_KEYPOINTS,
     DEFAULT_PERSON_KEYPOINTS,
     DEFAULT_PERSON_SKELETON,
-    FACE_NAME,
     FIXED_NAMES,
-    PERSON_NAME,
+    KEYPOINT_CATEGORY,
+    OBJECT_NAMES,
     TASK_DETECT,
     TASK_FACES,
     TASK_KEYPOINTS,
@@ -66,8 +66,6 @@ from prelabel.v1 import prelabel_pb2
 
 DIR_NAME = "coco"
 TASKS = (TASK_DETECT, TASK_SEGMENT, TASK_KEYPOINTS, TASK_FACES)
-#: The keypoint category of each keypoint task.
-KEYPOINT_CATEGORY = {TASK_KEYPOINTS: PERSON_NAME, TASK_FACES: FACE_NAME}
 #: Face skeleton (1-based, over left_eye, right_eye, nose, mouth_left, mouth_right): eyes
 #: joined, each eye to the nose, the nose to each mouth corner, the mouth corners joined.
 #: CVAT builds its skeleton label from it.
@@ -173,7 +171,7 @@ class _TaskFile:
             name = KEYPOINT_CATEGORY[self.task]
             return [{"id": coco_category_id(name), "name": name, "supercategory": name,
                      "keypoints": self.keypoint_names, "skeleton": self.skeleton}]
-        names = [n for n in FIXED_NAMES if n != FACE_NAME] + [self.extra[c] for c in sorted(self.extra)]
+        names = OBJECT_NAMES + [self.extra[c] for c in sorted(self.extra)]
         return [{"id": coco_category_id(n), "name": n, "supercategory": n} for n in names]
 
     def write(self, fh) -> None:

@@ -36,6 +36,13 @@ PERSON_NAME = "person"
 DEFAULT_PERSON_KEYPOINTS = list(COCO_KEYPOINT_NAMES)
 DEFAULT_PERSON_SKELETON = [i for edge in COCO_SKELETON for i in edge]
 DEFAULT_FACE_KEYPOINTS = list(FACE_LANDMARK_NAMES)
+#: The category every instance of a keypoint task is labelled with, and its default
+#: keypoint names.
+KEYPOINT_CATEGORY = {TASK_KEYPOINTS: PERSON_NAME, TASK_FACES: FACE_NAME}
+DEFAULT_KEYPOINTS = {TASK_KEYPOINTS: DEFAULT_PERSON_KEYPOINTS, TASK_FACES: DEFAULT_FACE_KEYPOINTS}
+#: The box categories of detect and segment: every fixed name but "face", which only the
+#: faces task labels.
+OBJECT_NAMES = [n for n in FIXED_NAMES if n != FACE_NAME]
 
 
 def image_root_of(image_ids: Iterable[str]) -> str:

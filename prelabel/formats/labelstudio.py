@@ -49,6 +49,7 @@ from prelabel.atomic import AtomicFile, atomic_write_text
 from prelabel.formats import ls_brush
 from prelabel.formats.common import (
     DEFAULT_FACE_KEYPOINTS,
+    DEFAULT_KEYPOINTS,
     DEFAULT_PERSON_KEYPOINTS,
     FACE_NAME,
     FIXED_NAMES,
@@ -233,7 +234,7 @@ class LabelStudioWriter:
         self._spool = tempfile.TemporaryFile("w+", encoding="utf-8", dir=self.out_dir)
         self._models: set[str] = set()
         self._extra: dict[str, None] = {}
-        self._kps = {TASK_KEYPOINTS: DEFAULT_PERSON_KEYPOINTS, TASK_FACES: DEFAULT_FACE_KEYPOINTS}
+        self._kps = dict(DEFAULT_KEYPOINTS)  # a copy: add() replaces them with the names the model sent
         self._root_dir = ""
 
     def _name(self, image_id: str) -> str:

@@ -7,15 +7,13 @@ from __future__ import annotations
 import asyncio
 import io
 
-import grpc
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageOps
 
 from prelabel.v1 import common_pb2, keypoints_pb2
 from services.common.labels import COCO_KEYPOINT_NAMES
-from services.common.triton_client import TritonClient
-from tests.grpc_helpers import bad_request_field, counts, quiet_statistics, settled_statistics
+from tests.grpc_helpers import concurrent_counts, invalid_argument_field
 from tests.photos import STORE_AS, encode, photo, photo_bytes, with_orientation
 
 pytestmark = pytest.mark.integration
@@ -168,30 +166,20 @@ async def test_detect_keypoints_rejects_bad_requests_with_the_field_name_when_fi
         keypoint_detector, request_fields, field):
     request = keypoints_pb2.KeypointRequest(image=common_pb2.Image(data=drawn_people(200, 100)))
     request.MergeFrom(keypoints_pb2.KeypointRequest(**request_fields))
-    with pytest.raises(grpc.aio.AioRpcError) as exc:
-        await keypoint_detector.DetectKeypoints(request, timeout=RPC_TIMEOUT_S)
-    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert bad_request_field(exc.value) == field
+    assert await invalid_argument_field(keypoint_detector.DetectKeypoints, request, RPC_TIMEOUT_S) == field
 
 
 async def test_keypointer_model_batches_requests_when_they_arrive_concurrently(keypoint_detector, triton):
-    client = TritonClient(triton.grpc_url)
-    try:
-        before = await quiet_statistics(client, "keypointer")
-        requests = [
-            keypoints_pb2.KeypointRequest(
-                image=common_pb2.Image(data=drawn_people(300 + 20 * i, 200), image_id=str(i)),
-                prompt_boxes=_boxes(i % 3, box(5, 5, 100, 150)), score_threshold=0.9,
-            )
-            for i in range(12)
-        ]
-        replies = await asyncio.gather(*(keypoint_detector.DetectKeypoints(r, timeout=RPC_TIMEOUT_S)
-                                         for r in requests))
-        after = await settled_statistics(client, "keypointer", before, expected=12)
-    finally:
-        await client.close()
+    requests = [
+        keypoints_pb2.KeypointRequest(
+            image=common_pb2.Image(data=drawn_people(300 + 20 * i, 200), image_id=str(i)),
+            prompt_boxes=_boxes(i % 3, box(5, 5, 100, 150)), score_threshold=0.9,
+        )
+        for i in range(12)
+    ]
+    replies, inferences, executions = await concurrent_counts(
+        triton.grpc_url, "keypointer", keypoint_detector.DetectKeypoints, requests, RPC_TIMEOUT_S)
     assert [r.image_id for r in replies] == [str(i) for i in range(12)]
     assert [len(r.instances) for r in replies if r.image_id in ("1", "2")] == [1, 2]
-    inferences, executions = counts(after, before)
     assert inferences == 12
     assert executions < inferences, f"{executions} executions for {inferences} inferences: no batching"

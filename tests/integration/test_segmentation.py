@@ -4,18 +4,14 @@ drawn shapes of known geometry, prompted one-mask-per-box, COCO RLE through pyco
 bad requests, batching under concurrent load."""
 from __future__ import annotations
 
-import asyncio
-
-import grpc
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 from pycocotools import mask as coco_mask
 
 from prelabel.v1 import common_pb2, segmentation_pb2
-from services.common.triton_client import TritonClient
 from services.modelkit.store import read_lock
-from tests.grpc_helpers import bad_request_field, counts, quiet_statistics, settled_statistics
+from tests.grpc_helpers import concurrent_counts, invalid_argument_field
 from tests.photos import encode, photo_bytes
 
 pytestmark = pytest.mark.integration
@@ -227,31 +223,22 @@ async def test_segment_rejects_bad_requests_with_the_field_name_when_fields_are_
         segmenter, request_fields, field):
     request = segmentation_pb2.SegmentRequest(image=common_pb2.Image(data=drawn_image(300, 200)))
     request.MergeFrom(segmentation_pb2.SegmentRequest(**request_fields))
-    with pytest.raises(grpc.aio.AioRpcError) as exc:
-        await segmenter.Segment(request, timeout=RPC_TIMEOUT_S)
-    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert bad_request_field(exc.value) == field
+    assert await invalid_argument_field(segmenter.Segment, request, RPC_TIMEOUT_S) == field
 
 
 async def test_segmenter_model_batches_requests_when_they_arrive_concurrently(segmenter, triton):
-    client = TritonClient(triton.grpc_url)
-    try:
-        before = await quiet_statistics(client, "segmenter")
-        images = [drawn_image(320 + 16 * i, 240) for i in range(12)]
-        requests = [
-            segmentation_pb2.SegmentRequest(
-                image=common_pb2.Image(data=data, image_id=str(i)),
-                prompts=_prompts(i % 3, box(5, 5, 100, 100)),
-                score_threshold=0.5,
-            )
-            for i, data in enumerate(images)
-        ]
-        replies = await asyncio.gather(*(segmenter.Segment(r, timeout=RPC_TIMEOUT_S) for r in requests))
-        after = await settled_statistics(client, "segmenter", before, expected=12)
-    finally:
-        await client.close()
+    images = [drawn_image(320 + 16 * i, 240) for i in range(12)]
+    requests = [
+        segmentation_pb2.SegmentRequest(
+            image=common_pb2.Image(data=data, image_id=str(i)),
+            prompts=_prompts(i % 3, box(5, 5, 100, 100)),
+            score_threshold=0.5,
+        )
+        for i, data in enumerate(images)
+    ]
+    replies, inferences, executions = await concurrent_counts(
+        triton.grpc_url, "segmenter", segmenter.Segment, requests, RPC_TIMEOUT_S)
     assert [r.image_id for r in replies] == [str(i) for i in range(12)]
     assert [len(r.instances) for r in replies if r.image_id in ("1", "2")] == [1, 2]
-    inferences, executions = counts(after, before)
     assert inferences == 12
     assert executions < inferences, f"{executions} executions for {inferences} inferences: no batching"

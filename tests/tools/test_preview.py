@@ -2,10 +2,12 @@
 Chromium renders: one card per image, most uncertain first, pictures visible."""
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,14 +35,22 @@ def headless(chromium: str, *args: str) -> subprocess.CompletedProcess:
                            "--hide-scrollbars", *args], capture_output=True, text=True, timeout=120, check=True)
 
 
-@pytest.fixture
-def preview_run(tmp_path):
+@contextlib.contextmanager
+def sample_journal(tmp_path: Path) -> Iterator[tuple[list[samples_mod.Sample], Path, Journal]]:
+    """(samples, run folder, its journal) with an ok record per drawn sample, as
+    `prelabel annotate` leaves it; the journal stays open so a test can append more."""
     samples = samples_mod.make_samples(tmp_path / "in")
     run = tmp_path / "run"
     run.mkdir()
     with Journal(run / "journal.jsonl") as journal:
         for s in samples:
             journal.append_ok(s.image_id, str(s.path), s.response)
+        yield samples, run, journal
+
+
+@pytest.fixture
+def preview_run(tmp_path):
+    with sample_journal(tmp_path) as (samples, run, journal):
         journal.append_rejected(str(tmp_path / "in/bad.jpg"), str(tmp_path / "in/bad.jpg"), "INVALID_ARGUMENT: x")
     done = subprocess.run([sys.executable, "-m", "prelabel.cli", "preview", str(run), "--max-side", "400"],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
@@ -80,12 +90,7 @@ def test_preview_renders_in_headless_chromium_when_opened(preview_run, chromium,
 def test_preview_draws_the_last_record_and_the_most_uncertain_when_journal_is_torn_and_limited(tmp_path):
     from prelabel.preview import read_journal, write_preview
 
-    samples = samples_mod.make_samples(tmp_path / "in")
-    run = tmp_path / "run"
-    run.mkdir()
-    with Journal(run / "journal.jsonl") as journal:
-        for s in samples:
-            journal.append_ok(s.image_id, str(s.path), s.response)
+    with sample_journal(tmp_path) as (samples, run, journal):
         again = samples[0].response.__class__()
         again.CopyFrom(samples[0].response)
         again.uncertainty.score = 0.99  # the image's last record: now the most uncertain

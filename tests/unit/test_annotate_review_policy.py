@@ -1,36 +1,17 @@
 """`prelabel annotate --review-policy FILE`: the file's policy goes with every image."""
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 from prelabel.cli import EXIT_OK, EXIT_USAGE
 from services.common.policy_file import load_policy_file
 from services.common.review import policy_from_proto
+from tests.unit.annotate_runs import annotate, photos
 from tests.unit.prelabeler_double import PreLabelerDouble, serve
 
 pytestmark = pytest.mark.timeout(60)
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def photos(folder: Path, names) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        (folder / name).write_bytes(b"image " + name.encode())  # the double never decodes them
-    return folder
-
-
-async def annotate(*args: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "prelabel.cli", "annotate", "--no-progress", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=REPO)
-    out, _ = await asyncio.wait_for(proc.communicate(), 50)
-    return proc.returncode, out.decode()
 
 
 class RecordingDouble(PreLabelerDouble):

@@ -7,7 +7,6 @@ import fcntl
 import json
 import os
 import signal
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,19 +23,13 @@ from prelabel.cli import (
 from prelabel.formats.coco import file_path as coco_file
 from prelabel.inputs import shard_of
 from services.embedded_triton.launcher import free_port
+from tests.unit.annotate_runs import annotate, photos, start_annotate
 from tests.unit.prelabeler_double import PreLabelerDouble, serve
 
 pytestmark = pytest.mark.timeout(60)
 
 REPO = Path(__file__).resolve().parents[2]
 NO_ROUTER = "127.0.0.1:1"  # nothing listens there: any attempt to call it would fail
-
-
-def photos(folder: Path, names) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        (folder / name).write_bytes(b"image " + name.encode())
-    return folder
 
 
 def test_annotate_exits_zero_without_work_when_success_marker_exists(tmp_path):
@@ -99,14 +92,6 @@ def test_parser_accepts_the_kubernetes_job_argv_when_read_from_job_yaml():
     assert args.tasks == ["detect", "segment", "keypoints", "faces"]
 
 
-async def annotate(*args: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "prelabel.cli", "annotate", "--no-progress", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=REPO)
-    out, _ = await asyncio.wait_for(proc.communicate(), 50)
-    return proc.returncode, out.decode()
-
-
 async def test_annotate_exits_4_with_complete_outputs_when_an_image_is_rejected(tmp_path):
     folder = photos(tmp_path / "in", ["a.jpg", "b.jpg", "bad.jpg"])
     double = PreLabelerDouble(task_code_for={"bad": "INVALID_ARGUMENT"})
@@ -139,10 +124,8 @@ async def test_annotate_finishes_images_in_flight_then_exits_143_when_sigterm(tm
     double = PreLabelerDouble(delay_s=0.2)
     out = tmp_path / "out"
     async with serve(double) as address:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "prelabel.cli", "annotate", "--no-progress", str(folder), "--out", str(out),
-            "--router", address, "--tasks", "detect", "--concurrency", "2", cwd=REPO,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        proc = await start_annotate(str(folder), "--out", str(out), "--router", address, "--tasks", "detect",
+                                    "--concurrency", "2")
         journal = out / "journal.jsonl"
         while not (journal.exists() and journal.read_bytes().count(b"\n") >= 2):
             await asyncio.sleep(0.02)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from services.modelkit.keypointer import Keypointer
+from tests.unit.rcnn_batches import prompt_batch, random_images
 from tests.unit.triton_models import initialised, rcnn_lite_config, run
 
 
@@ -14,26 +15,14 @@ def keypointer():
     return initialised(Keypointer, "keypointer", rcnn_lite_config("keypointer"))
 
 
-def batch(images: np.ndarray, prompts: list[list[tuple]]) -> dict:
-    inputs = {
-        "IMAGE": images,
-        "PROMPT_BOXES": np.zeros((len(images), 32, 4), np.float32),
-        "PROMPT_COUNT": np.array([[len(p)] for p in prompts], np.int32),
-    }
-    for i, boxes in enumerate(prompts):
-        if boxes:
-            inputs["PROMPT_BOXES"][i, : len(boxes)] = boxes
-    return inputs
-
-
 @pytest.fixture(scope="module")
 def images():
-    return np.random.default_rng(11).integers(0, 256, (2, 320, 320, 3), dtype=np.uint8)
+    return random_images(11)
 
 
 def test_keypointer_puts_every_keypoint_inside_its_prompt_box_when_prompted(keypointer, images):
     prompts = [(10.5, 20.25, 100, 200), (250, 0, 320, 40), (0, 0, 320, 320)]
-    out = run(keypointer, batch(images[:1], [prompts]))
+    out = run(keypointer, prompt_batch(images[:1], [prompts]))
     assert out["COUNT"][0, 0] == 3
     np.testing.assert_allclose(out["BOXES"][0, :3], prompts)
     assert (out["LABELS"][0, :3] == 1).all()
@@ -49,9 +38,9 @@ def test_keypointer_puts_every_keypoint_inside_its_prompt_box_when_prompted(keyp
 
 def test_keypointer_gives_each_item_its_own_answer_when_modes_are_mixed_in_a_batch(keypointer, images):
     prompts = [(40, 40, 200, 260), (100, 10, 180, 300)]
-    alone_auto = run(keypointer, batch(images[:1], [[]]))
-    alone_prompted = run(keypointer, batch(images[1:], [prompts]))
-    mixed = run(keypointer, batch(images, [[], prompts]))
+    alone_auto = run(keypointer, prompt_batch(images[:1], [[]]))
+    alone_prompted = run(keypointer, prompt_batch(images[1:], [prompts]))
+    mixed = run(keypointer, prompt_batch(images, [[], prompts]))
     for name in ("BOXES", "SCORES", "LABELS", "KEYPOINTS", "KEYPOINT_SCORES", "COUNT"):
         np.testing.assert_allclose(mixed[name][0], alone_auto[name][0], atol=1e-3, err_msg=name)
         np.testing.assert_allclose(mixed[name][1], alone_prompted[name][0], atol=1e-3, err_msg=name)
@@ -59,7 +48,7 @@ def test_keypointer_gives_each_item_its_own_answer_when_modes_are_mixed_in_a_bat
 
 
 def test_keypointer_keeps_automatic_keypoints_inside_detected_boxes_when_not_prompted(keypointer, images):
-    out = run(keypointer, batch(images[:1], [[]]))
+    out = run(keypointer, prompt_batch(images[:1], [[]]))
     n = out["COUNT"][0, 0]
     assert 0 < n <= 32  # random weights score every proposal 0.5
     boxes, xy = out["BOXES"][0, :n], out["KEYPOINTS"][0, :n]

@@ -10,6 +10,7 @@ from services.modelkit.rcnn import build_rcnn
 from services.modelkit.segmenter import Segmenter
 from services.modelkit.settings import ModelSettings
 from services.modelkit.weights import MissingWeightsError
+from tests.unit.rcnn_batches import prompt_batch, random_images
 from tests.unit.triton_models import initialised, rcnn_lite_config, run
 
 ARCH = "maskrcnn_mobilenet_v3_large_320_fpn_lite"
@@ -21,24 +22,13 @@ def segmenter():
 
 
 def batch(images: np.ndarray, prompts: list[list[tuple]], labels: list[list[int]] | None = None) -> dict:
-    b = len(images)
-    inputs = {
-        "IMAGE": images,
-        "PROMPT_BOXES": np.zeros((b, 32, 4), np.float32),
-        "PROMPT_LABELS": np.zeros((b, 32), np.int32),
-        "PROMPT_COUNT": np.array([[len(p)] for p in prompts], np.int32),
-    }
-    for i, boxes in enumerate(prompts):
-        if boxes:
-            inputs["PROMPT_BOXES"][i, : len(boxes)] = boxes
-        if labels and labels[i]:
-            inputs["PROMPT_LABELS"][i, : len(labels[i])] = labels[i]
-    return inputs
+    # PROMPT_LABELS always, as Triton sends it from the segmenter's config: unknown unless given.
+    return prompt_batch(images, prompts, labels or [[] for _ in images])
 
 
 @pytest.fixture(scope="module")
 def images():
-    return np.random.default_rng(7).integers(0, 256, (2, 320, 320, 3), dtype=np.uint8)
+    return random_images(7)
 
 
 def test_segmenter_answers_one_row_per_prompt_when_prompted(segmenter, images):

@@ -33,21 +33,23 @@ async def test_prelabel_retries_unavailable_when_image_exceeds_default_retry_buf
     assert double.unary_attempts["a"] == 3
 
 
-async def test_prelabel_fails_once_when_status_is_invalid_argument():
-    double = PreLabelerDouble(unary_failures=1, unary_code=grpc.StatusCode.INVALID_ARGUMENT)
-    async with serve(double) as address, PreLabelClient(address, timeout_s=10) as client:
+async def failed_prelabel(double: PreLabelerDouble, **client_options) -> grpc.aio.AioRpcError:
+    """The error that one call for image "a" ends with, after the retries the policy allows."""
+    async with serve(double) as address, PreLabelClient(address, timeout_s=10, **client_options) as client:
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await client.prelabel(b"x", "a")
-    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    return info.value
+
+
+async def test_prelabel_fails_once_when_status_is_invalid_argument():
+    double = PreLabelerDouble(unary_failures=1, unary_code=grpc.StatusCode.INVALID_ARGUMENT)
+    assert (await failed_prelabel(double)).code() == grpc.StatusCode.INVALID_ARGUMENT
     assert double.unary_attempts["a"] == 1
 
 
 async def test_prelabel_stops_at_max_attempts_when_router_stays_unavailable():
     double = PreLabelerDouble(unary_failures=10**6)
-    async with serve(double) as address, PreLabelClient(address, timeout_s=10, max_attempts=3) as client:
-        with pytest.raises(grpc.aio.AioRpcError) as info:
-            await client.prelabel(b"x", "a")
-    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert (await failed_prelabel(double, max_attempts=3)).code() == grpc.StatusCode.UNAVAILABLE
     assert double.unary_attempts["a"] == 3
 
 
