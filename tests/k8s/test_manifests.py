@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.binaries import required_binary
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -28,8 +30,12 @@ GPU = "overlays/gpu"
 CPU = "overlays/cpu"
 GPU_ADAPTER = "overlays/gpu-prometheus-adapter"
 JOB = "jobs/annotate"
-TARGETS = [BASE, GPU, CPU, GPU_ADAPTER, JOB]
-SERVING = [BASE, GPU, CPU, GPU_ADAPTER]
+# Optional component, rendered on top of each serving target ("<target>+<component>").
+REVIEW_POLICY = "components/review-policy"
+SERVING_PLAIN = [BASE, GPU, CPU, GPU_ADAPTER]
+WITH_POLICY = [f"{t}+{REVIEW_POLICY}" for t in SERVING_PLAIN]
+SERVING = SERVING_PLAIN + WITH_POLICY
+TARGETS = SERVING + [JOB]
 
 # Custom resources have no bundled schema: checked for apiVersion/kind/metadata.name only.
 CUSTOM_RESOURCES = {
@@ -58,13 +64,11 @@ PROMETHEUS_NS = {"kubernetes.io/metadata.name": "monitoring"}
 
 
 def _kubectl() -> str:
-    path = os.environ.get("KUBECTL") or shutil.which("kubectl")
-    if not path:
-        pytest.fail(
-            "kubectl not found on PATH (set $KUBECTL to override): it is required to render "
-            "k8s/ with its built-in kustomize. Install kubectl >= 1.27."
-        )
-    return path
+    return required_binary(
+        "kubectl",
+        "KUBECTL",
+        "it renders k8s/ with its built-in kustomize. Install kubectl >= 1.27.",
+    )
 
 
 def _kubernetes_validate():
@@ -88,10 +92,9 @@ def _minor(version: str) -> tuple[int, int]:
     return int(major), int(minor)
 
 
-@functools.cache
-def _render_cached(kubectl: str, target: str) -> tuple:
+def _kustomize(kubectl: str, directory: Path, target: str) -> str:
     proc = subprocess.run(
-        [kubectl, "kustomize", str(K8S / target)],
+        [kubectl, "kustomize", str(directory)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -100,7 +103,28 @@ def _render_cached(kubectl: str, target: str) -> tuple:
     assert proc.returncode == 0, (
         f"kubectl kustomize k8s/{target} failed:\n{proc.stderr}"
     )
-    return tuple(doc for doc in yaml.safe_load_all(proc.stdout) if doc)
+    return proc.stdout
+
+
+@functools.cache
+def _render_cached(kubectl: str, target: str) -> tuple:
+    """Render k8s/<target>; "<target>+<component>+..." renders the target with those
+    components, as an overlay of one's own would (a temporary kustomization; kustomize
+    takes relative paths only)."""
+    base, *components = target.split("+")
+    if not components:
+        out = _kustomize(kubectl, K8S / base, target)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            kustomization = {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [os.path.relpath(K8S / base, tmp)],
+                "components": [os.path.relpath(K8S / c, tmp) for c in components],
+            }
+            Path(tmp, "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+            out = _kustomize(kubectl, Path(tmp), target)
+    return tuple(doc for doc in yaml.safe_load_all(out) if doc)
 
 
 def render(target: str) -> list[dict]:
@@ -421,6 +445,69 @@ def test_cpu_services_have_cpu_hpa(target):
             and m["resource"]["target"]["type"] == "Utilization"
         ]
         assert cpu, f"{name}: HPA does not scale on CPU utilization"
+
+
+# --------------------------------------------------------------------------- review policy
+
+POLICY_ENV = "PRELABEL_REVIEW_POLICY_FILE"
+POLICY_SERVERS = set(CPU_SERVICES)  # the four processes that serve a review policy
+
+
+def _policy_generator() -> dict:
+    component = yaml.safe_load((K8S / REVIEW_POLICY / "kustomization.yaml").read_text())
+    (generator,) = component["configMapGenerator"]
+    return generator
+
+
+def test_review_policy_example_is_a_policy_file_the_services_accept():
+    from services.common.policy_file import load_policy_file
+
+    (source,) = _policy_generator()["files"]
+    loaded = load_policy_file(K8S / REVIEW_POLICY / source)
+    assert loaded.provenance.get("policy_id") == loaded.id, "provenance names another policy id"
+
+
+@pytest.mark.parametrize("target", SERVING_PLAIN)
+def test_review_policy_mounted_read_only_as_directory(target, tmp_path):
+    from services.common.policy_file import load_policy_file
+
+    # Optional: without the component every process serves the built-in defaults.
+    for dep in objects(target, "Deployment"):
+        for c in containers(dep):
+            assert env_value(target, dep, c, POLICY_ENV) is None, f"{target}: {dep['metadata']['name']}"
+    composed = f"{target}+{REVIEW_POLICY}"
+    for name in POLICY_SERVERS:
+        dep = one(composed, "Deployment", name)
+        spec = pod_spec(dep)
+        (c,) = spec["containers"]
+        where = f"{composed}: {name}"
+        path = env_value(composed, dep, c, POLICY_ENV)
+        assert path and path.startswith("/"), f"{where}: {POLICY_ENV} = {path!r}"
+        directory, key = path.rsplit("/", 1)
+        mounts = [m for m in c["volumeMounts"] if m["mountPath"].rstrip("/") == directory]
+        assert len(mounts) == 1, f"{where}: {path} is not directly in one mounted directory"
+        (mount,) = mounts
+        assert mount.get("readOnly") is True, f"{where}: policy mount not read-only"
+        # A subPath mount is never updated by the kubelet; only a whole-volume mount sees
+        # the atomic ..data symlink swap of a ConfigMap update.
+        assert "subPath" not in mount and "subPathExpr" not in mount, where
+        volume = {v["name"]: v for v in spec["volumes"]}[mount["name"]]
+        ref = volume.get("configMap")
+        assert ref and "items" not in ref, f"{where}: policy volume {volume}"
+        cm = one(composed, "ConfigMap", ref["name"])
+        assert cm["metadata"]["namespace"] == dep["metadata"]["namespace"], where
+        # Updated in place (so served pods reload it): not immutable, no hash suffix.
+        assert not cm.get("immutable"), f"{where}: an immutable ConfigMap never updates"
+        assert ref["name"] == _policy_generator()["name"], (
+            f"{where}: hash-suffixed ConfigMap: an edit would roll the pods, not reload"
+        )
+        rendered = tmp_path / key
+        rendered.write_text(cm["data"][key])
+        load_policy_file(rendered)  # what the pods will read: a file they accept
+    for dep in objects(composed, "Deployment"):
+        if dep["metadata"]["name"] not in POLICY_SERVERS:
+            for c in containers(dep):
+                assert env_value(composed, dep, c, POLICY_ENV) is None, dep["metadata"]["name"]
 
 
 # --------------------------------------------------------------------------- profiles

@@ -6,14 +6,14 @@ Needs `promtool` (Debian: apt-get install -y prometheus). Missing -> the tests f
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.binaries import required_binary
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -31,6 +31,7 @@ _HISTOGRAMS = [
 ]
 KNOWN_METRICS = {
     "prelabel_rpc_requests_total",
+    "prelabel_review_policy_reloads_total",
     "prelabel_rpc_in_flight",
     "prelabel_images_total",
     "prelabel_labels_total",
@@ -64,16 +65,13 @@ _KEYWORDS = {
 
 
 def promtool() -> str:
-    path = os.environ.get("PROMTOOL") or shutil.which("promtool")
-    if not path:
-        pytest.fail(
-            "promtool not found on PATH (set $PROMTOOL to override). "
-            "Install it with: apt-get install -y prometheus"
-        )
-    return path
+    return required_binary("promtool", "PROMTOOL", "apt-get install -y prometheus")
 
 
-def run_promtool(*args: str, cwd: Path = MON) -> subprocess.CompletedProcess:
+def run_promtool(
+    *args: str, cwd: Path = MON, failure: str | None = None
+) -> subprocess.CompletedProcess:
+    """Run promtool; a non-zero exit fails the test with `failure` (default: the command)."""
     proc = subprocess.run(
         [promtool(), *args],
         cwd=cwd,
@@ -82,9 +80,8 @@ def run_promtool(*args: str, cwd: Path = MON) -> subprocess.CompletedProcess:
         timeout=90,
         check=False,
     )
-    assert proc.returncode == 0, (
-        f"promtool {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
-    )
+    what = failure or f"promtool {' '.join(args)} failed"
+    assert proc.returncode == 0, f"{what}:\n{proc.stdout}\n{proc.stderr}"
     return proc
 
 
@@ -121,16 +118,7 @@ def check_promql_syntax(exprs: dict[str, str], tmp_path: Path) -> None:
     }
     path = tmp_path / "exprs.yaml"
     path.write_text(yaml.safe_dump(rules))
-    proc = subprocess.run(
-        [promtool(), "check", "rules", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
-    assert proc.returncode == 0, (
-        f"invalid PromQL among {list(exprs)}:\n{proc.stdout}\n{proc.stderr}"
-    )
+    run_promtool("check", "rules", str(path), failure=f"invalid PromQL among {list(exprs)}")
 
 
 def alert_rules() -> list[dict]:
@@ -159,6 +147,7 @@ def test_each_alert_has_firing_and_quiet_cases():
         "PrelabelLatencySLOBurnSlow",
         "TritonQueueTimeHigh",
         "PrelabelTargetDown",
+        "PrelabelReviewPolicyReloadRefused",
     } <= alerts
     firing, quiet = set(), set()
     for test in yaml.safe_load(ALERTS_TEST.read_text())["tests"]:
@@ -189,6 +178,33 @@ def test_rule_expressions_use_known_metrics():
         assert not unknown, (
             f"{rule.get('alert') or rule.get('record')}: unknown metrics {unknown}"
         )
+
+
+def test_refused_reload_series_appears_at_first_refusal(tmp_path):
+    """What PrelabelReviewPolicyReloadRefused and its promtool cases assume: a process exports
+    no refused series until its first refusal, and then exports 1 (no 0 sample before it,
+    which increase() alone would need), while the old policy keeps serving."""
+    from services.common.metrics import Metrics
+    from services.common.policy_file import ServedPolicy
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("review_policy: {default_band: {accept_at: 0.9, reject_below: 0.2}}\n")
+    metrics = Metrics("detection")
+    served = ServedPolicy(policy, reload_s=0, metrics=metrics)
+    first_id = served.current.id
+
+    def reloads(outcome: str) -> float | None:
+        return metrics.registry.get_sample_value(
+            "prelabel_review_policy_reloads_total",
+            {"service": "detection", "outcome": outcome},
+        )
+
+    assert reloads("refused") is None
+    policy.write_text("review_policy: {default_band: {accept_at: 1.5}}\n")
+    served.maybe_reload()
+    assert reloads("refused") == 1.0
+    assert reloads("ok") is None
+    assert served.current.id == first_id
 
 
 # --------------------------------------------------------------------------- scrape configs
