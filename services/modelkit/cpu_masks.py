@@ -6,7 +6,10 @@ head from real, published parts.
   own mask that follows the body and excludes the background inside the box;
 - every other category: OpenCV's GrabCut seeded with the box (no weights: a colour model
   of inside vs outside the box, iterated), on the crop downscaled so its long side is at
-  most `grabcut_max_side` px (full-resolution GrabCut took seconds per box);
+  most `grabcut_max_side` px (full-resolution GrabCut took seconds per box). GrabCut gives
+  hard labels and no confidence: its foreground gets probability `grabcut_probability`
+  (0.6), so its masks' quality says "draft" and, prompted, the default review bands send
+  them to review instead of auto-accepting them;
 - automatic mode finds the instances with NanoDet (same weights as `coco_detector`) on
   the model input resized to NanoDet's 416 px; prompted mode takes the caller's boxes
   and categories, and for a box without a category uses the class of the NanoDet box
@@ -59,10 +62,10 @@ def content_bounds(image: np.ndarray) -> tuple[int, int, int, int]:
 
 
 def grabcut_probs(image: np.ndarray, box: np.ndarray, size: int, max_side: int, iterations: int,
-                  bounds: tuple[int, int, int, int] | None = None) -> np.ndarray:
-    """GrabCut foreground (0/1) over `box`, as a size x size grid. The crop stays inside
-    `bounds` (the photo): black letterbox padding in the background sample would make
-    every dark object background."""
+                  bounds: tuple[int, int, int, int] | None = None, probability: float = 1.0) -> np.ndarray:
+    """GrabCut foreground over `box`, as a size x size grid: `probability` on foreground
+    pixels, 0 elsewhere. The crop stays inside `bounds` (the photo): black letterbox
+    padding in the background sample would make every dark object background."""
     cv2 = _cv2()
     bx0, by0, bx1, by1 = bounds or (0, 0, image.shape[1], image.shape[0])
     bw, bh = box[2] - box[0], box[3] - box[1]
@@ -93,7 +96,7 @@ def grabcut_probs(image: np.ndarray, box: np.ndarray, size: int, max_side: int, 
     except cv2.error:
         return np.zeros((size, size), np.float32)
     fg = ((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)).astype(np.float32)
-    return box_grid(fg, local, size)
+    return box_grid(fg, local, size) * np.float32(probability)
 
 
 class SelfieSegmenter:
@@ -133,6 +136,11 @@ class CpuSegmenter(BatchedModel):
         self.score_floor = float(params.get("box_score_thresh", "0.25"))
         self.grabcut_max_side = int(params.get("grabcut_max_side", "128"))
         self.grabcut_iterations = int(params.get("grabcut_iterations", "5"))
+        # GrabCut's labels are hard 0/1 and come with no confidence; a weightless colour
+        # model must not pass for a sure mask (mask quality 1.0 would auto-accept it).
+        self.grabcut_probability = float(params.get("grabcut_probability", "0.6"))
+        if not 0.0 < self.grabcut_probability <= 1.0:
+            raise ValueError(f"grabcut_probability must be in (0, 1], got {self.grabcut_probability}")
         return combine([self.detector.info, self.selfie.info],
                        "nanodet boxes + selfie person masks + grabcut (opencv) for other classes")
 
@@ -154,7 +162,7 @@ class CpuSegmenter(BatchedModel):
         for k, box in enumerate(boxes):
             if masks[k] is None:
                 masks[k] = grabcut_probs(image, box, self.mask_size, self.grabcut_max_side,
-                                         self.grabcut_iterations, bounds)
+                                         self.grabcut_iterations, bounds, self.grabcut_probability)
         return [m for m in masks if m is not None]
 
     def _prompted(self, image, prompts, labels):

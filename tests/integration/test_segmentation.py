@@ -161,6 +161,28 @@ async def test_segment_reports_pretrained_provenance_of_every_file_when_cpu_prof
     assert reply.instances[0].detection.provenance == reply.provenance
 
 
+async def test_segment_routes_grabcut_masks_to_review_and_keeps_person_probabilities_when_prompted(segmenter):
+    # A person box (astronaut.png, drawn by hand): selfie's own probabilities. A box
+    # around the drawn ellipse prompted as a non-person class: GrabCut, which follows the
+    # shape but gives no confidence of its own.
+    person_reply = await segmenter.Segment(segmentation_pb2.SegmentRequest(
+        image=common_pb2.Image(data=photo_bytes("astronaut.png")),
+        prompts=[segmentation_pb2.BoxPrompt(box=box(10, 10, 365, 512), category=common_pb2.Category(id=1))],
+    ), timeout=RPC_TIMEOUT_S)
+    x0, y0, x1, y1 = ellipse_of(640, 200)
+    shape_reply = await segmenter.Segment(segmentation_pb2.SegmentRequest(
+        image=common_pb2.Image(data=drawn_image(640, 200)),
+        prompts=[segmentation_pb2.BoxPrompt(box=box(x0 - 10, y0 - 10, x1 + 10, y1 + 10),
+                                            category=common_pb2.Category(id=5))],
+    ), timeout=RPC_TIMEOUT_S)
+    person, other = person_reply.instances[0], shape_reply.instances[0]
+    assert person.area > 0 and other.area > 0
+    assert person.mask_quality > 0.8  # selfie is sure of most of the astronaut
+    assert other.mask_quality == pytest.approx(0.6, abs=0.01)
+    assert other.detection.score == pytest.approx(other.mask_quality)
+    assert other.detection.review == common_pb2.REVIEW_DECISION_NEEDS_REVIEW
+
+
 async def test_segment_echoes_the_prompt_category_when_one_is_given(segmenter):
     prompts = [
         segmentation_pb2.BoxPrompt(box=box(10, 10, 150, 150), category=common_pb2.Category(id=18)),

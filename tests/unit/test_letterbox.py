@@ -69,3 +69,26 @@ def test_letterbox_image_accepts_reduced_decode_when_image_smaller_than_source()
     small = Image.new("RGB", (250, 125), (0, 255, 0))
     out = letterbox_image(small, lb)
     assert (out[lb.pad_y : lb.pad_y + lb.new_h, :, 1] == 255).all()
+
+
+def _stripes(width: int, height: int) -> Image.Image:
+    """One-pixel black and white columns: what a resize without averaging aliases."""
+    row = np.where(np.arange(width) % 2 == 0, 255, 0).astype(np.uint8)
+    return Image.fromarray(np.repeat(np.tile(row, (height, 1))[..., None], 3, axis=2))
+
+
+def test_letterbox_image_averages_fine_detail_when_shrinking_below_half():
+    lb = letterbox_for(1600, 1600, 320, 320)  # 5x down: bilinear picks every 5th column
+    content = letterbox_image(_stripes(1600, 1600), lb)[lb.pad_y : lb.pad_y + lb.new_h]
+    assert abs(float(content.mean()) - 127.5) < 10
+    # Averages of 5 columns are 2/5 or 3/5 white (std 25.5); picked columns give 0 or 255.
+    assert content.std() < 40
+
+
+def test_letterbox_image_keeps_smooth_content_when_shrinking_mildly():
+    # A horizontal ramp resized 512 -> 416 stays a ramp (bilinear interpolates between columns).
+    ramp = np.repeat(np.tile(np.linspace(0, 255, 512), (512, 1))[..., None], 3, axis=2).astype(np.uint8)
+    lb = letterbox_for(512, 512, 416, 416)
+    out = letterbox_image(Image.fromarray(ramp), lb)
+    expected = np.linspace(0, 255, 416)
+    assert np.abs(out[200, :, 0].astype(float) - expected).max() < 2.5
