@@ -1,7 +1,6 @@
 """Detection end to end: real tritonserver, real detection gRPC server, real photos."""
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import subprocess
@@ -23,7 +22,7 @@ from services.embedded_triton.launcher import free_port
 from services.embedded_triton.settings import TritonSettings
 from services.modelkit.store import read_lock
 from tests.geometry import iou
-from tests.grpc_helpers import bad_request_field, counts, quiet_statistics, settled_statistics
+from tests.grpc_helpers import bad_request_field, concurrent_counts
 from tests.photos import encode, photo, photo_bytes, with_orientation
 from tests.triton_server import running_triton
 from tests.unit.triton_models import REPO_ROOT
@@ -31,7 +30,6 @@ from tests.unit.triton_models import REPO_ROOT
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 FACE = "face_detector"
-
 
 
 
@@ -164,20 +162,12 @@ async def test_detect_applies_threshold_class_filter_and_max_when_requested(dete
 
 
 async def test_detect_batches_in_triton_when_16_concurrent_requests(detector, triton):
-    client = TritonClient(triton.grpc_url)
-    try:
-        before = await quiet_statistics(client, "coco_detector")
-        data = photo_bytes("chelsea.png")
-        request = detection_pb2.DetectRequest(image=common_pb2.Image(data=data))
-        replies = await asyncio.gather(*(detector.Detect(request, timeout=120) for _ in range(16)))
-        assert len(replies) == 16
-        after = await settled_statistics(client, "coco_detector", before, expected=16)
-    finally:
-        await client.close()
-    inferences, executions = counts(after, before)
+    request = detection_pb2.DetectRequest(image=common_pb2.Image(data=photo_bytes("chelsea.png")))
+    replies, inferences, executions = await concurrent_counts(
+        triton.grpc_url, "coco_detector", detector.Detect, [request] * 16, 120)
+    assert len(replies) == 16
     assert inferences == 16
     assert executions < inferences, f"no batching: {executions} executions for {inferences} inferences"
-
 
 
 @pytest.mark.parametrize("data", [

@@ -1,14 +1,21 @@
 """Every model config (CPU config.pbtxt and configs/*.pbtxt) against the one tensor
-contract, and what a broken config does at model load."""
+contract, what a broken config does at model load, and that each task's default models
+implement a head that task decodes."""
 from __future__ import annotations
 
 import copy
 
 import pytest
 
+from services.detection.head import DetectHead
+from services.detection.settings import DetectionSettings
+from services.keypoints.head import KeypointHead
+from services.keypoints.settings import KeypointSettings
 from services.modelkit.contract import HEADS, ContractError, check_config
 from services.modelkit.entrypoint import IMPLEMENTATIONS, implementation_class
 from services.modelkit.nanodet import NanoDetDetector
+from services.segmentation.head import SegmentHead
+from services.segmentation.settings import SegmentationSettings
 from tests.unit.triton_models import REPO_ROOT, config_json, triton_args
 
 CONFIGS = sorted(
@@ -65,3 +72,15 @@ def test_every_implementation_resolves_to_a_model_class():
     for name in IMPLEMENTATIONS:
         cls = implementation_class({"name": "m", "parameters": {"implementation": {"string_value": name}}})
         assert callable(getattr(cls, "execute", None)) and callable(getattr(cls, "initialize", None)), name
+
+
+TASK_HEADS = [DetectHead(DetectionSettings()), SegmentHead(SegmentationSettings()), KeypointHead(KeypointSettings())]
+
+
+@pytest.mark.parametrize("profile", ["cpu", "gpu"])
+@pytest.mark.parametrize("task", TASK_HEADS, ids=lambda h: h.rpc)
+def test_each_task_default_models_implement_a_contract_head_it_decodes(task, profile):
+    # What the services check at start-up against Triton, here against the shipped configs.
+    for model, allowed in task.model_heads().items():
+        assert allowed <= set(HEADS), f"{task.rpc} names unknown heads {sorted(allowed - set(HEADS))}"
+        assert check_config(config_json(model, profile)).name in allowed, (model, profile)
