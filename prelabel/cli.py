@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--shard-count", type=int, default=1,
                    help="number of shards; an image's shard is SHA-256(image id) mod shard-count")
     a.add_argument("--formats", type=_csv(list(formats.WRITERS)), default=list(formats.WRITERS),
-                   help="comma-separated: coco,yolo,labelstudio (default: all; review_queue.jsonl always)")
+                   help="comma-separated: coco,yolo,labelstudio (default: all; coco adds cvat_labels.json; "
+                        "review_queue.jsonl always)")
     a.add_argument("--score-threshold", type=float, default=None, help="minimum label score in [0, 1]")
     a.add_argument("--cascade", action="store_true",
                    help="prompt segmentation and keypoints with the detected boxes")

@@ -127,14 +127,14 @@ def annotation_of(label, image_number: int, ann_id: int) -> dict:
     return ann
 
 
-class _TaskFile:
-    """One task's COCO file, spooled until close."""
+class TaskCategories:
+    """The `categories` of one task's COCO file, learnt from the labels as they come: the
+    fixed list plus any other name seen (detect, segment), or the keypoint category with the
+    names and skeleton of the first response that carries them (keypoints, faces). Other
+    files written from the same labels (formats.cvat_labels) use it to name alike."""
 
-    def __init__(self, task: str, spool_dir: str):
+    def __init__(self, task: str):
         self.task = task
-        self.images = tempfile.TemporaryFile("w+", encoding="utf-8", dir=spool_dir)
-        self.anns = tempfile.TemporaryFile("w+", encoding="utf-8", dir=spool_dir)
-        self.n_images = self.n_anns = 0
         self.extra: dict[int, str] = {}  # names outside FIXED_NAMES, by category id
         default = DEFAULT_PERSON_KEYPOINTS if task == TASK_KEYPOINTS else DEFAULT_FACE_KEYPOINTS
         self.keypoint_names = list(default)
@@ -142,19 +142,14 @@ class _TaskFile:
                          if task == TASK_KEYPOINTS else FACE_SKELETON)
         self._schema_seen = False
 
-    def add_image(self, image: dict) -> None:
-        self.images.write(("," if self.n_images else "") + json.dumps(image, ensure_ascii=False))
-        self.n_images += 1
-
-    def add_label(self, label, image_number: int) -> None:
+    def note_label(self, label) -> None:
         if label.task not in KEYPOINT_CATEGORY and label.category not in FIXED_NAMES:
             self.extra[coco_category_id(label.category)] = label.category
-        ann = annotation_of(label, image_number, self.n_anns + 1)
-        self.anns.write(("," if self.n_anns else "") + json.dumps(ann, ensure_ascii=False))
-        self.n_anns += 1
 
     def note_schema(self, response: prelabel_pb2.PreLabelResponse) -> None:
         """Keypoint names and skeleton from the first response that carries them."""
+        if self.task not in KEYPOINT_CATEGORY:
+            return
         instances = response.person_keypoints if self.task == TASK_KEYPOINTS else response.faces
         if self._schema_seen or not instances or not instances[0].keypoints:
             return
@@ -173,6 +168,33 @@ class _TaskFile:
                      "keypoints": self.keypoint_names, "skeleton": self.skeleton}]
         names = OBJECT_NAMES + [self.extra[c] for c in sorted(self.extra)]
         return [{"id": coco_category_id(n), "name": n, "supercategory": n} for n in names]
+
+
+class _TaskFile:
+    """One task's COCO file, spooled until close."""
+
+    def __init__(self, task: str, spool_dir: str):
+        self.task = task
+        self.images = tempfile.TemporaryFile("w+", encoding="utf-8", dir=spool_dir)
+        self.anns = tempfile.TemporaryFile("w+", encoding="utf-8", dir=spool_dir)
+        self.n_images = self.n_anns = 0
+        self.cats = TaskCategories(task)
+
+    def add_image(self, image: dict) -> None:
+        self.images.write(("," if self.n_images else "") + json.dumps(image, ensure_ascii=False))
+        self.n_images += 1
+
+    def add_label(self, label, image_number: int) -> None:
+        self.cats.note_label(label)
+        ann = annotation_of(label, image_number, self.n_anns + 1)
+        self.anns.write(("," if self.n_anns else "") + json.dumps(ann, ensure_ascii=False))
+        self.n_anns += 1
+
+    def note_schema(self, response: prelabel_pb2.PreLabelResponse) -> None:
+        self.cats.note_schema(response)
+
+    def categories(self) -> list[dict]:
+        return self.cats.categories()
 
     def write(self, fh) -> None:
         head = {
