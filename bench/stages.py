@@ -74,24 +74,26 @@ def _fixed_outputs(n_slots: int = 100, n_boxes: int = 10) -> dict[str, np.ndarra
     return {"BOXES": boxes, "SCORES": scores, "LABELS": labels, "COUNT": np.array([[n_boxes]], np.int32)}
 
 
-def _detect_head():
+def _postprocess_context(out: dict[str, np.ndarray]):
+    """What a request's postprocess starts from, built once: the detection head (reading
+    settings is not part of a request), the model's spec and the parsed Triton result."""
+    from services.common.triton_client import InferOutput, ModelSpec
     from services.detection.head import DetectHead
     from services.detection.settings import DetectionSettings
-
-    return DetectHead(DetectionSettings())  # once: reading settings is not part of a request
-
-
-def _postprocess(head, request: detection_pb2.DetectRequest, prepared_lb, size, out: dict[str, np.ndarray]) -> bytes:
-    # What services.common.task.run_task does after inference, with the detection head.
-    from services.common.task import Inference, respond
-    from services.common.triton_client import InferOutput, ModelSpec
 
     spec = ModelSpec(name="bench_identity", head="detector", inputs={}, input_dtypes={}, outputs=list(out),
                      max_batch_size=8, parameters={"label_map": "coco"})
     provenance = common_pb2.Provenance(model_name="bench_identity", model_version="1", architecture="bench",
                                        weights=common_pb2.WEIGHTS_RANDOM, weights_source="bench")
-    inference = Inference(request, head.ask(request), spec, prepared_lb, [],
-                          InferOutput(outputs=out, model_version="1", provenance=provenance))
+    return DetectHead(DetectionSettings()), spec, InferOutput(outputs=out, model_version="1", provenance=provenance)
+
+
+def _postprocess(context, request: detection_pb2.DetectRequest, prepared_lb, size) -> bytes:
+    # What services.common.task.run_task does after inference, with the detection head.
+    from services.common.task import Inference, respond
+
+    head, spec, result = context
+    inference = Inference(request, head.ask(request), spec, prepared_lb, [], result)
     drafts = head.decode(inference, head.budget(float("inf")))
     size_proto = common_pb2.ImageSize(width=size[0], height=size[1])
     return respond(head, inference, drafts, "bench", size_proto).SerializeToString()
@@ -112,7 +114,7 @@ def _stages_of(data: bytes, input_size: tuple[int, int], outputs: tuple[str, ...
     proto = _triton_request("coco_detector", tensor, list(outputs))
     lb = letterbox_for(reduced.width, reduced.height, *input_size)
     size = (reduced.width, reduced.height)
-    head = _detect_head()
+    context = _postprocess_context(fixed)
     return {
         "decode_full": time_call(lambda: _decode(data, None), budget_s=budget_s),
         "decode_reduced": time_call(lambda: _decode(data, input_size), budget_s=budget_s),
@@ -124,7 +126,7 @@ def _stages_of(data: bytes, input_size: tuple[int, int], outputs: tuple[str, ...
                                           budget_s=budget_s),
         "triton_request_serialize": time_call(proto.SerializeToString, budget_s=budget_s),
         "detect_request_parse": time_call(lambda: detection_pb2.DetectRequest.FromString(wire), budget_s=budget_s),
-        "postprocess": time_call(lambda: _postprocess(head, request, lb, size, fixed), budget_s=budget_s),
+        "postprocess": time_call(lambda: _postprocess(context, request, lb, size), budget_s=budget_s),
     }
 
 

@@ -1,18 +1,17 @@
 """Output formats of a bulk run, each written from the journal at the end of a shard.
 
-`write_outputs` feeds every finished image, in input order, to one writer per format (and
-the writers of the files that go with it, COMPANIONS) and to the review queue; each writer
-makes its output appear atomically when closed.
+`write_outputs` feeds every finished image, in input order, to one writer per format and
+to the review queue; each writer makes its output appear atomically when closed (coco also
+writes the CVAT labels for its files, formats.cvat_labels).
 """
 from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from prelabel.formats.coco import CocoWriter
 from prelabel.formats.common import OutputWriter, image_root_of
-from prelabel.formats.cvat_labels import CvatLabelsWriter
 from prelabel.formats.labelstudio import LabelStudioWriter
 from prelabel.formats.review_queue import ReviewQueueWriter
 from prelabel.formats.yolo import YoloWriter
@@ -20,8 +19,6 @@ from prelabel.v1 import prelabel_pb2
 
 #: --formats name -> writer. The review queue is always written.
 WRITERS = {"coco": CocoWriter, "yolo": YoloWriter, "labelstudio": LabelStudioWriter}
-#: --formats name -> the writers of files written with it: coco -> cvat_labels.json.
-COMPANIONS: dict[str, list[Callable[..., OutputWriter]]] = {"coco": [CvatLabelsWriter]}
 
 
 def val_fraction(text: str) -> float:
@@ -63,7 +60,6 @@ def write_outputs(
     try:
         for name in formats:
             writers.append(WRITERS[name](out_dir, **options))
-            writers += [companion(out_dir, **options) for companion in COMPANIONS.get(name, [])]
         writers.append(ReviewQueueWriter(out_dir))
         count = 0
         for number, image_id, path, response in finished:

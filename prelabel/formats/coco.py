@@ -62,6 +62,7 @@ from prelabel.formats.common import (
     schema_for,
     xywh,
 )
+from prelabel.formats.cvat_labels import write_label_files
 from prelabel.v1 import prelabel_pb2
 
 DIR_NAME = "coco"
@@ -130,8 +131,7 @@ def annotation_of(label, image_number: int, ann_id: int) -> dict:
 class TaskCategories:
     """The `categories` of one task's COCO file, learnt from the labels as they come: the
     fixed list plus any other name seen (detect, segment), or the keypoint category with the
-    names and skeleton of the first response that carries them (keypoints, faces). Other
-    files written from the same labels (formats.cvat_labels) use it to name alike."""
+    names and skeleton of the first response that carries them (keypoints, faces)."""
 
     def __init__(self, task: str):
         self.task = task
@@ -235,8 +235,7 @@ class CocoWriter:
                  "width": response.image_size.width, "height": response.image_size.height}
         for f in self.files.values():
             f.add_image(image)
-            if f.task in KEYPOINT_CATEGORY:
-                f.note_schema(response)
+            f.note_schema(response)
         for label in iter_labels(response):
             if label.task in self.files:
                 self.files[label.task].add_label(label, number)
@@ -249,6 +248,9 @@ class CocoWriter:
                 os.fsync(fh.fileno())
             f.close()
         swap_in_folder(self.tmp, self.final, self.out_dir)
+        # The CVAT labels for these files, from the same categories (beside coco/, so a zip
+        # of coco/ uploads to CVAT as it is).
+        write_label_files(self.out_dir, {t: f.categories() for t, f in self.files.items()})
 
     def abort(self) -> None:
         for f in self.files.values():

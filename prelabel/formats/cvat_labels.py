@@ -32,8 +32,8 @@ the dataset manager's COCO importers):
 - Each top-level label has the attributes the COCO annotations carry (`review`: select of
   the review decisions, default `unspecified`; `model`: text), so CVAT's import keeps them.
 
-Names come from coco.TaskCategories fed the same labels as the COCO writer, so they are the
-COCO files' own. Each file appears whole (prelabel.atomic).
+CocoWriter writes these files from the categories of its own COCO files, so the names are
+theirs. Each file appears whole (prelabel.atomic).
 """
 from __future__ import annotations
 
@@ -46,10 +46,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from prelabel.atomic import atomic_write_text
-from prelabel.formats.coco import TASKS, TaskCategories
-from prelabel.formats.common import TASK_DETECT, TASK_FACES, TASK_KEYPOINTS, TASK_SEGMENT, iter_labels
+from prelabel.formats.common import TASK_DETECT, TASK_FACES, TASK_KEYPOINTS, TASK_SEGMENT
 from prelabel.sdk import REVIEW_NAMES
-from prelabel.v1 import prelabel_pb2
 
 FILE_NAME = "cvat_labels.json"
 BOX_TYPE = "any"
@@ -133,29 +131,13 @@ def label_files(categories: Mapping[str, Sequence[Mapping]]) -> dict[str, list[d
     return files
 
 
-class CvatLabelsWriter:
-    """Written beside CocoWriter (formats.COMPANIONS): learns the categories from the same
-    labels, writes the label files at close."""
-
-    def __init__(self, out_dir: str | os.PathLike, *, tasks: Sequence[str] = TASKS, **_: object):
-        self.out_dir = os.fspath(out_dir)
-        self.cats = {t: TaskCategories(t) for t in TASKS if t in tasks}
-
-    def add(self, number: int, image_id: str, path: str, response: prelabel_pb2.PreLabelResponse) -> None:
-        for cats in self.cats.values():
-            cats.note_schema(response)
-        for label in iter_labels(response):
-            if label.task in self.cats:
-                self.cats[label.task].note_label(label)
-
-    def close(self) -> None:
-        files = label_files({t: c.categories() for t, c in self.cats.items()})
-        for name, labels in files.items():
-            atomic_write_text(os.path.join(self.out_dir, name), json.dumps(labels, indent=2, ensure_ascii=False) + "\n")
-        for task in (TASK_KEYPOINTS, TASK_FACES):  # a split file an earlier run left
-            if file_name(task) not in files:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(self.out_dir, file_name(task)))
-
-    def abort(self) -> None:
-        pass  # nothing is written before close
+def write_label_files(out_dir: str, categories: Mapping[str, Sequence[Mapping]]) -> None:
+    """Write label_files(categories) into `out_dir` (CocoWriter.close, from the categories
+    of the COCO files it has just written), and remove a split file an earlier run left."""
+    files = label_files(categories)
+    for name, labels in files.items():
+        atomic_write_text(os.path.join(out_dir, name), json.dumps(labels, indent=2, ensure_ascii=False) + "\n")
+    for task in (TASK_KEYPOINTS, TASK_FACES):
+        if file_name(task) not in files:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(out_dir, file_name(task)))
