@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench import images, load, report, stages
+from bench.bulk import measure_bulk
 from bench.clients import (
     Clients,
     batch_stats_delta,
@@ -30,7 +31,6 @@ from bench.clients import (
     queue_ms_delta,
     scrape_stages,
 )
-from bench.bulk import measure_bulk
 from bench.fanout import measure_fanout, not_measured_reason
 from bench.load import Variant, interleave
 from bench.repo import REPO_ROOT, config_for
@@ -226,7 +226,7 @@ async def measure(stack: Stack, plan: Plan, deadline: Deadline, router: str | No
                 "variants": {v.name: v.summary() for v in variants},
                 "ratio": ratio(suite.throughput, bare.throughput),
                 "per_round_ratio": [a.throughput / b.throughput if b.throughput else None
-                                    for a, b in zip(suite.segments, bare.segments)],
+                                    for a, b in zip(suite.segments, bare.segments, strict=False)],
                 "rounds": len(suite.segments),
                 "triton_batches_both_variants": batch_stats_delta(before, await c.triton_stats(DET)),
             }
@@ -333,7 +333,7 @@ async def measure(stack: Stack, plan: Plan, deadline: Deadline, router: str | No
                 "variants": s,
                 "ratio": ratio(on.throughput, off.throughput),
                 "per_round_ratio": [a.throughput / b.throughput if b.throughput else None
-                                    for a, b in zip(on.segments, off.segments)],
+                                    for a, b in zip(on.segments, off.segments, strict=False)],
                 "max_queue_delay_ms": delay_ms,
                 "batch_sizes_on": {k: v["executions"] for k, v in sizes_on.items()},
                 "batch_stats_on": sizes_on,
@@ -417,7 +417,8 @@ def whole_suite_comparisons(plan: Plan, logs: Path) -> dict:
     """Start the whole suite (Triton with every model, the three services, the router)
     on free loopback ports, as `make run` does; compare the router with the services
     (fan-out) and a detection-only `prelabel annotate` with the model in-process (bulk)."""
-    from services.devstack import DevstackSettings, Stack as SuiteStack
+    from services.devstack import DevstackSettings
+    from services.devstack import Stack as SuiteStack
     from services.embedded_triton.launcher import free_port
     from services.embedded_triton.settings import TritonSettings
 

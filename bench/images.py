@@ -81,7 +81,7 @@ def big_jpeg(target_bytes: int = BIG_TARGET_BYTES) -> Photo:
     widths = [round(i.width * h / i.height) for i in ims]
     strip = Image.new("RGB", (sum(widths), h))
     x = 0
-    for im, w in zip(ims, widths):
+    for im, w in zip(ims, widths, strict=False):
         strip.paste(im.resize((w, h), Image.BICUBIC), (x, 0))
         x += w
     scale, best = 2.0, None

@@ -216,7 +216,7 @@ def plots(result: dict, out: Path) -> list[str]:
         for label, keys in parts:
             vals = [sum(stages[n]["stages"][k]["median_ms"] for k in keys) for n in names]
             ax1.bar(names, vals, bottom=bottom, label=label)
-            bottom = [b + v for b, v in zip(bottom, vals)]
+            bottom = [b + v for b, v in zip(bottom, vals, strict=False)]
         ax1.plot(names, [stages[n]["stages"]["decode_full"]["median_ms"] for n in names], "k_", ms=18,
                  label="decode at full scale")
         ax1.set_ylabel("ms per image (one thread)")

@@ -13,17 +13,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-COPY requirements.txt ./
-# facenet-pytorch's metadata pins an old torch: install it without its dependencies.
-RUN pip install -r requirements.txt \
- && pip install --no-deps facenet-pytorch==2.6.0
-
-COPY pyproject.toml README.md ./
+COPY requirements.txt pyproject.toml README.md LICENSE ./
 COPY protos/ protos/
 COPY prelabel/ prelabel/
 COPY services/ services/
-# Installs the packages and the `prelabel` console script.
-RUN pip install --no-deps . \
+# The client, the shared core and the servers (the `server` extra: no torch, no model
+# runtimes -- those live in the Triton image), at the versions requirements.txt pins;
+# also the `prelabel` console script for the bulk Indexed Job.
+RUN pip install -c requirements.txt ".[server,quality]" \
  && rm -rf build ./*.egg-info
 
 RUN useradd --uid 10001 --user-group --no-create-home --home-dir /nonexistent \

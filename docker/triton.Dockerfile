@@ -12,8 +12,7 @@ FROM python:3.11-slim AS models
 RUN apt-get update && apt-get install -y --no-install-recommends npm && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY prelabel/__init__.py prelabel/models.py /src/prelabel/
-COPY services/__init__.py /src/services/
-COPY services/modelkit/ /src/services/modelkit/
+COPY prelabel/core/ /src/prelabel/core/
 ENV PRELABEL_MODELS_DIR=/opt/prelabel/models PYTHONPATH=/src
 RUN python -m prelabel.models pull --profile cpu \
  && python -m prelabel.models verify --profile cpu \
@@ -36,9 +35,12 @@ RUN python3 -m pip install \
       onnxruntime==1.32.0 opencv-python-headless==4.11.0.86 \
  && python3 -m pip install --no-deps facenet-pytorch==2.6.0
 
-# model_repository/*/1/model.py imports services.modelkit (and nothing else of services/).
+# model_repository/*/1/model.py imports services.modelkit, which imports the model
+# supply chain of the shared core (prelabel.core.models: the lock and the cache checks).
 COPY services/__init__.py /opt/prelabel/services/__init__.py
 COPY services/modelkit/ /opt/prelabel/services/modelkit/
+COPY prelabel/__init__.py /opt/prelabel/prelabel/__init__.py
+COPY prelabel/core/ /opt/prelabel/prelabel/core/
 COPY model_repository/ /models/
 COPY --from=models /opt/prelabel/models/ /opt/prelabel/models/
 

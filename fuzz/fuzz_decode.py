@@ -5,7 +5,7 @@ anything reaches Triton:
 * `services.common.imaging.decode_image` (format allow-list, header pixel cap, EXIF
   orientation, colour modes) at the detection limits, with and without a target size;
 * request validation: `services.detection.head.label_filter` / `model_name`,
-  `services.common.review.policy_from_proto`, `services.common.requests`
+  `prelabel.core.review.policy_from_proto`, `services.common.requests`
   (probability, max_count, image_id, box) on DetectRequests parsed from the input.
 
 Contract: only `InvalidArgument` may escape (naming a field); anything else is a crash.
@@ -38,11 +38,11 @@ with atheris.instrument_imports(include=["services", "PIL"]):
     from google.protobuf.message import DecodeError
     from PIL import Image
 
+    from prelabel.core.errors import InvalidArgument
+    from prelabel.core.review import policy_from_proto
     from prelabel.v1 import common_pb2, detection_pb2
     from services.common import requests as fields
-    from services.common.errors import InvalidArgument
     from services.common.imaging import decode_image
-    from services.common.review import policy_from_proto
     from services.detection.head import label_filter, model_name
     from services.detection.settings import DetectionSettings
 
@@ -73,7 +73,7 @@ def check_decode(data: bytes, target) -> None:
     image = decoded.image
     if image.mode != "RGB":
         raise ContractViolation(f"decoded mode {image.mode}")
-    if not (0 < decoded.width and 0 < decoded.height and decoded.width * decoded.height <= MAX_PIXELS):
+    if not (decoded.width > 0 and decoded.height > 0 and decoded.width * decoded.height <= MAX_PIXELS):
         raise ContractViolation(f"decoded size {decoded.width}x{decoded.height}")
     if target is None and CHECK_GEOMETRY and image.size != (decoded.width, decoded.height):
         raise ContractViolation(

@@ -18,7 +18,8 @@ class AtomicFile:
         self.path = os.fspath(path)
         self.folder = os.path.dirname(os.path.abspath(self.path))
         self.tmp = os.path.join(self.folder, f".{os.path.basename(self.path)}.tmp-{os.getpid()}")
-        self.file: IO = open(self.tmp, mode, encoding=None if "b" in mode else "utf-8")
+        # Held open until commit() or discard().
+        self.file: IO = open(self.tmp, mode, encoding=None if "b" in mode else "utf-8")  # noqa: SIM115
 
     def commit(self) -> None:
         self.file.flush()

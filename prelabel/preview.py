@@ -104,7 +104,7 @@ def render(item: Item, max_side: int = 800) -> Image.Image:
         if label.task in (TASK_KEYPOINTS, TASK_FACES) and label.keypoints is not None:
             kps = list(label.keypoints.keypoints)
             flat = schemas.get(tuple(k.name for k in kps), [])
-            for a, c in zip(flat[0::2], flat[1::2]):  # 1-based skeleton edges
+            for a, c in zip(flat[0::2], flat[1::2], strict=False):  # 1-based skeleton edges
                 p, q = kps[a - 1] if a <= len(kps) else None, kps[c - 1] if c <= len(kps) else None
                 if p is not None and q is not None and p.visibility and q.visibility:
                     draw.line([p.x * scale, p.y * scale, q.x * scale, q.y * scale], fill=colour + (220,), width=width)

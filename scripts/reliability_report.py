@@ -43,10 +43,12 @@ SECTIONS = {
 
 def _value(fig: dict) -> str:
     value, unit = fig.get("value"), fig.get("unit", "")
-    if isinstance(value, float):
-        text = f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
-    else:
+    if not isinstance(value, float):
         text = str(value)
+    elif abs(value) < 100:
+        text = f"{value:.3g}"
+    else:
+        text = f"{value:.0f}"
     return f"{text} {unit}".strip()
 
 

@@ -75,12 +75,12 @@ class Stack:
                    PRELABEL_SEGMENTATION_ADDR=f"127.0.0.1:{self.s.segmentation_port}",
                    PRELABEL_KEYPOINTS_ADDR=f"127.0.0.1:{self.s.keypoints_port}")
         for name, port, metrics_port in self.services():
-            log_file = open(self.s.run_dir / f"{name}.log", "ab")
-            self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", f"services.{name}"],
-                env=dict(env, PRELABEL_GRPC_PORT=str(port), PRELABEL_METRICS_PORT=str(metrics_port)),
-                stdout=log_file, stderr=subprocess.STDOUT,
-            )
+            with open(self.s.run_dir / f"{name}.log", "ab") as log_file:  # the child keeps its own copy
+                self.procs[name] = subprocess.Popen(
+                    [sys.executable, "-m", f"services.{name}"],
+                    env=dict(env, PRELABEL_GRPC_PORT=str(port), PRELABEL_METRICS_PORT=str(metrics_port)),
+                    stdout=log_file, stderr=subprocess.STDOUT,
+                )
 
     async def wait_serving(self, timeout_s: float = 300) -> None:
         deadline = time.monotonic() + timeout_s
@@ -109,7 +109,7 @@ class Stack:
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        for name, proc in self.procs.items():
+        for proc in self.procs.values():
             try:
                 proc.wait(30)
             except subprocess.TimeoutExpired:

@@ -5,9 +5,8 @@ import io
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
 import skimage
+from PIL import Image
 
 SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
 

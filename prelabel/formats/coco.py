@@ -175,8 +175,9 @@ class _TaskFile:
 
     def __init__(self, task: str, spool_dir: str):
         self.task = task
-        self.images = tempfile.TemporaryFile("w+", encoding="utf-8", dir=spool_dir)
-        self.anns = tempfile.TemporaryFile("w+", encoding="utf-8", dir=spool_dir)
+        # Both spools stay open until close().
+        self.images = tempfile.TemporaryFile("w+", encoding="utf-8", dir=spool_dir)  # noqa: SIM115
+        self.anns = tempfile.TemporaryFile("w+", encoding="utf-8", dir=spool_dir)  # noqa: SIM115
         self.n_images = self.n_anns = 0
         self.cats = TaskCategories(task)
 

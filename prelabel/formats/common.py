@@ -9,14 +9,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from prelabel.sdk import REVIEW_NAMES
-from prelabel.v1 import common_pb2, keypoints_pb2, prelabel_pb2, segmentation_pb2
-from services.common.labels import (
+from prelabel.core.labels import (
     COCO_CATEGORIES,
     COCO_KEYPOINT_NAMES,
     COCO_SKELETON,
     FACE_LANDMARK_NAMES,
 )
+from prelabel.sdk import REVIEW_NAMES
+from prelabel.v1 import common_pb2, keypoints_pb2, prelabel_pb2, segmentation_pb2
 
 #: Task names as on the command line and in every output's `task` field.
 TASK_DETECT, TASK_SEGMENT, TASK_KEYPOINTS, TASK_FACES = "detect", "segment", "keypoints", "faces"

@@ -100,7 +100,7 @@ def skeleton_svg(task: str, names: Sequence[str], edges: Sequence[Sequence[int]]
              for a, b in (tuple(e) for e in edges) if 1 <= a <= len(names) and 1 <= b <= len(names) and a != b]
     circles = [f'<circle r="0.75" cx="{x:g}" cy="{y:g}" data-type="element node" data-element-id="{i}" '
                f'data-node-id="{i}" data-label-name="{html.escape(name, quote=True)}"></circle>'
-               for i, (name, (x, y)) in enumerate(zip(names, xy), 1)]
+               for i, (name, (x, y)) in enumerate(zip(names, xy, strict=False), 1)]
     return "\n".join(lines + circles)
 
 

@@ -231,7 +231,8 @@ class LabelStudioWriter:
         self.prefix = LOCAL_FILES_PREFIX if image_prefix is None else image_prefix
         self.image_root = image_root
         self.masks = ls_masks
-        self._spool = tempfile.TemporaryFile("w+", encoding="utf-8", dir=self.out_dir)
+        # The spool stays open until close().
+        self._spool = tempfile.TemporaryFile("w+", encoding="utf-8", dir=self.out_dir)  # noqa: SIM115
         self._models: set[str] = set()
         self._extra: dict[str, None] = {}
         self._kps = dict(DEFAULT_KEYPOINTS)  # a copy: add() replaces them with the names the model sent

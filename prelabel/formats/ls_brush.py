@@ -32,7 +32,7 @@ def encode(mask: np.ndarray) -> list[int]:
         starts = np.concatenate(([0], change))
         lengths = np.diff(np.concatenate((starts, [n])))
         longest = 1 << FIELD_BITS[-1]
-        for start, length in zip(starts.tolist(), lengths.tolist()):
+        for start, length in zip(starts.tolist(), lengths.tolist(), strict=False):
             value = _bits(int(flat[start]), WORD_BITS)
             while length:
                 chunk = min(length, longest)

@@ -160,7 +160,8 @@ class YoloWriter:
             for sub in ("labels", "images"):
                 os.makedirs(os.path.join(self.tmp, kind, sub))
             if val_fraction > 0:
-                self._lists[kind] = {split: open(os.path.join(self.tmp, kind, f"{split}.txt"), "w", encoding="utf-8")
+                self._lists[kind] = {split: open(  # noqa: SIM115  # closed in _close_lists()
+                                         os.path.join(self.tmp, kind, f"{split}.txt"), "w", encoding="utf-8")
                                      for split in ("train", "val")}
 
     def class_of(self, name: str) -> int:

@@ -17,9 +17,9 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
+from prelabel.core.labels import COCO_KEYPOINT_NAMES, FACE_LANDMARK_NAMES
 from prelabel.formats.common import FACE_NAME, TASK_DETECT, TASK_FACES, TASK_KEYPOINTS, TASK_SEGMENT
 from prelabel.formats.labelstudio import Controls
-from services.common.labels import COCO_KEYPOINT_NAMES, FACE_LANDMARK_NAMES
 
 MAX_CONFIG_BYTES = 1024 * 1024
 _FACE_ONLY = set(FACE_LANDMARK_NAMES) - set(COCO_KEYPOINT_NAMES)

@@ -66,7 +66,10 @@ class Backend:
         self.settings = settings
         self.metrics = Metrics()
         metadata = [("authorization", f"Bearer {settings.router_token}")] if settings.router_token else []
-        ca = open(settings.router_ca_file, "rb").read() if settings.router_ca_file else None
+        ca = None
+        if settings.router_ca_file:
+            with open(settings.router_ca_file, "rb") as f:
+                ca = f.read()
         self.client = client or SyncPreLabelClient(settings.router, timeout_s=settings.timeout_s,
                                                    tls=settings.router_tls, root_certificates=ca, metadata=metadata)
         self.projects: dict[str, Project] = {}  # project id -> config set up

@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from prelabel.core.review import Band, ReviewPolicy
 from prelabel.quality.bounds import CLOPPER_PEARSON, lower_bound, min_n_to_reach, upper_bound
-from services.common.review import Band, ReviewPolicy
 
 GRID_STEP = 0.005
 #: Testing starts at the highest threshold with START_FACTOR x the fewest drafts whose

@@ -5,13 +5,13 @@ import argparse
 import logging
 from datetime import datetime, timezone
 
+from prelabel.core.policy_file import write_policy_file
 from prelabel.quality import calibrate as cal
 from prelabel.quality.bounds import BOUNDS, CLOPPER_PEARSON
 from prelabel.quality.drafts import DraftsError, load_drafts
 from prelabel.quality.evaluate import Options, evaluate, markdown, write_report
 from prelabel.quality.match import match
 from prelabel.quality.truth import TruthError, load_truth
-from services.common.policy_file import write_policy_file
 
 log = logging.getLogger("prelabel")
 

@@ -29,8 +29,8 @@ import zipfile
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlparse
 
+from prelabel.core.labels import COCO_KEYPOINT_NAMES, FACE_LANDMARK_NAMES
 from prelabel.quality.labels import FACE, PERSON, Ann, ImageLabels, box_iou_xywh, normalise_key
-from services.common.labels import COCO_KEYPOINT_NAMES, FACE_LANDMARK_NAMES
 
 SAME_OBJECT_IOU = 0.9
 KEYPOINT_NAMES = {PERSON: list(COCO_KEYPOINT_NAMES), FACE: list(FACE_LANDMARK_NAMES)}

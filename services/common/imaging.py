@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from services.common.errors import InvalidArgument
+from prelabel.core.errors import InvalidArgument
 
 #: Formats accepted; anything else (TIFF, EPS, JPEG 2000, SVG, FITS...) is refused
 #: before a decoder for it is ever run (no Ghostscript, no exotic codecs).

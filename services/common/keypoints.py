@@ -6,11 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from prelabel.core.errors import InvalidArgument
+from prelabel.core.labels import COCO_KEYPOINT_NAMES, COCO_SKELETON, FACE_LANDMARK_NAMES
 from prelabel.v1 import common_pb2
-
 from services.common import requests as fields
-from services.common.errors import InvalidArgument
-from services.common.labels import COCO_KEYPOINT_NAMES, COCO_SKELETON, FACE_LANDMARK_NAMES
 
 DEFAULT_VISIBLE_THRESHOLD = 0.5
 DEFAULT_LABELED_THRESHOLD = 0.2
@@ -56,7 +55,7 @@ def make_keypoints(names: list[str], points: np.ndarray, scores: np.ndarray,
     points = np.asarray(points, dtype=np.float64).reshape(len(names), 2)
     scores = np.clip(np.asarray(scores, dtype=np.float64).reshape(len(names)), 0.0, 1.0)
     out = []
-    for name, (x, y), score in zip(names, points, scores):
+    for name, (x, y), score in zip(names, points, scores, strict=False):
         flag = visibility(float(score), thresholds)
         if flag == NOT_LABELED:
             x = y = 0.0

@@ -7,12 +7,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from prelabel.core.errors import InvalidArgument
+from prelabel.core.labels import category_name
+from prelabel.core.review import DECISION_NAMES, ReviewPolicy, image_uncertainty
 from prelabel.v1 import common_pb2
-
-from services.common.errors import InvalidArgument
-from services.common.labels import category_name
 from services.common.metrics import Metrics
-from services.common.review import DECISION_NAMES, ReviewPolicy, image_uncertainty
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from typing import Callable
+from collections.abc import Callable
 
-from services.common.policy_file import PolicyFileError
+from prelabel.core.policy_file import PolicyFileError
 from services.common.server import GrpcApp
 from services.common.startup import RandomWeightsRefused
 

@@ -185,7 +185,7 @@ def _component_starts(crop: np.ndarray, budget=None) -> list[tuple[int, int]]:
         starts = np.flatnonzero(changes[row] == 1)
         stops = np.flatnonzero(changes[row] == -1)
         current = []
-        for s, e in zip(starts.tolist(), stops.tolist()):
+        for s, e in zip(starts.tolist(), stops.tolist(), strict=False):
             index = len(runs)
             runs.append((row, s, e))
             parent.append(index)

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from prelabel.v1 import common_pb2
-
 from services.common.imaging import DecodedImage, decode_image
 from services.common.letterbox import Letterbox, letterbox_for, letterbox_image
 from services.common.settings import ServiceSettings

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import math
 
+from prelabel.core.errors import InvalidArgument
 from prelabel.v1 import common_pb2
-
-from services.common.errors import InvalidArgument
 
 MAX_IMAGE_ID_BYTES = 512
 DEFAULT_SCORE_THRESHOLD = 0.05

@@ -3,9 +3,10 @@ name), reflection, /metrics, readiness that follows dependencies, graceful shutd
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
-from typing import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -154,10 +155,8 @@ class GrpcApp:
                 log.warning("%s readiness -> %s", self.metrics.service, "SERVING" if ok else "NOT_SERVING")
                 await self.set_serving(ok)
             await self._follow_components()
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.settings.health_poll_s)
-            except asyncio.TimeoutError:
-                pass
 
     async def run(self, install_signal_handlers: bool = True) -> None:
         """Start, become ready, serve until stop() or a signal."""

@@ -8,9 +8,8 @@ import time
 
 import numpy as np
 
+from prelabel.core.errors import PrelabelError
 from prelabel.v1 import common_pb2
-
-from services.common.errors import PrelabelError
 from services.common.triton_client import TritonClient
 
 log = logging.getLogger(__name__)

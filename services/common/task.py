@@ -19,10 +19,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from prelabel.core.errors import InvalidArgument
+from prelabel.core.review import ReviewPolicy
 from prelabel.v1 import common_pb2
-
 from services.common import requests as fields
-from services.common.errors import InvalidArgument
 from services.common.interceptors import time_left
 from services.common.labeling import (
     check_prompt_box_shape,
@@ -35,9 +35,8 @@ from services.common.labeling import (
 )
 from services.common.letterbox import Letterbox, boxes_to_model
 from services.common.metrics import Metrics
-from services.common.policy_file import ServedPolicy
 from services.common.preprocess import prepare_image_async
-from services.common.review import ReviewPolicy
+from services.common.served_policy import ServedPolicy
 from services.common.settings import ServiceSettings
 from services.common.triton_client import InferOutput, ModelSpec, TritonClient
 from services.common.work import WorkBudget, run_bounded

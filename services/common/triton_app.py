@@ -2,7 +2,8 @@
 warm-up, shutdown."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from services.common.metrics import Metrics
 from services.common.server import GrpcApp

@@ -12,9 +12,8 @@ import tritonclient.grpc.aio as triton_aio
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException
 
+from prelabel.core.errors import DeadlineExceeded, PrelabelError, ResourceExhausted, Unavailable
 from prelabel.v1 import common_pb2
-
-from services.common.errors import DeadlineExceeded, PrelabelError, ResourceExhausted, Unavailable
 from services.modelkit.contract import ContractError, check_config
 
 _WEIGHTS = {

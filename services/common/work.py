@@ -7,9 +7,10 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
-from services.common.errors import DeadlineExceeded, InvalidArgument
+from prelabel.core.errors import DeadlineExceeded, InvalidArgument
 
 T = TypeVar("T")
 

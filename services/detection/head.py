@@ -2,13 +2,12 @@
 the shared request path in services.common.task."""
 from __future__ import annotations
 
+from prelabel.core.errors import InvalidArgument
+from prelabel.core.review import policy_from_proto
 from prelabel.v1 import common_pb2, detection_pb2
-
 from services.common import requests as fields
-from services.common.errors import InvalidArgument
 from services.common.labeling import LabelFilter, select
 from services.common.letterbox import boxes_to_source
-from services.common.review import policy_from_proto
 from services.common.task import Ask, Inference, TaskHead
 from services.common.work import WorkBudget
 from services.detection.settings import DetectionSettings
@@ -52,7 +51,7 @@ class DetectHead(TaskHead):
         labels = inference.output("LABELS") if inference.has_output("LABELS") else None
         chosen = select(scores, inference.count, labels, inference.spec.label_map, inference.ask.options)
         boxes = boxes_to_source(inference.output("BOXES")[[i for i, _, _ in chosen]], inference.letterbox)
-        return [inference.detection(box, cat_id, name, scores[i]) for box, (i, cat_id, name) in zip(boxes, chosen)]
+        return [inference.detection(box, cat_id, name, scores[i]) for box, (i, cat_id, name) in zip(boxes, chosen, strict=False)]
 
     def detection_of(self, label: common_pb2.Detection) -> common_pb2.Detection:
         return label

@@ -1,13 +1,14 @@
 """Start, wait for, and stop a real tritonserver process from the nvidia-pytriton wheel."""
 from __future__ import annotations
 
+import contextlib
 import glob
 import importlib.util
 import logging
 import os
+import secrets
 import shutil
 import signal
-import secrets
 import socket
 import subprocess
 import sys
@@ -45,7 +46,7 @@ class TritonInstallation:
     stub: Path
 
     @classmethod
-    def find(cls) -> "TritonInstallation":
+    def find(cls) -> TritonInstallation:
         # Locate, don't import: importing pytriton pulls in zmq, sh and typer.
         spec = importlib.util.find_spec("pytriton")
         if spec is None or not spec.submodule_search_locations:
@@ -174,14 +175,14 @@ class EmbeddedTriton:
         env["PRELABEL_ALLOW_RANDOM_WEIGHTS"] = "1" if self.settings.allow_random_weights else "0"
         return env
 
-    def start(self) -> "EmbeddedTriton":
+    def start(self) -> EmbeddedTriton:
         if self.process is not None:
             raise TritonStartError("already started")
         cmd = self.command()
         log.info("starting tritonserver: %s", " ".join(cmd))
         out: int | IO[bytes] = subprocess.DEVNULL
         if self.log_path is not None:
-            self._log_file = open(self.log_path, "ab")
+            self._log_file = open(self.log_path, "ab")  # noqa: SIM115  # closed in _cleanup()
             out = self._log_file
         self.process = subprocess.Popen(
             cmd, env=self.environment(), stdout=out, stderr=subprocess.STDOUT,
@@ -233,20 +234,16 @@ class EmbeddedTriton:
         """SIGKILL the server and its stubs (fault tests); stale shm regions are removed."""
         if self.process is None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.process.wait()
         self._cleanup()  # start() may follow, on the same ports
 
     def _remove_shm_regions(self) -> None:
         # A killed server leaves its Python-backend regions behind.
         for path in leftover_shm_regions(self.shm_prefix):
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(path)
-            except OSError:
-                pass
 
     def _cleanup(self) -> None:
         self.process = None
@@ -257,7 +254,7 @@ class EmbeddedTriton:
         shutil.rmtree(self._workdir, ignore_errors=True)
         self._workdir.mkdir(parents=True, exist_ok=True)
 
-    def __enter__(self) -> "EmbeddedTriton":
+    def __enter__(self) -> EmbeddedTriton:
         return self.start()
 
     def __exit__(self, *exc) -> None:

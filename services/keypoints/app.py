@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from prelabel.v1 import keypoints_pb2, keypoints_pb2_grpc
-
 from services.common.metrics import Metrics
 from services.common.server import GrpcApp
 from services.common.triton_app import triton_backed_app

@@ -21,10 +21,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from prelabel.core.errors import InvalidArgument
+from prelabel.core.labels import category_name
+from prelabel.core.review import ReviewPolicy, policy_from_proto
 from prelabel.v1 import keypoints_pb2
-
 from services.common import requests as fields
-from services.common.errors import InvalidArgument
 from services.common.keypoints import (
     COCO_PERSON_SCHEMA,
     FACE_SCHEMA,
@@ -33,9 +34,7 @@ from services.common.keypoints import (
     thresholds_from_request,
 )
 from services.common.labeling import LabelFilter, select
-from services.common.labels import category_name
 from services.common.letterbox import Letterbox, boxes_to_source, points_to_source
-from services.common.review import ReviewPolicy, policy_from_proto
 from services.common.task import Ask, Inference, Prompt, TaskHead
 from services.common.triton_client import ModelSpec
 from services.common.work import WorkBudget

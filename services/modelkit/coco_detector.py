@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from services.modelkit.triton_base import BatchedModel, pad_rows
 from services.modelkit.torchvision_models import build_detector, to_float_images
+from services.modelkit.triton_base import BatchedModel, pad_rows
 
 
 class CocoDetector(BatchedModel):

@@ -114,7 +114,7 @@ def check_config(config: dict) -> Head:
             if len(dims) != len(spec.dims):
                 problems.append(f"{kind} {spec.name} has dims {dims}, the {head.name} head needs {list(spec.dims)}")
                 continue
-            for want, got in zip(spec.dims, dims):
+            for want, got in zip(spec.dims, dims, strict=False):
                 if isinstance(want, int):
                     if got != want:
                         problems.append(f"{kind} {spec.name} dims {dims}: expected {list(spec.dims)}")

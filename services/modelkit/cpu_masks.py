@@ -118,7 +118,7 @@ class SelfieSegmenter:
             frames.append((x0, y0, side))
         probs = self.session.run(None, {self.input_name: np.stack(crops).astype(np.float32) / 255.0})[0][..., 0]
         out = []
-        for p, box, (x0, y0, side) in zip(probs, boxes, frames):
+        for p, box, (x0, y0, side) in zip(probs, boxes, frames, strict=False):
             local = np.array([box[0] - x0, box[1] - y0, box[2] - x0, box[3] - y0]) * SELFIE_SIZE / side
             out.append(box_grid(p, local, size))
         return out
@@ -157,7 +157,7 @@ class CpuSegmenter(BatchedModel):
         bounds = content_bounds(image)
         persons = [k for k, lab in enumerate(labels) if int(lab) == PERSON]
         masks: list[np.ndarray | None] = [None] * len(boxes)
-        for k, probs in zip(persons, self.selfie.person_probs(image, [boxes[k] for k in persons], self.mask_size)):
+        for k, probs in zip(persons, self.selfie.person_probs(image, [boxes[k] for k in persons], self.mask_size), strict=False):
             masks[k] = probs
         for k, box in enumerate(boxes):
             if masks[k] is None:

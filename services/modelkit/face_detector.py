@@ -38,7 +38,7 @@ class FaceDetector(BatchedModel):
         boxes_b, probs_b, landmarks_b = self.mtcnn.detect(images, landmarks=True)
         n = self.max_faces
         boxes, scores, landmarks, counts = [], [], [], []
-        for box, prob, marks in zip(boxes_b, probs_b, landmarks_b):
+        for box, prob, marks in zip(boxes_b, probs_b, landmarks_b, strict=False):
             if box is None:
                 box, prob, marks = np.zeros((0, 4)), np.zeros((0,)), np.zeros((0, 5, 2))
             order = np.argsort(-np.asarray(prob, dtype=np.float32))

@@ -28,7 +28,7 @@ from services.modelkit.rcnn import PromptableRcnn, split_rows
 class Keypointer(PromptableRcnn):
     def check_heads(self) -> None:
         wanted = self.output_dims("KEYPOINTS")[1]
-        have = self.model.roi_heads.keypoint_predictor.kps_score_lowres.out_channels
+        have = self.roi_heads.keypoint_predictor.kps_score_lowres.out_channels
         if wanted != have:
             raise ValueError(f"{self.model_name}: KEYPOINTS has {wanted} points, the head {have}")
 
@@ -44,12 +44,12 @@ class Keypointer(PromptableRcnn):
     def prompted_rows(self, feats, boxes, labels, image_sizes):
         person = [torch.ones_like(lab) for lab in labels]
         labels, scores = self.classify(feats, boxes, image_sizes, person)
-        rh = self.model.roi_heads
+        rh = self.roi_heads
         x = rh.keypoint_predictor(rh.keypoint_head(rh.keypoint_roi_pool(feats, boxes, image_sizes)))
         keypoints, keypoint_scores = keypointrcnn_inference(x, boxes)
         return [
             {"BOXES": b, "SCORES": s, "LABELS": lab, "KEYPOINTS": kp[..., :2],
              "KEYPOINT_SCORES": ks.sigmoid()}
             for b, s, lab, kp, ks in zip(boxes, split_rows(scores, boxes), split_rows(labels, boxes),
-                                         keypoints, keypoint_scores)
+                                         keypoints, keypoint_scores, strict=False)
         ]

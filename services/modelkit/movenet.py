@@ -91,7 +91,8 @@ class MoveNetKeypointer(BatchedModel):
         return boxes[keep], scores[keep], kps[keep], kp_scores[keep]
 
     def _prompted(self, image, prompts):
-        rows = {"BOXES": [], "SCORES": [], "KEYPOINTS": [], "KEYPOINT_SCORES": []}
+        rows: dict[str, list[np.ndarray | np.floating]] = {"BOXES": [], "SCORES": [], "KEYPOINTS": [],
+                                                           "KEYPOINT_SCORES": []}
         for box in prompts:
             crop, (x0, y0, side) = square_crop(image, box)
             boxes, scores, kps, kp_scores = self.net.persons(crop)

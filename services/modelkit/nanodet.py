@@ -128,7 +128,7 @@ class NanoDetDetector(BatchedModel):
 
     def infer(self, inputs):
         n = self.max_detections
-        out = {"BOXES": [], "SCORES": [], "LABELS": [], "COUNT": []}
+        out: dict[str, list[np.ndarray | list[int]]] = {"BOXES": [], "SCORES": [], "LABELS": [], "COUNT": []}
         for image in inputs["IMAGE"]:
             boxes, scores, labels = self.detector.detect(image, self.score_floor, n)
             out["BOXES"].append(pad_rows(boxes, n))

@@ -2,7 +2,7 @@
 onnxruntime, and describe its provenance."""
 from __future__ import annotations
 
-from services.modelkit.store import verified_model_path
+from prelabel.core.models.store import verified_model_path
 from services.modelkit.weights import PRETRAINED, WeightsInfo
 
 

@@ -25,7 +25,8 @@ Architectures (the `architecture` parameter of the model config):
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
+from typing import cast
 
 import numpy as np
 import torch
@@ -34,9 +35,11 @@ from torchvision.models.detection import KeypointRCNN, MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import mobilenet_backbone
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.keypoint_rcnn import KeypointRCNNHeads, KeypointRCNNPredictor
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from services.modelkit.settings import ModelSettings
@@ -103,15 +106,17 @@ def build_rcnn(
     box_score_thresh: float,
     settings: ModelSettings,
     device: torch.device,
-) -> tuple[torch.nn.Module, WeightsInfo]:
+) -> tuple[GeneralizedRCNN, WeightsInfo]:
     """Build a Mask/Keypoint R-CNN (torchvision or one of LITE_ARCHITECTURES) with the
     same weights rules as every model: real weights when found, random only when
     allowed (and then said loudly)."""
-    return build_detector(
+    model, info = build_detector(
         model_name=model_name, architecture=architecture, input_size=input_size,
         max_detections=max_detections, settings=settings, device=device,
         custom_builders=LITE_ARCHITECTURES, box_score_thresh=box_score_thresh,
     )
+    # Every architecture here is a MaskRCNN / KeypointRCNN, both GeneralizedRCNN.
+    return cast(GeneralizedRCNN, model), info
 
 
 def _subset(features: dict[str, torch.Tensor], images: ImageList, index: list[int]):
@@ -134,6 +139,12 @@ class PromptableRcnn(BatchedModel):
     """
 
     num_classes: int
+    model: GeneralizedRCNN
+
+    @property
+    def roi_heads(self) -> RoIHeads:
+        """The model's RoI heads (GeneralizedRCNN declares the attribute a plain Module)."""
+        return cast(RoIHeads, self.model.roi_heads)
 
     def load(self, params, settings, device):
         height, width, _ = (int(d) for d in self.config["input"][0]["dims"])
@@ -169,20 +180,20 @@ class PromptableRcnn(BatchedModel):
         counts = np.clip(inputs["PROMPT_COUNT"].reshape(len(images), -1)[:, 0], 0, self.max_prompts)
         auto = [i for i, c in enumerate(counts) if c == 0]
         prompted = [i for i, c in enumerate(counts) if c > 0]
-        rows: list[dict[str, torch.Tensor] | None] = [None] * len(images)
+        rows: dict[int, dict[str, torch.Tensor]] = {}  # batch index -> outputs; every index is auto or prompted
         if auto:
             feats, sub = _subset(features, image_list, auto)
             proposals, _ = self.model.rpn(sub, feats)
             detections, _ = self.model.roi_heads(feats, proposals, sub.image_sizes)
-            for i, det in zip(auto, detections):
+            for i, det in zip(auto, detections, strict=False):
                 rows[i] = self.automatic_rows(det)
         if prompted:
             feats, sub = _subset(features, image_list, prompted)
             boxes = [self._prompt_boxes(inputs["PROMPT_BOXES"][i, : counts[i]]) for i in prompted]
             labels = [self._prompt_labels(inputs, i, counts[i]) for i in prompted]
-            for i, row in zip(prompted, self.prompted_rows(feats, boxes, labels, sub.image_sizes)):
+            for i, row in zip(prompted, self.prompted_rows(feats, boxes, labels, sub.image_sizes), strict=False):
                 rows[i] = row
-        return self.pack(rows)
+        return self.pack([rows[i] for i in range(len(images))])
 
     def _prompt_boxes(self, boxes: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(boxes, dtype=np.float32)).to(self.device)
@@ -200,7 +211,7 @@ class PromptableRcnn(BatchedModel):
         """Box classifier on the prompt boxes: the category to answer with (the caller's
         when it is one of the model's, else the most probable non-background class) and
         that category's probability."""
-        rh = self.model.roi_heads
+        rh = self.roi_heads
         x = rh.box_head(rh.box_roi_pool(feats, boxes, image_sizes))
         logits, _ = rh.box_predictor(x)
         probs = F.softmax(logits, dim=-1)

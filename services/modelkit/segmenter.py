@@ -29,7 +29,7 @@ class Segmenter(PromptableRcnn):
     def check_heads(self) -> None:
         mask_size = self.output_dims("MASKS")[1:]
         # MaskRCNNPredictor doubles the RoI pool resolution (one 2x deconvolution).
-        expected = [2 * int(side) for side in self.model.roi_heads.mask_roi_pool.output_size]
+        expected = [2 * int(side) for side in self.roi_heads.mask_roi_pool.output_size]
         if mask_size != expected:
             raise ValueError(f"{self.model_name}: MASKS dims {mask_size} but the mask head gives {expected}")
 
@@ -43,11 +43,11 @@ class Segmenter(PromptableRcnn):
 
     def prompted_rows(self, feats, boxes, labels, image_sizes):
         labels, scores = self.classify(feats, boxes, image_sizes, labels)
-        rh = self.model.roi_heads
+        rh = self.roi_heads
         x = rh.mask_predictor(rh.mask_head(rh.mask_roi_pool(feats, boxes, image_sizes)))
         masks = x[torch.arange(len(labels), device=x.device), labels].sigmoid()
         return [
             {"BOXES": b, "SCORES": s, "LABELS": lab, "MASKS": m}
             for b, s, lab, m in zip(boxes, split_rows(scores, boxes), split_rows(labels, boxes),
-                                    split_rows(masks, boxes))
+                                    split_rows(masks, boxes), strict=False)
         ]

@@ -6,7 +6,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.modelkit.store import default_cache_dir
+from prelabel.core.models.store import default_cache_dir
 
 
 class ModelSettings(BaseSettings):
@@ -16,7 +16,7 @@ class ModelSettings(BaseSettings):
 
     models_dir: Path = Field(default_factory=default_cache_dir)
     """Cache that `prelabel models pull` fills (converted ONNX models, published
-    weights); every file is checked against services/modelkit/models.lock.json."""
+    weights); every file is checked against prelabel/core/models/models.lock.json."""
 
     weights_dir: Path | None = None
     """Folder with operator-supplied weights: `<triton model name>.pt` (custom) or the

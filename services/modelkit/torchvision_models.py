@@ -2,13 +2,14 @@
 weights, sized for a fixed square model input."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torchvision
 from torchvision.models import get_model_weights
 
+from prelabel.core.models.store import sha256_file
 from services.modelkit.settings import ModelSettings
 from services.modelkit.weights import (
     RANDOM,
@@ -18,7 +19,6 @@ from services.modelkit.weights import (
     missing_weights_error,
     random_weights_info,
 )
-from services.modelkit.store import sha256_file
 
 
 def published_file(architecture: str) -> str | None:

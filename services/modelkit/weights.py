@@ -8,7 +8,6 @@ from pathlib import Path
 
 import torch
 
-
 log = logging.getLogger(__name__)
 
 PRETRAINED = "pretrained"

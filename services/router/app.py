@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from prelabel.v1 import prelabel_pb2, prelabel_pb2_grpc
-
 from services.common.metrics import Metrics
 from services.common.server import GrpcApp
 from services.router.downstream import Downstream

@@ -7,7 +7,6 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from prelabel.v1 import detection_pb2_grpc, keypoints_pb2_grpc, segmentation_pb2_grpc
-
 from services.router.settings import RouterSettings
 
 
@@ -48,7 +47,7 @@ class Downstream:
     async def serving(self) -> dict[str, bool]:
         names = list(self.channels)
         results = await asyncio.gather(*(self.is_serving(n) for n in names))
-        self.last_serving = dict(zip(names, results))
+        self.last_serving = dict(zip(names, results, strict=False))
         return self.last_serving
 
     async def any_serving(self) -> bool:

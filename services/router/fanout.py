@@ -10,13 +10,12 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from prelabel.core.errors import DeadlineExceeded, InvalidArgument, PrelabelError, ResourceExhausted, Unavailable
+from prelabel.core.review import image_uncertainty, policy_from_proto
 from prelabel.v1 import common_pb2, detection_pb2, keypoints_pb2, prelabel_pb2, segmentation_pb2
-
 from services.common import requests as fields
-from services.common.errors import DeadlineExceeded, InvalidArgument, PrelabelError, ResourceExhausted, Unavailable
 from services.common.interceptors import MAX_MESSAGE_BYTES, bounded
 from services.common.metrics import Metrics
-from services.common.review import image_uncertainty, policy_from_proto
 from services.router.disagreement import disagreement
 from services.router.downstream import Downstream
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from prelabel.core.errors import InvalidArgument, PrelabelError
 from prelabel.v1 import common_pb2, prelabel_pb2, prelabel_pb2_grpc
-
-from services.common.errors import InvalidArgument, PrelabelError
 from services.common.interceptors import MalformedRequest, time_left
 from services.common.metrics import Metrics
-from services.common.policy_file import ServedPolicy
+from services.common.served_policy import ServedPolicy
 from services.router.downstream import Downstream
 from services.router.fanout import prelabel
 from services.router.settings import RouterSettings

@@ -22,15 +22,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from prelabel.core.errors import InvalidArgument
+from prelabel.core.labels import LABEL_MAPS, category_name
+from prelabel.core.review import ReviewPolicy, policy_from_proto
 from prelabel.v1 import common_pb2, segmentation_pb2
-
 from services.common import requests as fields
-from services.common.errors import InvalidArgument
 from services.common.labeling import LabelFilter, select
-from services.common.labels import LABEL_MAPS, category_name
 from services.common.letterbox import boxes_to_source, points_to_source
 from services.common.masks import encode_mask
-from services.common.review import ReviewPolicy, policy_from_proto
 from services.common.task import Ask, Box, Inference, Prompt, TaskHead
 from services.common.triton_client import ModelSpec
 from services.common.work import WorkBudget
@@ -161,7 +160,7 @@ def _automatic(inf: Inference, max_mask_pixels: int, budget: WorkBudget) -> list
 
 def _prompted(inf: Inference, budget: WorkBudget) -> list[segmentation_pb2.InstanceMask]:
     instances = []
-    for k, (box, prompt) in enumerate(zip(inf.boxes, inf.request.prompts)):
+    for k, (box, prompt) in enumerate(zip(inf.boxes, inf.request.prompts, strict=False)):
         cat_id, name, _ = prompt_category(prompt, inf.spec.label_map)
         if not cat_id and not name:
             cat_id = int(inf.output("LABELS")[k])

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from prelabel.v1 import segmentation_pb2, segmentation_pb2_grpc
-
 from services.common.task import TaskServicer
 
 

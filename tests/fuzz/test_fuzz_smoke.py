@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common.errors import InvalidArgument
+from prelabel.core.errors import InvalidArgument
 from services.common.imaging import decode_image
 from services.detection.settings import DetectionSettings
 from tests.reliability.report import figure, record

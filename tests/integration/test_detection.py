@@ -10,17 +10,17 @@ import grpc
 import pytest
 from PIL import Image
 
+from prelabel.core.errors import Unavailable
+from prelabel.core.models.store import read_lock
 from prelabel.v1 import common_pb2, detection_pb2
-from services.common.errors import Unavailable
 from services.common.metrics import Metrics
 from services.common.startup import RandomWeightsRefused, warm_up
-from services.common.triton_client import TritonClient
 from services.common.task import run_task
+from services.common.triton_client import TritonClient
 from services.detection.head import DetectHead
 from services.detection.settings import DetectionSettings
 from services.embedded_triton.launcher import free_port
 from services.embedded_triton.settings import TritonSettings
-from services.modelkit.store import read_lock
 from tests.geometry import iou
 from tests.grpc_helpers import bad_request_field, concurrent_counts
 from tests.photos import encode, photo, photo_bytes, with_orientation

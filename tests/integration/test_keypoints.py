@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageOps
 
+from prelabel.core.labels import COCO_KEYPOINT_NAMES
 from prelabel.v1 import common_pb2, keypoints_pb2
-from services.common.labels import COCO_KEYPOINT_NAMES
 from tests.grpc_helpers import concurrent_counts, invalid_argument_field
 from tests.photos import STORE_AS, encode, photo, photo_bytes, with_orientation
 
@@ -84,7 +84,7 @@ async def test_face_landmarks_are_the_same_when_the_photo_is_stored_with_any_exi
             timeout=RPC_TIMEOUT_S)
         for orientation in STORE_AS))
     results = {}
-    for orientation, reply in zip(STORE_AS, replies):
+    for orientation, reply in zip(STORE_AS, replies, strict=False):
         assert (reply.image_size.width, reply.image_size.height) == (400, 512)
         assert len(reply.instances) == 1, orientation
         face = reply.instances[0]
@@ -106,7 +106,7 @@ async def test_person_keypoints_stay_inside_their_prompt_box_when_boxes_are_prom
 
     assert [i.prompt_index for i in reply.instances] == [0, 1, 2]
     assert list(reply.schema.keypoint_names) == COCO_KEYPOINT_NAMES
-    for prompt, instance in zip(prompts, reply.instances):
+    for prompt, instance in zip(prompts, reply.instances, strict=False):
         b = instance.detection.box
         assert (b.x_min, b.y_min, b.x_max, b.y_max) == pytest.approx(
             (max(0, prompt.x_min), max(0, prompt.y_min), min(width, prompt.x_max), min(height, prompt.y_max)))

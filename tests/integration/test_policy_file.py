@@ -16,10 +16,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
+from prelabel.core.policy_file import PolicyFileError, load_policy_file
+from prelabel.core.review import AUTO_ACCEPT, NEEDS_REVIEW, policy_from_proto
 from prelabel.v1 import common_pb2, detection_pb2, detection_pb2_grpc, prelabel_pb2, prelabel_pb2_grpc
 from services.common.metrics import Metrics
-from services.common.policy_file import PolicyFileError, load_policy_file
-from services.common.review import AUTO_ACCEPT, NEEDS_REVIEW, policy_from_proto
 from services.router.app import build_app
 from services.router.settings import RouterSettings
 from tests.conftest import running
@@ -77,9 +77,8 @@ async def router_with_policy(policy_path, detection_addr):
     settings = RouterSettings(grpc_port=0, metrics_port=None, detection_addr=detection_addr,
                               segmentation_addr="127.0.0.1:1", keypoints_addr="127.0.0.1:1",
                               review_policy_file=policy_path, review_policy_reload_s=0.05)
-    async with running(build_app(settings, metrics)) as address:
-        async with grpc.aio.insecure_channel(address) as channel:
-            yield prelabel_pb2_grpc.PreLabelerStub(channel), metrics
+    async with running(build_app(settings, metrics)) as address, grpc.aio.insecure_channel(address) as channel:
+        yield prelabel_pb2_grpc.PreLabelerStub(channel), metrics
 
 
 async def detect(stub, **kw) -> prelabel_pb2.PreLabelResponse:

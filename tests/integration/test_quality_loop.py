@@ -14,11 +14,11 @@ import sys
 import grpc
 import pytest
 
-from prelabel.v1 import common_pb2, prelabel_pb2, prelabel_pb2_grpc
-from services.common.policy_file import load_policy_file
-from services.common.review import AUTO_ACCEPT, NEEDS_REVIEW, REJECT
+from prelabel.core.policy_file import load_policy_file
+from prelabel.core.review import AUTO_ACCEPT, NEEDS_REVIEW, REJECT
 from prelabel.quality.drafts import load_drafts
 from prelabel.quality.labels import box_iou_xywh as iou
+from prelabel.v1 import common_pb2, prelabel_pb2, prelabel_pb2_grpc
 from tests.conftest import REPO_ROOT, serving
 from tests.photos import photo_path
 
@@ -111,9 +111,8 @@ async def test_quality_loop_runs_annotate_evaluate_calibrate_serve_when_real_ser
     # 5. serve it: a router with the file reports its id.
     async with serving("router", "RouterSettings", detection_addr=detection_address,
                        segmentation_addr=segmentation_address, keypoints_addr=keypoints_address,
-                       review_policy_file=written) as address:
-        async with grpc.aio.insecure_channel(address) as channel:
-            reply = await prelabel_pb2_grpc.PreLabelerStub(channel).PreLabel(prelabel_pb2.PreLabelRequest(
-                image=common_pb2.Image(data=(photos / PHOTOS[0]).read_bytes(), image_id="a"),
-                tasks=[prelabel_pb2.TASK_FACES]), timeout=120)
+                       review_policy_file=written) as address, grpc.aio.insecure_channel(address) as channel:
+        reply = await prelabel_pb2_grpc.PreLabelerStub(channel).PreLabel(prelabel_pb2.PreLabelRequest(
+            image=common_pb2.Image(data=(photos / PHOTOS[0]).read_bytes(), image_id="a"),
+            tasks=[prelabel_pb2.TASK_FACES]), timeout=120)
     assert reply.uncertainty.review_policy_id == calibrated.id

@@ -25,10 +25,10 @@ IMAGE = common_pb2.Image(data=b"bytes the stand-ins do not decode", image_id="im
 async def router_over(det: str, seg: str, kp: str, wait_ready: bool = True, **kw):
     settings = RouterSettings(grpc_port=0, metrics_port=None, detection_addr=det, segmentation_addr=seg,
                               keypoints_addr=kp, **kw)
-    async with running(build_app(settings, Metrics("router")), wait_ready=wait_ready) as address:
-        # No BDP probing: the client's HTTP/2 window stays at its 64 KB start.
-        async with grpc.aio.insecure_channel(address, options=[("grpc.http2.bdp_probe", 0)]) as channel:
-            yield prelabel_pb2_grpc.PreLabelerStub(channel)
+    # No BDP probing: the client's HTTP/2 window stays at its 64 KB start.
+    async with running(build_app(settings, Metrics("router")), wait_ready=wait_ready) as address, \
+            grpc.aio.insecure_channel(address, options=[("grpc.http2.bdp_probe", 0)]) as channel:
+        yield prelabel_pb2_grpc.PreLabelerStub(channel)
 
 
 @contextlib.asynccontextmanager
@@ -83,21 +83,21 @@ async def test_prelabel_uses_default_deadline_on_every_hop_when_caller_sets_none
 
 async def test_prelabel_returns_partial_results_then_full_when_a_service_returns():
     seg_port = free_port()
-    async with slow_service("detection", 0.01) as (d, _), slow_service("keypoints", 0.01) as (k, _):
-        async with router_over(d, f"127.0.0.1:{seg_port}", k) as router:
-            reply = await router.PreLabel(prelabel_pb2.PreLabelRequest(image=IMAGE), timeout=5)
-            codes = {prelabel_pb2.Task.Name(r.task): r.code for r in reply.task_results}
-            assert codes == {"TASK_DETECT": "OK", "TASK_SEGMENT": "UNAVAILABLE", "TASK_KEYPOINTS": "OK",
-                             "TASK_FACES": "OK"}
-            assert len(reply.detections) == 1
-            async with slow_service("segmentation", 0.01, port=seg_port):
-                deadline = time.monotonic() + 20
-                while True:  # the channel reconnects with backoff
-                    reply = await router.PreLabel(prelabel_pb2.PreLabelRequest(image=IMAGE), timeout=5)
-                    if all(r.code == "OK" for r in reply.task_results) or time.monotonic() > deadline:
-                        break
-                    await asyncio.sleep(0.3)
-            assert all(r.code == "OK" for r in reply.task_results), reply.task_results
+    async with slow_service("detection", 0.01) as (d, _), slow_service("keypoints", 0.01) as (k, _), \
+            router_over(d, f"127.0.0.1:{seg_port}", k) as router:
+        reply = await router.PreLabel(prelabel_pb2.PreLabelRequest(image=IMAGE), timeout=5)
+        codes = {prelabel_pb2.Task.Name(r.task): r.code for r in reply.task_results}
+        assert codes == {"TASK_DETECT": "OK", "TASK_SEGMENT": "UNAVAILABLE", "TASK_KEYPOINTS": "OK",
+                         "TASK_FACES": "OK"}
+        assert len(reply.detections) == 1
+        async with slow_service("segmentation", 0.01, port=seg_port):
+            deadline = time.monotonic() + 20
+            while True:  # the channel reconnects with backoff
+                reply = await router.PreLabel(prelabel_pb2.PreLabelRequest(image=IMAGE), timeout=5)
+                if all(r.code == "OK" for r in reply.task_results) or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.3)
+        assert all(r.code == "OK" for r in reply.task_results), reply.task_results
 
 
 async def test_prelabel_fails_with_unavailable_when_every_service_down():

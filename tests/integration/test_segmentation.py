@@ -9,8 +9,8 @@ import pytest
 from PIL import Image, ImageDraw
 from pycocotools import mask as coco_mask
 
+from prelabel.core.models.store import read_lock
 from prelabel.v1 import common_pb2, segmentation_pb2
-from services.modelkit.store import read_lock
 from tests.grpc_helpers import concurrent_counts, invalid_argument_field
 from tests.photos import encode, photo_bytes
 
@@ -87,7 +87,7 @@ async def test_segment_returns_one_aligned_mask_per_prompt_when_boxes_are_prompt
 
     assert (reply.image_size.width, reply.image_size.height) == (width, height)
     assert [m.prompt_index for m in reply.instances] == [0, 1, 2, 3]
-    for prompt, instance in zip(prompts, reply.instances):
+    for prompt, instance in zip(prompts, reply.instances, strict=False):
         clipped = box(max(0, prompt.x_min), max(0, prompt.y_min), min(width, prompt.x_max), min(height, prompt.y_max))
         got = instance.detection.box
         assert (got.x_min, got.y_min, got.x_max, got.y_max) == pytest.approx(

@@ -460,7 +460,7 @@ def _policy_generator() -> dict:
 
 
 def test_review_policy_example_is_a_policy_file_the_services_accept():
-    from services.common.policy_file import load_policy_file
+    from prelabel.core.policy_file import load_policy_file
 
     (source,) = _policy_generator()["files"]
     loaded = load_policy_file(K8S / REVIEW_POLICY / source)
@@ -469,7 +469,7 @@ def test_review_policy_example_is_a_policy_file_the_services_accept():
 
 @pytest.mark.parametrize("target", SERVING_PLAIN)
 def test_review_policy_mounted_read_only_as_directory(target, tmp_path):
-    from services.common.policy_file import load_policy_file
+    from prelabel.core.policy_file import load_policy_file
 
     # Optional: without the component every process serves the built-in defaults.
     for dep in objects(target, "Deployment"):

@@ -50,10 +50,11 @@ def prometheus(tmp_path):
                                      for job, target in targets.items()]}
         (tmp_path / "prometheus.yml").write_text(json.dumps(config))
         port = free_port()
-        proc = subprocess.Popen(
-            [binary, f"--config.file={tmp_path / 'prometheus.yml'}",
-             f"--web.listen-address=127.0.0.1:{port}", f"--storage.tsdb.path={tmp_path / 'data'}"],
-            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "prometheus.log", "wb"))
+        with open(tmp_path / "prometheus.log", "wb") as log:  # the child keeps its own copy
+            proc = subprocess.Popen(
+                [binary, f"--config.file={tmp_path / 'prometheus.yml'}",
+                 f"--web.listen-address=127.0.0.1:{port}", f"--storage.tsdb.path={tmp_path / 'data'}"],
+                stdout=subprocess.DEVNULL, stderr=log)
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

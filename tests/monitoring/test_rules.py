@@ -185,7 +185,7 @@ def test_refused_reload_series_appears_at_first_refusal(tmp_path):
     no refused series until its first refusal, and then exports 1 (no 0 sample before it,
     which increase() alone would need), while the old policy keeps serving."""
     from services.common.metrics import Metrics
-    from services.common.policy_file import ServedPolicy
+    from services.common.served_policy import ServedPolicy
 
     policy = tmp_path / "policy.yaml"
     policy.write_text("review_policy: {default_band: {accept_at: 0.9, reject_below: 0.2}}\n")

@@ -87,10 +87,9 @@ def sigkill_triton(server: EmbeddedTriton) -> None:
     pgid = server.process.pid
     own_regions = set()
     for pid in process_group_pids(pgid):
-        with contextlib.suppress(OSError):
-            with open(f"/proc/{pid}/maps") as f:
-                own_regions.update(line.split()[-1] for line in f
-                                   if "/dev/shm/triton_python_backend_shm_region_" in line)
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/maps") as f:
+            own_regions.update(line.split()[-1] for line in f
+                               if "/dev/shm/triton_python_backend_shm_region_" in line)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
     server.process.wait()
@@ -120,9 +119,8 @@ def descendants(pid: int) -> list[tuple[int, str]]:
     out, todo = [], list(children.get(pid, []))
     while todo:
         child = todo.pop()
-        with contextlib.suppress(OSError):
-            with open(f"/proc/{child}/cmdline", "rb") as f:
-                out.append((child, f.read().replace(b"\0", b" ").decode(errors="replace").strip()))
+        with contextlib.suppress(OSError), open(f"/proc/{child}/cmdline", "rb") as f:
+            out.append((child, f.read().replace(b"\0", b" ").decode(errors="replace").strip()))
         todo.extend(children.get(child, []))
     return out
 

@@ -16,10 +16,12 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from PIL import Image, ImageFile, WebPImagePlugin
 
+from prelabel.core.errors import InvalidArgument
 from prelabel.v1 import common_pb2, detection_pb2, detection_pb2_grpc
-from services.common.errors import InvalidArgument
 from services.common.imaging import decode_image
 from services.common.settings import ServiceSettings
+from tests.geometry import iou
+from tests.photos import with_orientation
 from tests.reliability import corpus
 from tests.reliability.conftest import (
     descendants,
@@ -29,8 +31,6 @@ from tests.reliability.conftest import (
     triton_inference_count,
 )
 from tests.reliability.report import figure
-from tests.geometry import iou
-from tests.photos import with_orientation
 
 pytestmark = [pytest.mark.integration]
 
@@ -276,9 +276,9 @@ def png_of_size(total: int) -> bytes:
 @pytest.fixture(scope="module")
 async def small_limits(triton):
     async with detection_app(triton.grpc_url, grpc_max_receive_bytes=SMALL_TRANSPORT_LIMIT,
-                             max_image_bytes=SMALL_IMAGE_LIMIT) as (_, address):
-        async with grpc.aio.insecure_channel(address) as channel:
-            yield detection_pb2_grpc.DetectorStub(channel)
+                             max_image_bytes=SMALL_IMAGE_LIMIT) as (_, address), \
+            grpc.aio.insecure_channel(address) as channel:
+        yield detection_pb2_grpc.DetectorStub(channel)
 
 
 @pytest.mark.timeout(60)

@@ -15,8 +15,8 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from tritonclient.utils import InferenceServerException
 
+from prelabel.core.errors import ResourceExhausted
 from prelabel.v1 import common_pb2, detection_pb2, detection_pb2_grpc
-from services.common.errors import ResourceExhausted
 from services.common.interceptors import RETRY_AFTER_KEY, status_for
 from services.common.triton_client import translate_error
 from services.embedded_triton.launcher import EmbeddedTriton

@@ -121,15 +121,15 @@ WATCH_GRACE_S = 4.0
 async def test_detection_process_exits_before_grace_when_a_health_watch_is_open(triton, tmp_path, record):
     async with detection_process(triton.grpc_url, tmp_path, PRELABEL_SHUTDOWN_GRACE_S=WATCH_GRACE_S,
                                  PRELABEL_MODELS='["coco_detector"]',
-                                 PRELABEL_DEFAULT_MODEL="coco_detector") as proc:
-        async with grpc.aio.insecure_channel(proc.address) as channel:
-            watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""))
-            assert (await watch.read()).status == HEALTH_SERVING
-            start = time.perf_counter()
-            proc.process.send_signal(signal.SIGTERM)
-            assert (await asyncio.wait_for(watch.read(), 5)).status == HEALTH_NOT_SERVING
-            exit_code = await asyncio.to_thread(proc.process.wait, WATCH_GRACE_S + 30)
-            exit_s = time.perf_counter() - start
+                                 PRELABEL_DEFAULT_MODEL="coco_detector") as proc, \
+            grpc.aio.insecure_channel(proc.address) as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""))
+        assert (await watch.read()).status == HEALTH_SERVING
+        start = time.perf_counter()
+        proc.process.send_signal(signal.SIGTERM)
+        assert (await asyncio.wait_for(watch.read(), 5)).status == HEALTH_NOT_SERVING
+        exit_code = await asyncio.to_thread(proc.process.wait, WATCH_GRACE_S + 30)
+        exit_s = time.perf_counter() - start
     record("shutdown", idle_exit_with_open_watch_s=figure(exit_s, "s", f"well under grace {WATCH_GRACE_S:.0f}",
                                                           exit_s < WATCH_GRACE_S / 2))
     assert exit_code == 0

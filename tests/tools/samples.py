@@ -12,11 +12,11 @@ from google.protobuf import json_format
 from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 
+from prelabel.core.labels import COCO_KEYPOINT_NAMES, COCO_SKELETON, FACE_LANDMARK_NAMES
 from prelabel.formats import write_outputs
 from prelabel.formats.common import image_root_of
 from prelabel.journal import response_of
 from prelabel.v1 import common_pb2, prelabel_pb2
-from services.common.labels import COCO_KEYPOINT_NAMES, COCO_SKELETON, FACE_LANDMARK_NAMES
 
 ALL_TASKS = ["detect", "segment", "keypoints", "faces"]
 PROV = common_pb2.Provenance(model_name="coco_detector", model_version="1", architecture="test",
@@ -80,7 +80,7 @@ def response_for(image_id: str, w: int, h: int, k: int) -> prelabel_pb2.PreLabel
     face = r.faces.add()
     face.detection.CopyFrom(_det(face_box, "face", 1, 0.99, REVIEWS[0], FACE_PROV))
     fx0, fy0, fx1, fy1 = face_box
-    for (u, v), name in zip([(0.3, 0.35), (0.7, 0.35), (0.5, 0.55), (0.35, 0.8), (0.65, 0.8)], FACE_LANDMARK_NAMES):
+    for (u, v), name in zip([(0.3, 0.35), (0.7, 0.35), (0.5, 0.55), (0.35, 0.8), (0.65, 0.8)], FACE_LANDMARK_NAMES, strict=False):
         face.keypoints.add(name=name, x=fx0 + u * (fx1 - fx0), y=fy0 + v * (fy1 - fy0), score=0.99, visibility=2)
     r.keypoint_schemas.add(name="coco_person_17", keypoint_names=COCO_KEYPOINT_NAMES,
                            skeleton=[i for edge in COCO_SKELETON for i in edge])

@@ -13,10 +13,10 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from prelabel.core.labels import COCO_KEYPOINT_NAMES, COCO_SKELETON, FACE_LANDMARK_NAMES
 from prelabel.formats.coco import FACE_KPT_OKS_SIGMAS, FACE_SKELETON
 from prelabel.formats.coco import file_path as coco_file
 from prelabel.formats.common import relative_name
-from services.common.labels import COCO_KEYPOINT_NAMES, COCO_SKELETON, FACE_LANDMARK_NAMES
 
 pytestmark = [pytest.mark.tools, pytest.mark.timeout(1200)]
 

@@ -43,7 +43,7 @@ def label_studio(tool_python, sample_run, tmp_path_factory):
            "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": os.path.dirname(root),
            # Label Studio refuses ML backends on private addresses unless told (docs/tools.md)
            "ML_BLOCK_LOCAL_IP": "false", "SSRF_PROTECTION_ENABLED": "false", "SENTRY_DSN": "", "FRONTEND_SENTRY_DSN": ""}
-    log = open(data / "server.log", "wb")
+    log = open(data / "server.log", "wb")  # noqa: SIM115  # closed after the server stops
     proc = subprocess.Popen(
         [str(bin_dir / "label-studio"), "start", "--no-browser", "--internal-host", "127.0.0.1", "-p", str(port),
          "--data-dir", str(data / "data"), "--username", "test@example.com", "--password", "prelabel-pass-1",

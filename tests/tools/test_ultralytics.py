@@ -31,8 +31,8 @@ def test_ultralytics_loads_every_dataset_when_inputs_sit_in_folders_named_images
         assert got["images"] == len(samples), kind
         assert got["instances"] == counts[kind], kind  # every label paired with its image
         assert got["with_labels"] == sum(1 for s in samples if s.response.detections), kind
-        for image, label in zip(got["im_files"], got["label_files"]):
-            assert "/yolo/%s/images/" % kind in image and "/yolo/%s/labels/" % kind in label
+        for image, label in zip(got["im_files"], got["label_files"], strict=False):
+            assert f"/yolo/{kind}/images/" in image and f"/yolo/{kind}/labels/" in label
     assert found["detect"]["nc"] == 81 and found["segment"]["segments"] == counts["segment"]
     assert found["pose"]["kpt_shape"] == [17, 3] and {tuple(k) for k in found["pose"]["keypoints"]} == {(1, 17, 3)}
     assert found["faces"]["kpt_shape"] == [5, 3]

@@ -6,8 +6,8 @@ import json
 import pytest
 
 from prelabel.cli import EXIT_OK, EXIT_USAGE
-from services.common.policy_file import load_policy_file
-from services.common.review import policy_from_proto
+from prelabel.core.policy_file import load_policy_file
+from prelabel.core.review import policy_from_proto
 from tests.unit.annotate_runs import annotate, photos
 from tests.unit.prelabeler_double import PreLabelerDouble, serve
 

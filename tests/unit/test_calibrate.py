@@ -3,9 +3,9 @@ uniform on [0, 1], a draft with score s right with probability p(s)."""
 import numpy as np
 import pytest
 
+from prelabel.core.review import Band
 from prelabel.quality.bounds import CLOPPER_PEARSON, WILSON, clopper_pearson_lower, clopper_pearson_upper, wilson_lower
 from prelabel.quality.calibrate import Settings, calibrate, calibrate_class
-from services.common.review import Band
 
 TARGET, CONFIDENCE = 0.98, 0.95
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.common.labels import COCO_CATEGORIES
+from prelabel.core.labels import COCO_CATEGORIES
 from services.common.letterbox import (
     Letterbox,
     boxes_to_model,
@@ -222,6 +222,6 @@ def test_selfie_batch_of_person_crops_equals_crops_one_by_one(segmenter):
     boxes = [boxes_to_model(np.array([b], np.float32), lb)[0]
              for b in (ASTRONAUT_PERSON, ASTRONAUT_FACE, (200, 250, 480, 500))]
     together = segmenter.selfie.person_probs(x[0], boxes, 64)
-    for box, grid in zip(boxes, together):
+    for box, grid in zip(boxes, together, strict=False):
         (alone,) = segmenter.selfie.person_probs(x[0], [box], 64)
         np.testing.assert_allclose(grid, alone, atol=1e-5)

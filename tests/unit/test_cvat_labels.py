@@ -83,7 +83,7 @@ def check_skeleton_against_category(label, category):
     assert [list(e) for e in edges] == [list(e) for e in category["skeleton"]]  # the COCO 1-based numbering
     at = {int(c["data-node-id"]): (float(c["cx"]), float(c["cy"])) for c in circles}
     assert all(0 <= v <= 100 for xy in at.values() for v in xy)  # the configurator's 100 x 100 viewBox
-    for line, (a, b) in zip(lines, edges):
+    for line, (a, b) in zip(lines, edges, strict=False):
         assert line["data-type"] == "edge"
         assert (float(line["x1"]), float(line["y1"]), float(line["x2"]), float(line["y2"])) == at[a] + at[b]
     # CVAT's server links each node to its sublabel by this exact text

@@ -10,14 +10,14 @@ import zipfile
 import pytest
 
 from prelabel import cli
+from prelabel.core.labels import COCO_KEYPOINT_NAMES
+from prelabel.core.policy_file import load_policy_file
 from prelabel.journal import Journal
 from prelabel.quality.drafts import load_drafts
 from prelabel.quality.evaluate import Options, evaluate
 from prelabel.quality.match import match, pair_images
 from prelabel.quality.truth import load_truth
 from prelabel.v1 import common_pb2, keypoints_pb2, prelabel_pb2
-from services.common.labels import COCO_KEYPOINT_NAMES
-from services.common.policy_file import load_policy_file
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -74,7 +74,7 @@ def response(image_id, with_keypoints=False):
         r.person_keypoints.append(keypoints_pb2.KeypointInstance(
             detection=detection("person", box, score, AUTO),
             keypoints=[common_pb2.Keypoint(name=n, x=x, y=y, score=0.9, visibility=2)
-                       for n, (x, y) in zip(COCO_KEYPOINT_NAMES, keypoints_at(box, offset))]))
+                       for n, (x, y) in zip(COCO_KEYPOINT_NAMES, keypoints_at(box, offset), strict=False)]))
     r.task_results.append(prelabel_pb2.TaskResult(task=prelabel_pb2.TASK_DETECT, code="OK", provenance=PROV))
     return r
 
@@ -302,7 +302,7 @@ def masks_and_faces_truth(fmt, tmp_path):
     fw, fh = pct(FACE_BOX[2] - FACE_BOX[0], FACE_BOX[3] - FACE_BOX[1])
     result.append({"id": "face", "type": "rectanglelabels", "original_width": W, "original_height": H,
                    "value": {"x": fx, "y": fy, "width": fw, "height": fh, "rectanglelabels": ["face"]}})
-    for name, (x, y) in zip(["left_eye", "right_eye", "nose", "mouth_left", "mouth_right"], LANDMARKS):
+    for name, (x, y) in zip(["left_eye", "right_eye", "nose", "mouth_left", "mouth_right"], LANDMARKS, strict=False):
         result.append({"id": f"k{name}", "type": "keypointlabels", "parentID": "face", "original_width": W,
                        "original_height": H, "value": {"x": pct(x, y)[0], "y": pct(x, y)[1], "width": 0.5,
                                                        "keypointlabels": [name]}})
@@ -336,7 +336,8 @@ def test_evaluate_counts_edits_when_truth_is_the_suites_own_outputs_corrected(dr
     write_outputs(out, ["coco", "labelstudio"], items, tasks=["detect"], image_root="photos")
 
     # COCO: the reviewer deletes the street's dog and adds a bicycle.
-    coco = json.loads(open(coco_file(out, "detect")).read())
+    with open(coco_file(out, "detect")) as f:
+        coco = json.load(f)
     street = next(i["id"] for i in coco["images"] if i["file_name"].endswith("street.jpg"))
     dog = next(c["id"] for c in coco["categories"] if c["name"] == "dog")
     coco["annotations"] = [a for a in coco["annotations"] if not (a["image_id"] == street and a["category_id"] == dog)]

@@ -9,19 +9,18 @@ import pytest
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from prelabel.formats import write_outputs
-from prelabel.formats import ls_brush
+from prelabel.core.labels import (
+    COCO_KEYPOINT_NAMES,
+    COCO_SKELETON,
+    FACE_LANDMARK_NAMES,
+)
+from prelabel.formats import ls_brush, write_outputs
 from prelabel.formats.coco import FACE_SKELETON, CocoWriter
 from prelabel.formats.coco import file_path as coco_file
 from prelabel.formats.common import FACE_COCO_ID, FIXED_NAMES, coco_category_id, image_root_of, relative_name
 from prelabel.formats.labelstudio import labeling_config, task_of
 from prelabel.formats.yolo import dataset_name, flip_idx
 from prelabel.v1 import common_pb2, prelabel_pb2
-from services.common.labels import (
-    COCO_KEYPOINT_NAMES,
-    COCO_SKELETON,
-    FACE_LANDMARK_NAMES,
-)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -85,6 +84,11 @@ def load_coco(out, task):
     return COCO(coco_file(out, task))
 
 
+def read_coco_json(out, task) -> dict:
+    with open(coco_file(out, task)) as f:
+        return json.load(f)
+
+
 def test_coco_writes_one_file_per_task_when_every_task_has_labels(tmp_path):
     write_all(tmp_path, [("a/x.jpg", make_response()), ("b/y.png", make_response())])
     assert sorted(p.name for p in (tmp_path / "coco/annotations").iterdir()) == [
@@ -124,7 +128,7 @@ def test_coco_writes_one_file_per_task_when_every_task_has_labels(tmp_path):
     assert len(face["keypoints"]) == 15 and face["num_keypoints"] == 5
 
     for task, coco in per_task.items():
-        results = coco.loadRes(json.loads(open(coco_file(tmp_path, task)).read())["annotations"])
+        results = coco.loadRes(read_coco_json(tmp_path, task)["annotations"])
         assert len(results.getAnnIds()) == 2 * len(coco.getAnnIds(imgIds=[1]))
 
 
@@ -142,9 +146,9 @@ def test_coco_categories_are_the_same_when_shards_see_different_labels(tmp_path)
     write_all(tmp_path / "s0", [("a.jpg", make_response())], formats=["coco"])
     write_all(tmp_path / "s1", [("b.jpg", only_cup)], formats=["coco"])
     for task in ALL_TASKS:
-        cats = [json.loads(open(coco_file(tmp_path / s, task)).read())["categories"] for s in ("s0", "s1")]
+        cats = [read_coco_json(tmp_path / s, task)["categories"] for s in ("s0", "s1")]
         assert cats[0] == cats[1]
-    detect = json.loads(open(coco_file(tmp_path / "s0", "detect")).read())["categories"]
+    detect = read_coco_json(tmp_path / "s0", "detect")["categories"]
     assert len(detect) == 80 and FACE_COCO_ID not in {c["id"] for c in detect}
 
 

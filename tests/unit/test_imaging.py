@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from services.common.errors import InvalidArgument
+from prelabel.core.errors import InvalidArgument
 from services.common.imaging import decode_image, to_rgb, used_range_to_8bit
 from tests.photos import encode, photo
 from tests.reliability import corpus

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from services.common.errors import InvalidArgument
+from prelabel.core.errors import InvalidArgument
 from services.common.imaging import decode_image
 from tests.reliability import corpus
 

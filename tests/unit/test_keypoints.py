@@ -6,9 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from prelabel.core.errors import InvalidArgument
 from prelabel.v1 import keypoints_pb2
-
-from services.common.errors import InvalidArgument
 from services.common.keypoints import (
     COCO_PERSON_SCHEMA,
     FACE_SCHEMA,
@@ -19,7 +18,7 @@ from services.common.keypoints import (
 )
 
 # Copied from COCO's person_keypoints_val2017.json (categories[0]), independently of
-# services/common/labels.py.
+# prelabel/core/labels.py.
 COCO_JSON_KEYPOINTS = [
     "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
     "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip",

@@ -21,8 +21,8 @@ model_sizes = st.sampled_from([64, 320, 512, 640, 800])
 def test_letterbox_for_fits_content_inside_input_when_any_size(src_w, src_h, dst_w, dst_h):
     lb = letterbox_for(src_w, src_h, dst_w, dst_h)
     assert 1 <= lb.new_w <= dst_w and 1 <= lb.new_h <= dst_h
-    assert 0 <= lb.pad_x and lb.pad_x + lb.new_w <= dst_w
-    assert 0 <= lb.pad_y and lb.pad_y + lb.new_h <= dst_h
+    assert lb.pad_x >= 0 and lb.pad_x + lb.new_w <= dst_w
+    assert lb.pad_y >= 0 and lb.pad_y + lb.new_h <= dst_h
     # one side fills the input (up to rounding of the other)
     assert lb.new_w == dst_w or lb.new_h == dst_h or min(lb.new_w, lb.new_h) == 1
 

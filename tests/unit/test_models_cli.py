@@ -13,7 +13,7 @@ import pytest
 
 from prelabel import models as cli
 from prelabel.cli import main
-from services.modelkit import catalog, store
+from prelabel.core.models import catalog, store
 from services.modelkit.onnx_session import open_session
 
 pytestmark = pytest.mark.timeout(300)

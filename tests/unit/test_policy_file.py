@@ -3,15 +3,11 @@ import json
 
 import pytest
 
+from prelabel.core.policy_file import PolicyFileError, load_policy_file, write_policy_file
+from prelabel.core.review import Band, ReviewPolicy, policy_from_proto
 from prelabel.v1 import common_pb2, detection_pb2
 from services.common.metrics import Metrics
-from services.common.policy_file import (
-    PolicyFileError,
-    ServedPolicy,
-    load_policy_file,
-    write_policy_file,
-)
-from services.common.review import Band, ReviewPolicy, policy_from_proto
+from services.common.served_policy import ServedPolicy
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -105,7 +101,7 @@ def test_served_policy_serves_built_in_defaults_when_no_file():
 
 
 def test_policy_id_is_the_same_when_bands_went_through_the_wire_as_float32():
-    from services.common.review import policy_to_proto
+    from prelabel.core.review import policy_to_proto
 
     # 0.6123454999 rounds to 0.612345 at float64 but to 0.612346 at float32.
     policy = ReviewPolicy(default=Band(0.6123454999, 0.3), by_category={"car": Band(0.7000004999, 0.1)})

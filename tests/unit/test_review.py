@@ -4,9 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from prelabel.v1 import common_pb2
-from services.common.errors import InvalidArgument
-from services.common.review import (
+from prelabel.core.errors import InvalidArgument
+from prelabel.core.review import (
     AUTO_ACCEPT,
     NEEDS_REVIEW,
     REJECT,
@@ -15,6 +14,7 @@ from services.common.review import (
     image_uncertainty,
     policy_from_proto,
 )
+from prelabel.v1 import common_pb2
 
 
 def test_band_decide_routes_by_thresholds_when_default_band():

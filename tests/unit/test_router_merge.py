@@ -1,8 +1,8 @@
 import grpc
 import pytest
 
+from prelabel.core.errors import DeadlineExceeded, InvalidArgument
 from prelabel.v1 import common_pb2, detection_pb2, keypoints_pb2, prelabel_pb2
-from services.common.errors import DeadlineExceeded, InvalidArgument
 from services.router.fanout import ALL_TASKS, merge, plan
 
 

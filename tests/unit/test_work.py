@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from services.common.errors import DeadlineExceeded, InvalidArgument
+from prelabel.core.errors import DeadlineExceeded, InvalidArgument
 from services.common.masks import BinaryMask, encode_mask, outer_polygons
 from services.common.work import WorkBudget, run_bounded
 

@@ -8,8 +8,10 @@ import sys
 import numpy as np
 from label_studio_sdk.converter.brush import decode_rle
 
+with open(sys.argv[1]) as f:
+    regions = json.load(f)
 areas = []
-for region in json.load(open(sys.argv[1])):
+for region in regions:
     h, w = region["original_height"], region["original_width"]
     image = np.reshape(decode_rle(region["value"]["rle"]), [h, w, 4])
     assert (image[:, :, 0] == image[:, :, 3]).all()  # all four channels painted alike

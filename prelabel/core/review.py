@@ -6,13 +6,12 @@ import hashlib
 import json
 import math
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Iterable
 
+from prelabel.core.errors import InvalidArgument
 from prelabel.v1 import common_pb2
-
-from services.common.errors import InvalidArgument
 
 DEFAULT_ACCEPT_AT = 0.85
 DEFAULT_REJECT_BELOW = 0.30
