@@ -3,6 +3,7 @@ name), reflection, /metrics, readiness that follows dependencies, graceful shutd
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import signal
@@ -38,16 +39,27 @@ LIVENESS = "liveness"
 class DrainingHealthServicer(HealthServicer):
     """grpc.health.v1 whose Watch streams end once they have sent NOT_SERVING during
     shutdown: an open watch (client-side health checking, a mesh) must not hold
-    `server.stop(grace)` for the whole grace period."""
+    `server.stop(grace)` for the whole grace period.
+
+    Every watcher of a service name waits on one shared condition. The reference
+    servicer drops that condition when *any* watcher leaves, so the others wait on an
+    orphan and never hear of a change again (nor of the shutdown); here the condition
+    goes only with the last watcher of its name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._watcher_counts: collections.Counter[str] = collections.Counter()
 
     async def Watch(self, request, context):
-        condition = self._server_watchers[request.service]
+        service = request.service
+        condition = self._server_watchers[service]
+        self._watcher_counts[service] += 1
         last = None
         try:
             async with condition:
                 while True:
                     status = self._server_status.get(
-                        request.service, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
+                        service, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
                     if status != last:
                         await context.write(health_pb2.HealthCheckResponse(status=status))
                         last = status
@@ -55,7 +67,10 @@ class DrainingHealthServicer(HealthServicer):
                         return
                     await condition.wait()
         finally:
-            self._server_watchers.pop(request.service, None)
+            self._watcher_counts[service] -= 1
+            if self._watcher_counts[service] <= 0:
+                del self._watcher_counts[service]
+                self._server_watchers.pop(service, None)
 
 
 class GrpcApp:

@@ -134,3 +134,33 @@ async def test_detection_process_exits_before_grace_when_a_health_watch_is_open(
                                                           exit_s < WATCH_GRACE_S / 2))
     assert exit_code == 0
     assert exit_s < WATCH_GRACE_S / 2, f"exit took {exit_s:.1f}s with grace {WATCH_GRACE_S}s"
+
+
+@pytest.mark.timeout(120)
+async def test_detection_process_keeps_updating_a_watch_when_another_watch_of_the_same_name_leaves(
+        triton, tmp_path, record):
+    """Two watchers of "" share one condition; the first one leaving must not orphan the
+    second (it would hear of no change again, and hold SIGTERM for the whole grace)."""
+    async with detection_process(triton.grpc_url, tmp_path, PRELABEL_SHUTDOWN_GRACE_S=WATCH_GRACE_S,
+                                 PRELABEL_MODELS='["coco_detector"]',
+                                 PRELABEL_DEFAULT_MODEL="coco_detector") as proc, \
+            grpc.aio.insecure_channel(proc.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        leaving = health.Watch(health_pb2.HealthCheckRequest(service=""))
+        staying = health.Watch(health_pb2.HealthCheckRequest(service=""))
+        assert (await leaving.read()).status == HEALTH_SERVING
+        assert (await staying.read()).status == HEALTH_SERVING
+        leaving.cancel()
+        # The server has seen the cancellation once a fresh call on the channel completes
+        # after it (calls on one channel are handled in order of arrival per connection).
+        await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+        start = time.perf_counter()
+        proc.process.send_signal(signal.SIGTERM)
+        update = await asyncio.wait_for(staying.read(), 5)
+        exit_code = await asyncio.to_thread(proc.process.wait, WATCH_GRACE_S + 30)
+        exit_s = time.perf_counter() - start
+    record("shutdown", exit_after_one_of_two_watches_left_s=figure(
+        exit_s, "s", f"well under grace {WATCH_GRACE_S:.0f}", exit_s < WATCH_GRACE_S / 2))
+    assert update.status == HEALTH_NOT_SERVING
+    assert exit_code == 0
+    assert exit_s < WATCH_GRACE_S / 2, f"exit took {exit_s:.1f}s with grace {WATCH_GRACE_S}s"
