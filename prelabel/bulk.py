@@ -9,10 +9,9 @@ DEADLINE_EXCEEDED or RESOURCE_EXHAUSTED (the suite is overloaded) and grows back
 after as many successes in a row (AIMD).
 
 Failures, per image, by the status table (prelabel.core.status):
-- every failed task says INVALID_ARGUMENT / OUT_OF_RANGE (a bad image) or
-  RESOURCE_EXHAUSTED without a retry hint (a size limit, not overload), the call ended so,
-  the file cannot be read, or it is larger than the limit: *rejected*, journaled, never
-  tried again;
+- every failed task (or the call itself) says INVALID_ARGUMENT / OUT_OF_RANGE (a bad
+  image) or RESOURCE_EXHAUSTED without a retry hint (a size limit, not overload), the file
+  cannot be read, or it is larger than the limit: *rejected*, journaled, never tried again;
 - any other task error (UNAVAILABLE, DEADLINE_EXCEEDED, ...): tried again after a backoff,
   up to `attempts` times in this run, then reported as a *failure* and left unjournaled,
   so the next run tries it again. The codes the table says stop a run (UNAUTHENTICATED,
