@@ -8,13 +8,14 @@ outstanding at once, so memory stays flat; it is halved whenever an image fails 
 DEADLINE_EXCEEDED or RESOURCE_EXHAUSTED (the suite is overloaded) and grows back by one
 after as many successes in a row (AIMD).
 
-Failures, per image:
-- every failed task says INVALID_ARGUMENT / OUT_OF_RANGE (a bad image), the call ended
-  RESOURCE_EXHAUSTED without a retry hint (a size limit, not overload), the file cannot be
-  read, or it is larger than the limit: *rejected*, journaled, never tried again;
+Failures, per image, by the status table (prelabel.core.status):
+- every failed task (or the call itself) says INVALID_ARGUMENT / OUT_OF_RANGE (a bad
+  image) or RESOURCE_EXHAUSTED without a retry hint (a size limit, not overload), the file
+  cannot be read, or it is larger than the limit: *rejected*, journaled, never tried again;
 - any other task error (UNAVAILABLE, DEADLINE_EXCEEDED, ...): tried again after a backoff,
   up to `attempts` times in this run, then reported as a *failure* and left unjournaled,
-  so the next run tries it again.
+  so the next run tries it again. The codes the table says stop a run (UNAUTHENTICATED,
+  PERMISSION_DENIED, UNIMPLEMENTED) are retried so for now.
 A stream that breaks, stalls or ends early costs nothing already answered: the images it
 still had outstanding are retried each over its own unary PreLabel call (so an image that
 breaks the stream is isolated and gets its own status), the rest go on a new stream after
@@ -33,19 +34,15 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from prelabel.inputs import MAX_IMAGE_ID_BYTES, InputImage
+from prelabel.core.limits import MAX_IMAGE_ID_BYTES
+from prelabel.core.status import Action, code_from_value, error_action, task_action
+from prelabel.inputs import InputImage
 from prelabel.journal import Journal
 from prelabel.sdk import TASK_NAMES, PreLabelClient, StreamStalled
 from prelabel.v1 import common_pb2, prelabel_pb2
 
 log = logging.getLogger(__name__)
 
-#: Task status codes that no retry can change: the image itself is at fault.
-PERMANENT_CODES = frozenset({"INVALID_ARGUMENT", "OUT_OF_RANGE"})
-#: Task status codes that mean "the suite is overloaded": the window shrinks.
-OVERLOAD_CODES = frozenset({"DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED"})
-#: Trailing metadata the suite sends with RESOURCE_EXHAUSTED when it is overloaded.
-RETRY_AFTER_KEY = "retry-after-ms"
 #: File errors that make an image unreadable for good (others, e.g. EIO, are retried).
 PERMANENT_ERRNOS = frozenset({errno.ENOENT, errno.EACCES, errno.EISDIR, errno.ENOTDIR, errno.ELOOP})
 
@@ -110,14 +107,14 @@ class BulkOptions:
 def classify(response: prelabel_pb2.PreLabelResponse) -> Outcome:
     """OK when every task succeeded; REJECTED when every failed task failed for a reason
     the image cannot outgrow; RETRY otherwise."""
-    failed = [r for r in response.task_results if r.code not in ("", "OK")]
+    failed = [(r, action) for r in response.task_results if (action := task_action(r)) is not Action.DONE]
     if not failed:
         if not (response.image_size.width and response.image_size.height):
             return Outcome(RETRY, "response without image_size")
         return Outcome(OK, response=response)
-    reason = "; ".join(f"{TASK_NAMES.get(r.task, r.task)}: {r.code}: {r.message}" for r in failed)
-    kind = REJECTED if all(r.code in PERMANENT_CODES for r in failed) else RETRY
-    return Outcome(kind, reason, overload=any(r.code in OVERLOAD_CODES for r in failed))
+    reason = "; ".join(f"{TASK_NAMES.get(r.task, r.task)}: {code_from_value(r.status).name}: {r.message}"
+                       for r, _ in failed)
+    return _outcome([action for _, action in failed], reason)
 
 
 def classify_error(exc: grpc.aio.AioRpcError) -> Outcome:
@@ -126,14 +123,17 @@ def classify_error(exc: grpc.aio.AioRpcError) -> Outcome:
     limit, trailers over the metadata limit), which no retry can change."""
     code = exc.code()
     reason = f"{code.name}: {exc.details()}"
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and not _has_retry_hint(exc):
-        return Outcome(REJECTED, f"{reason} (a size limit: no retry hint)")
-    return Outcome(REJECTED if code.name in PERMANENT_CODES else RETRY, reason,
-                   overload=code.name in OVERLOAD_CODES)
+    action = error_action(exc)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and action is Action.REJECT:
+        reason += " (a size limit: no retry hint)"
+    return _outcome([action], reason)
 
 
-def _has_retry_hint(exc: grpc.aio.AioRpcError) -> bool:
-    return any(key == RETRY_AFTER_KEY for key, _ in (exc.trailing_metadata() or ()))
+def _outcome(actions: list[Action], reason: str) -> Outcome:
+    """REJECTED when every failure is the image's own; RETRY otherwise (STOP too, until
+    the run can stop on it), overloaded when any failure says so."""
+    kind = REJECTED if all(a is Action.REJECT for a in actions) else RETRY
+    return Outcome(kind, reason, overload=any(a is Action.BACKOFF for a in actions))
 
 
 def read_image(image: InputImage, max_bytes: int) -> bytes | Outcome:

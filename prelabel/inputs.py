@@ -28,9 +28,6 @@ from pathlib import Path
 #: File name extensions taken from folders and globs: the formats the services decode.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"})
 
-#: The router's limit on Image.image_id, bytes of UTF-8.
-MAX_IMAGE_ID_BYTES = 512
-
 _GLOB_CHARS = frozenset("*?[")
 
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import grpc
+from google.rpc import code_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -149,7 +150,8 @@ async def summarise(router_port: int, photos: list[Path]) -> None:
                 if t.HasField("provenance"):
                     weights_seen[t.provenance.model_name] = (
                         f"{WEIGHTS[t.provenance.weights]} ({t.provenance.weights_source or t.provenance.architecture})")
-            failed = [f"{prelabel_pb2.Task.Name(t.task)}:{t.code}" for t in reply.task_results if t.code != "OK"]
+            failed = [f"{prelabel_pb2.Task.Name(t.task)}:{t.code}" for t in reply.task_results
+                      if t.status != code_pb2.OK]
             masks = _kept(reply.masks, lambda m: m.detection)
             persons = _kept(reply.person_keypoints, lambda k: k.detection)
             faces = _kept(reply.faces, lambda k: k.detection)

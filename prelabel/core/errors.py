@@ -1,10 +1,18 @@
-"""Domain errors. Servicers and task heads raise these; one interceptor
-(services.common.interceptors) maps them to gRPC status codes."""
+"""Domain errors. Servicers and task heads raise these; each class carries the gRPC
+status code it is answered with (prelabel.core.status maps them, and every other
+exception, to a status in one place)."""
 from __future__ import annotations
+
+from typing import ClassVar
+
+import grpc
 
 
 class PrelabelError(Exception):
-    """Base class; `message` is safe to show to callers."""
+    """Base class; `message` is safe to show to callers. INTERNAL unless a subclass
+    says otherwise."""
+
+    code: ClassVar[grpc.StatusCode] = grpc.StatusCode.INTERNAL
 
     def __init__(self, message: str):
         super().__init__(message)
@@ -13,6 +21,8 @@ class PrelabelError(Exception):
 
 class InvalidArgument(PrelabelError):
     """Bad request: INVALID_ARGUMENT with a google.rpc.BadRequest field violation."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
 
     def __init__(self, field: str, reason: str):
         super().__init__(f"{field}: {reason}")
@@ -23,9 +33,13 @@ class InvalidArgument(PrelabelError):
 class Unavailable(PrelabelError):
     """A dependency (Triton, a downstream service) cannot serve now: UNAVAILABLE."""
 
+    code = grpc.StatusCode.UNAVAILABLE
+
 
 class ResourceExhausted(PrelabelError):
     """Overloaded: RESOURCE_EXHAUSTED with a retry hint in trailing metadata."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
     def __init__(self, message: str, retry_after_ms: int = 100):
         super().__init__(message)
@@ -35,10 +49,16 @@ class ResourceExhausted(PrelabelError):
 class DeadlineExceeded(PrelabelError):
     """Too little time left for the work: DEADLINE_EXCEEDED."""
 
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
 
 class Unauthenticated(PrelabelError):
     """No valid credentials: UNAUTHENTICATED."""
 
+    code = grpc.StatusCode.UNAUTHENTICATED
+
 
 class PermissionDenied(PrelabelError):
     """Valid credentials that do not allow this method: PERMISSION_DENIED."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED

@@ -22,12 +22,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.rpc import code_pb2 as google_dot_rpc_dot_code__pb2
 from prelabel.v1 import common_pb2 as prelabel_dot_v1_dot_common__pb2
 from prelabel.v1 import keypoints_pb2 as prelabel_dot_v1_dot_keypoints__pb2
 from prelabel.v1 import segmentation_pb2 as prelabel_dot_v1_dot_segmentation__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aprelabel/v1/prelabel.proto\x12\x0bprelabel.v1\x1a\x18prelabel/v1/common.proto\x1a\x1bprelabel/v1/keypoints.proto\x1a\x1eprelabel/v1/segmentation.proto\"\x91\x02\n\x0fPreLabelRequest\x12!\n\x05image\x18\x01 \x01(\x0b\x32\x12.prelabel.v1.Image\x12 \n\x05tasks\x18\x02 \x03(\x0e\x32\x11.prelabel.v1.Task\x12\x1c\n\x0fscore_threshold\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x16\n\x0e\x63\x61tegory_names\x18\x04 \x03(\t\x12\x12\n\nmax_labels\x18\x05 \x01(\r\x12\x30\n\rreview_policy\x18\x06 \x01(\x0b\x32\x19.prelabel.v1.ReviewPolicy\x12\x0f\n\x07\x63\x61scade\x18\x07 \x01(\x08\x12\x18\n\x10include_polygons\x18\x08 \x01(\x08\x42\x12\n\x10_score_threshold\"\x8d\x01\n\nTaskResult\x12\x1f\n\x04task\x18\x01 \x01(\x0e\x32\x11.prelabel.v1.Task\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x12\n\nlatency_ms\x18\x04 \x01(\x02\x12+\n\nprovenance\x18\x05 \x01(\x0b\x32\x17.prelabel.v1.Provenance\"\xa7\x03\n\x10PreLabelResponse\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12*\n\nimage_size\x18\x02 \x01(\x0b\x32\x16.prelabel.v1.ImageSize\x12*\n\ndetections\x18\x03 \x03(\x0b\x32\x16.prelabel.v1.Detection\x12(\n\x05masks\x18\x04 \x03(\x0b\x32\x19.prelabel.v1.InstanceMask\x12\x37\n\x10person_keypoints\x18\x05 \x03(\x0b\x32\x1d.prelabel.v1.KeypointInstance\x12,\n\x05\x66\x61\x63\x65s\x18\x06 \x03(\x0b\x32\x1d.prelabel.v1.KeypointInstance\x12-\n\x0ctask_results\x18\x07 \x03(\x0b\x32\x17.prelabel.v1.TaskResult\x12\x32\n\x0buncertainty\x18\x08 \x01(\x0b\x32\x1d.prelabel.v1.ImageUncertainty\x12\x35\n\x10keypoint_schemas\x18\t \x03(\x0b\x32\x1b.prelabel.v1.KeypointSchema*c\n\x04Task\x12\x14\n\x10TASK_UNSPECIFIED\x10\x00\x12\x0f\n\x0bTASK_DETECT\x10\x01\x12\x10\n\x0cTASK_SEGMENT\x10\x02\x12\x12\n\x0eTASK_KEYPOINTS\x10\x03\x12\x0e\n\nTASK_FACES\x10\x04\x32\xa8\x01\n\nPreLabeler\x12G\n\x08PreLabel\x12\x1c.prelabel.v1.PreLabelRequest\x1a\x1d.prelabel.v1.PreLabelResponse\x12Q\n\x0ePreLabelStream\x12\x1c.prelabel.v1.PreLabelRequest\x1a\x1d.prelabel.v1.PreLabelResponse(\x01\x30\x01\x42\x1aP\x01Z\x16prelabel/v1;prelabelv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aprelabel/v1/prelabel.proto\x12\x0bprelabel.v1\x1a\x15google/rpc/code.proto\x1a\x18prelabel/v1/common.proto\x1a\x1bprelabel/v1/keypoints.proto\x1a\x1eprelabel/v1/segmentation.proto\"\x91\x02\n\x0fPreLabelRequest\x12!\n\x05image\x18\x01 \x01(\x0b\x32\x12.prelabel.v1.Image\x12 \n\x05tasks\x18\x02 \x03(\x0e\x32\x11.prelabel.v1.Task\x12\x1c\n\x0fscore_threshold\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x16\n\x0e\x63\x61tegory_names\x18\x04 \x03(\t\x12\x12\n\nmax_labels\x18\x05 \x01(\r\x12\x30\n\rreview_policy\x18\x06 \x01(\x0b\x32\x19.prelabel.v1.ReviewPolicy\x12\x0f\n\x07\x63\x61scade\x18\x07 \x01(\x08\x12\x18\n\x10include_polygons\x18\x08 \x01(\x08\x42\x12\n\x10_score_threshold\"\xc7\x01\n\nTaskResult\x12\x1f\n\x04task\x18\x01 \x01(\x0e\x32\x11.prelabel.v1.Task\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x12\n\nlatency_ms\x18\x04 \x01(\x02\x12+\n\nprovenance\x18\x05 \x01(\x0b\x32\x17.prelabel.v1.Provenance\x12 \n\x06status\x18\x06 \x01(\x0e\x32\x10.google.rpc.Code\x12\x16\n\x0eretry_after_ms\x18\x07 \x01(\r\"\xa7\x03\n\x10PreLabelResponse\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12*\n\nimage_size\x18\x02 \x01(\x0b\x32\x16.prelabel.v1.ImageSize\x12*\n\ndetections\x18\x03 \x03(\x0b\x32\x16.prelabel.v1.Detection\x12(\n\x05masks\x18\x04 \x03(\x0b\x32\x19.prelabel.v1.InstanceMask\x12\x37\n\x10person_keypoints\x18\x05 \x03(\x0b\x32\x1d.prelabel.v1.KeypointInstance\x12,\n\x05\x66\x61\x63\x65s\x18\x06 \x03(\x0b\x32\x1d.prelabel.v1.KeypointInstance\x12-\n\x0ctask_results\x18\x07 \x03(\x0b\x32\x17.prelabel.v1.TaskResult\x12\x32\n\x0buncertainty\x18\x08 \x01(\x0b\x32\x1d.prelabel.v1.ImageUncertainty\x12\x35\n\x10keypoint_schemas\x18\t \x03(\x0b\x32\x1b.prelabel.v1.KeypointSchema*c\n\x04Task\x12\x14\n\x10TASK_UNSPECIFIED\x10\x00\x12\x0f\n\x0bTASK_DETECT\x10\x01\x12\x10\n\x0cTASK_SEGMENT\x10\x02\x12\x12\n\x0eTASK_KEYPOINTS\x10\x03\x12\x0e\n\nTASK_FACES\x10\x04\x32\xa8\x01\n\nPreLabeler\x12G\n\x08PreLabel\x12\x1c.prelabel.v1.PreLabelRequest\x1a\x1d.prelabel.v1.PreLabelResponse\x12Q\n\x0ePreLabelStream\x12\x1c.prelabel.v1.PreLabelRequest\x1a\x1d.prelabel.v1.PreLabelResponse(\x01\x30\x01\x42\x1aP\x01Z\x16prelabel/v1;prelabelv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,14 +36,14 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'prelabel.v1.prelabel_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'P\001Z\026prelabel/v1;prelabelv1'
-  _globals['_TASK']._serialized_start=976
-  _globals['_TASK']._serialized_end=1075
-  _globals['_PRELABELREQUEST']._serialized_start=131
-  _globals['_PRELABELREQUEST']._serialized_end=404
-  _globals['_TASKRESULT']._serialized_start=407
-  _globals['_TASKRESULT']._serialized_end=548
-  _globals['_PRELABELRESPONSE']._serialized_start=551
-  _globals['_PRELABELRESPONSE']._serialized_end=974
-  _globals['_PRELABELER']._serialized_start=1078
-  _globals['_PRELABELER']._serialized_end=1246
+  _globals['_TASK']._serialized_start=1057
+  _globals['_TASK']._serialized_end=1156
+  _globals['_PRELABELREQUEST']._serialized_start=154
+  _globals['_PRELABELREQUEST']._serialized_end=427
+  _globals['_TASKRESULT']._serialized_start=430
+  _globals['_TASKRESULT']._serialized_end=629
+  _globals['_PRELABELRESPONSE']._serialized_start=632
+  _globals['_PRELABELRESPONSE']._serialized_end=1055
+  _globals['_PRELABELER']._serialized_start=1159
+  _globals['_PRELABELER']._serialized_end=1327
 # @@protoc_insertion_point(module_scope)

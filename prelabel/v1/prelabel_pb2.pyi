@@ -1,3 +1,4 @@
+from google.rpc import code_pb2 as _code_pb2
 from prelabel.v1 import common_pb2 as _common_pb2
 from prelabel.v1 import keypoints_pb2 as _keypoints_pb2
 from prelabel.v1 import segmentation_pb2 as _segmentation_pb2
@@ -44,18 +45,22 @@ class PreLabelRequest(_message.Message):
     def __init__(self, image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., tasks: _Optional[_Iterable[_Union[Task, str]]] = ..., score_threshold: _Optional[float] = ..., category_names: _Optional[_Iterable[str]] = ..., max_labels: _Optional[int] = ..., review_policy: _Optional[_Union[_common_pb2.ReviewPolicy, _Mapping]] = ..., cascade: _Optional[bool] = ..., include_polygons: _Optional[bool] = ...) -> None: ...
 
 class TaskResult(_message.Message):
-    __slots__ = ("task", "code", "message", "latency_ms", "provenance")
+    __slots__ = ("task", "code", "message", "latency_ms", "provenance", "status", "retry_after_ms")
     TASK_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     PROVENANCE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
     task: Task
     code: str
     message: str
     latency_ms: float
     provenance: _common_pb2.Provenance
-    def __init__(self, task: _Optional[_Union[Task, str]] = ..., code: _Optional[str] = ..., message: _Optional[str] = ..., latency_ms: _Optional[float] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ...) -> None: ...
+    status: _code_pb2.Code
+    retry_after_ms: int
+    def __init__(self, task: _Optional[_Union[Task, str]] = ..., code: _Optional[str] = ..., message: _Optional[str] = ..., latency_ms: _Optional[float] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ..., status: _Optional[_Union[_code_pb2.Code, str]] = ..., retry_after_ms: _Optional[int] = ...) -> None: ...
 
 class PreLabelResponse(_message.Message):
     __slots__ = ("image_id", "image_size", "detections", "masks", "person_keypoints", "faces", "task_results", "uncertainty", "keypoint_schemas")

@@ -1,5 +1,6 @@
-"""Server interceptors: metrics around every RPC, domain errors -> gRPC status in
-one place, and admission control. Health and reflection RPCs pass through untouched."""
+"""Server interceptors: metrics around every RPC, errors -> gRPC status (by the one
+table, prelabel.core.status), and admission control. Health and reflection RPCs pass
+through untouched."""
 from __future__ import annotations
 
 import asyncio
@@ -8,45 +9,22 @@ import time
 from collections.abc import Iterable
 
 import grpc
-from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import DecodeError
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
 from prelabel.core.errors import (
     DeadlineExceeded,
     InvalidArgument,
     PermissionDenied,
-    PrelabelError,
     ResourceExhausted,
     Unauthenticated,
-    Unavailable,
 )
+from prelabel.core.status import EXPECTED_ERRORS, code_from_value, status_of
 from services.common.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 PASS_THROUGH_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
-RETRY_AFTER_KEY = "retry-after-ms"
 
-# Error trailers travel as metadata, which gRPC caps (8 KiB soft, 16 KiB hard): past
-# that the caller sees RESOURCE_EXHAUSTED instead of our status. The message goes out
-# percent-encoded (up to 3 bytes per byte) and again inside the base64 details, so each
-# echoed value is cut to a few hundred UTF-8 bytes: worst case ~3.5 KiB of trailers.
-MAX_MESSAGE_BYTES = 512
-MAX_FIELD_BYTES = 128
-MAX_DESCRIPTION_BYTES = 384
-MAX_DETAILS_BYTES = 2048  # serialized google.rpc.Status; details are dropped above it
-
-
-def bounded(text: str, limit_bytes: int) -> str:
-    """`text` cut to at most `limit_bytes` UTF-8 bytes (on a character boundary), with
-    the original size said at the cut."""
-    raw = text.encode("utf-8", errors="replace")
-    if len(raw) <= limit_bytes:
-        return text
-    suffix = f"... ({len(raw)} bytes)"
-    return raw[:limit_bytes - len(suffix)].decode("utf-8", errors="ignore") + suffix
 
 def _is_probe(method: str) -> bool:
     return method.startswith(PASS_THROUGH_PREFIXES)
@@ -100,7 +78,7 @@ class MetricsInterceptor(_WrappingInterceptor):
         if code is None:
             code = context.code() or grpc.StatusCode.OK
         if isinstance(code, int):
-            code = next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
+            code = code_from_value(code)
         m.requests.labels(m.service, name, code.name).inc()
 
     def around_unary(self, behavior, method):
@@ -129,49 +107,6 @@ class MetricsInterceptor(_WrappingInterceptor):
             finally:
                 self._finish(name, start, context, code)
         return wrapped
-
-
-class _Status(grpc.Status):
-    def __init__(self, code, details, trailing_metadata):
-        self.code, self.details, self.trailing_metadata = code, details, trailing_metadata
-
-
-def status_for(exc: PrelabelError, retry_after_ms: int = 0) -> grpc.Status:
-    """The gRPC status (with google.rpc details) for a domain error."""
-    details: list[any_pb2.Any] = []
-    extra: tuple = ()
-    if isinstance(exc, InvalidArgument):
-        code = code_pb2.INVALID_ARGUMENT
-        violation = error_details_pb2.BadRequest.FieldViolation(
-            field=bounded(exc.field, MAX_FIELD_BYTES), description=bounded(exc.reason, MAX_DESCRIPTION_BYTES))
-        details.append(_pack(error_details_pb2.BadRequest(field_violations=[violation])))
-    elif isinstance(exc, ResourceExhausted):
-        code = code_pb2.RESOURCE_EXHAUSTED
-        ms = exc.retry_after_ms or retry_after_ms
-        delay = duration_pb2.Duration(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000)
-        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
-        extra = ((RETRY_AFTER_KEY, str(ms)),)
-    elif isinstance(exc, DeadlineExceeded):
-        code = code_pb2.DEADLINE_EXCEEDED
-    elif isinstance(exc, Unavailable):
-        code = code_pb2.UNAVAILABLE
-    elif isinstance(exc, Unauthenticated):
-        code = code_pb2.UNAUTHENTICATED
-    elif isinstance(exc, PermissionDenied):
-        code = code_pb2.PERMISSION_DENIED
-    else:
-        code = code_pb2.INTERNAL
-    proto = status_pb2.Status(code=code, message=bounded(exc.message, MAX_MESSAGE_BYTES), details=details)
-    if proto.ByteSize() > MAX_DETAILS_BYTES:
-        del proto.details[:]
-    status = rpc_status.to_status(proto)
-    return _Status(status.code, status.details, tuple(status.trailing_metadata) + extra)
-
-
-def _pack(message) -> any_pb2.Any:
-    packed = any_pb2.Any()
-    packed.Pack(message)
-    return packed
 
 
 class MalformedRequest:
@@ -205,9 +140,10 @@ async def _checked_stream(requests):
 
 
 class ErrorInterceptor(_WrappingInterceptor):
-    """Domain errors -> status codes; anything else -> INTERNAL with a generic message
-    (the traceback goes to the log, not to the caller). Requests whose bytes do not
-    parse become INVALID_ARGUMENT instead of gRPC's UNKNOWN."""
+    """Exceptions -> status by the one table (prelabel.core.status): domain errors by
+    their class, a downstream call's failure relayed, anything else INTERNAL with a
+    generic message (the traceback goes to the log, not to the caller). Requests whose
+    bytes do not parse become INVALID_ARGUMENT instead of gRPC's UNKNOWN."""
 
     def __init__(self, retry_after_ms: int = 200, per_item_streams: Iterable[str] = ()):
         self.retry_after_ms = retry_after_ms
@@ -222,10 +158,9 @@ class ErrorInterceptor(_WrappingInterceptor):
         return handler._replace(request_deserializer=_safe_deserializer(handler.request_deserializer))
 
     async def _abort(self, exc: BaseException, context, method: str):
-        if isinstance(exc, PrelabelError):
-            await context.abort_with_status(status_for(exc, self.retry_after_ms))
-        log.exception("unhandled error in %s", method, exc_info=exc)
-        await context.abort(grpc.StatusCode.INTERNAL, "internal error (see server log)")
+        if not isinstance(exc, EXPECTED_ERRORS):
+            log.exception("unhandled error in %s", method, exc_info=exc)
+        await context.abort_with_status(status_of(exc, self.retry_after_ms).to_grpc())
 
     def around_unary(self, behavior, method):
         async def wrapped(request, context):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 
 from prelabel.core.errors import InvalidArgument
+from prelabel.core.limits import MAX_IMAGE_ID_BYTES
 from prelabel.v1 import common_pb2
 
-MAX_IMAGE_ID_BYTES = 512
 DEFAULT_SCORE_THRESHOLD = 0.05
 DEFAULT_MAX_LABELS = 100
 MAX_LABELS_LIMIT = 1000

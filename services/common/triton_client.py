@@ -91,22 +91,39 @@ def provenance_from(model_name: str, model_version: str, raw: bytes) -> common_p
     )
 
 
+#: What Triton's scheduler answers, with UNAVAILABLE, when a model's queue is full
+#: (max_queue_size; "[request id: ...] " before it). Triton has no status code of its own
+#: for overload, so this one text is what tells it apart from a Triton that cannot serve.
+TRITON_QUEUE_FULL = "Exceeds maximum queue size"
+
+
 def translate_error(exc: InferenceServerException, model: str) -> PrelabelError:
-    """Triton reports its own overload as UNAVAILABLE ("Exceeds maximum queue size")
-    and a dead Python stub as INTERNAL; callers need RESOURCE_EXHAUSTED and UNAVAILABLE."""
-    status = str(exc.status() or "")
+    """A Triton error as a domain error, by the gRPC status code tritonclient reports:
+    the caller's own deadline or cancellation is DEADLINE_EXCEEDED; a full queue (Triton
+    says UNAVAILABLE) is RESOURCE_EXHAUSTED with a retry hint; anything else (a dead
+    Python stub is INTERNAL, a model not loaded NOT_FOUND) means Triton cannot serve this
+    model now: UNAVAILABLE."""
+    code = triton_code(exc)
     message = str(exc.message() or "")
-    if "queue size" in message.lower() or "exceeds maximum" in message.lower():
-        return ResourceExhausted(f"{model}: Triton queue is full", retry_after_ms=200)
-    if "DEADLINE_EXCEEDED" in status or "timeout" in message.lower() and "queue" in message.lower():
+    first_line = message.splitlines()[0] if message else ""
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return DeadlineExceeded(f"{model}: deadline exceeded waiting for Triton")
-    if "CANCELLED" in status:
+    if code == grpc.StatusCode.CANCELLED:
         return DeadlineExceeded(f"{model}: request cancelled")
-    if "stub process" in message.lower() or "UNAVAILABLE" in status:
-        return Unavailable(f"{model}: Triton unavailable ({message.splitlines()[0] if message else status})")
-    if "NOT_FOUND" in status or "unknown model" in message.lower():
+    if code == grpc.StatusCode.UNAVAILABLE and message.rstrip().endswith(TRITON_QUEUE_FULL):
+        return ResourceExhausted(f"{model}: Triton queue is full", retry_after_ms=200)
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return Unavailable(f"{model}: Triton unavailable ({first_line or code.name})")
+    if code == grpc.StatusCode.NOT_FOUND:
         return Unavailable(f"{model}: model not loaded in Triton")
-    return Unavailable(f"{model}: Triton error {status}: {message.splitlines()[0] if message else ''}")
+    return Unavailable(f"{model}: Triton error {code.name if code else exc.status() or ''}: {first_line}")
+
+
+def triton_code(exc: InferenceServerException) -> grpc.StatusCode | None:
+    """The gRPC status code of a tritonclient error (its status() is the code's str(),
+    "StatusCode.UNAVAILABLE"); None for an error raised by the client itself."""
+    name = str(exc.status() or "").rpartition(".")[2]
+    return grpc.StatusCode.__members__.get(name)
 
 
 class TritonClient:

@@ -7,14 +7,12 @@ import time
 from dataclasses import dataclass
 
 import grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
-from prelabel.core.errors import DeadlineExceeded, InvalidArgument, PrelabelError, ResourceExhausted, Unavailable
+from prelabel.core.errors import DeadlineExceeded, InvalidArgument, PrelabelError, Unavailable
 from prelabel.core.review import image_uncertainty, policy_from_proto
+from prelabel.core.status import OK, status_of
 from prelabel.v1 import common_pb2, detection_pb2, keypoints_pb2, prelabel_pb2, segmentation_pb2
 from services.common import requests as fields
-from services.common.interceptors import MAX_MESSAGE_BYTES, bounded
 from services.common.metrics import Metrics
 from services.router.disagreement import disagreement
 from services.router.downstream import Downstream
@@ -168,45 +166,6 @@ async def _cascade(p: Plan, down: Downstream, wanted: set, metrics: Metrics) -> 
     return results + list(await asyncio.gather(*calls))
 
 
-def _code_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
-    """A task's status code and message (bounded like the error trailers)."""
-    code, message = _unbounded_code_of(exc)
-    return code, bounded(message, MAX_MESSAGE_BYTES)
-
-
-def _unbounded_code_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
-    if isinstance(exc, grpc.aio.AioRpcError):
-        return exc.code(), exc.details() or ""
-    if isinstance(exc, DeadlineExceeded):
-        return grpc.StatusCode.DEADLINE_EXCEEDED, exc.message
-    if isinstance(exc, ResourceExhausted):
-        return grpc.StatusCode.RESOURCE_EXHAUSTED, exc.message
-    if isinstance(exc, InvalidArgument):
-        return grpc.StatusCode.INVALID_ARGUMENT, exc.message
-    return grpc.StatusCode.UNAVAILABLE, getattr(exc, "message", str(exc))
-
-
-def domain_error(exc: BaseException) -> PrelabelError:
-    """A downstream failure as the router's own error (keeps BadRequest field names)."""
-    if isinstance(exc, PrelabelError):
-        return exc
-    code, message = _code_of(exc)
-    if code == grpc.StatusCode.INVALID_ARGUMENT:
-        status = rpc_status.from_call(exc) if isinstance(exc, grpc.aio.AioRpcError) else None
-        for detail in (status.details if status else []):
-            if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-                bad = error_details_pb2.BadRequest()
-                detail.Unpack(bad)
-                v = bad.field_violations[0]
-                return InvalidArgument(v.field, v.description)
-        return InvalidArgument("request", message)
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return DeadlineExceeded(message)
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return ResourceExhausted(message)
-    return Unavailable(f"{code.name}: {message}")
-
-
 def merge(p: Plan, results: list[tuple]) -> prelabel_pb2.PreLabelResponse:
     """One response with every task's labels and status, in request order."""
     r = p.request
@@ -214,9 +173,8 @@ def merge(p: Plan, results: list[tuple]) -> prelabel_pb2.PreLabelResponse:
     by_task = {task: (value, error, seconds) for task, value, error, seconds in results}
     for task in p.tasks:
         value, error, seconds = by_task[task]
-        code, message = (grpc.StatusCode.OK, "") if error is None else _code_of(error)
-        out.task_results.append(prelabel_pb2.TaskResult(task=task, code=code.name, message=message,
-                                                        latency_ms=seconds * 1000))
+        status = OK if error is None else status_of(error)
+        out.task_results.append(status.task_result(task, latency_ms=seconds * 1000))
         if value is None:
             continue
         if value.HasField("provenance"):
@@ -251,7 +209,7 @@ async def prelabel(request: prelabel_pb2.PreLabelRequest, down: Downstream, metr
     results = await _run(p, down, metrics)
     errors = [e for _, _, e, _ in results if e is not None]
     if raise_when_all_failed and errors and len(errors) == len(results):
-        raise domain_error(errors[0])
+        raise errors[0]  # answered by the same table as the task results (the error interceptor)
     response = merge(p, results)
     metrics.images.labels(metrics.service, "prelabel").inc()
     return response

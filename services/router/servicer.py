@@ -5,12 +5,13 @@ import asyncio
 import logging
 
 from prelabel.core.errors import InvalidArgument, PrelabelError
+from prelabel.core.status import status_of
 from prelabel.v1 import common_pb2, prelabel_pb2, prelabel_pb2_grpc
 from services.common.interceptors import MalformedRequest, time_left
 from services.common.metrics import Metrics
 from services.common.served_policy import ServedPolicy
 from services.router.downstream import Downstream
-from services.router.fanout import prelabel
+from services.router.fanout import ALL_TASKS, prelabel
 from services.router.settings import RouterSettings
 
 log = logging.getLogger(__name__)
@@ -87,13 +88,12 @@ class PreLabelerServicer(prelabel_pb2_grpc.PreLabelerServicer):
 
 
 def failed_response(request, exc: PrelabelError) -> prelabel_pb2.PreLabelResponse:
-    from services.router.fanout import ALL_TASKS, _code_of
-
-    code, message = _code_of(exc)
+    """One stream item that failed as a whole: every task it asked for carries the status."""
+    status = status_of(exc)
     if isinstance(request, MalformedRequest):  # no id to echo: the message says its index
         request = prelabel_pb2.PreLabelRequest()
     tasks = list(dict.fromkeys(request.tasks)) or list(ALL_TASKS)
     return prelabel_pb2.PreLabelResponse(
         image_id=request.image.image_id,
-        task_results=[prelabel_pb2.TaskResult(task=t, code=code.name, message=message) for t in tasks],
+        task_results=[status.task_result(t) for t in tasks],
     )

@@ -16,8 +16,8 @@ from grpc_status import rpc_status
 from tritonclient.utils import InferenceServerException
 
 from prelabel.core.errors import ResourceExhausted
+from prelabel.core.status import RETRY_AFTER_KEY, status_of
 from prelabel.v1 import common_pb2, detection_pb2, detection_pb2_grpc
-from services.common.interceptors import RETRY_AFTER_KEY, status_for
 from services.common.triton_client import translate_error
 from services.embedded_triton.launcher import EmbeddedTriton
 from services.embedded_triton.settings import REPO_ROOT, TritonSettings
@@ -200,7 +200,7 @@ def test_translate_error_gives_resource_exhausted_when_triton_reports_queue_full
     error = translate_error(exc, "coco_detector")
     assert isinstance(error, ResourceExhausted)
     assert error.retry_after_ms > 0
-    status = status_for(error)
+    status = status_of(error).to_grpc()
     assert status.code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert (RETRY_AFTER_KEY, str(error.retry_after_ms)) in status.trailing_metadata
 

@@ -12,12 +12,16 @@ import grpc
 from prelabel.v1 import common_pb2, prelabel_pb2, prelabel_pb2_grpc
 
 
-def answer(request: prelabel_pb2.PreLabelRequest, code: str = "OK") -> prelabel_pb2.PreLabelResponse:
+def answer(request: prelabel_pb2.PreLabelRequest,
+           code: grpc.StatusCode = grpc.StatusCode.OK) -> prelabel_pb2.PreLabelResponse:
+    """Every requested task with `code`, as the router writes it (the code and its name)."""
+    ok = code == grpc.StatusCode.OK
     response = prelabel_pb2.PreLabelResponse(
         image_id=request.image.image_id, image_size=common_pb2.ImageSize(width=4, height=3))
     for task in request.tasks:
-        response.task_results.add(task=task, code=code, message="" if code == "OK" else "injected")
-        if task == prelabel_pb2.TASK_DETECT and code == "OK":
+        response.task_results.add(task=task, status=code.value[0], code=code.name,
+                                  message="" if ok else "injected")
+        if task == prelabel_pb2.TASK_DETECT and ok:
             response.detections.add(score=0.5).box.x_max = 2
     return response
 
@@ -25,7 +29,7 @@ def answer(request: prelabel_pb2.PreLabelRequest, code: str = "OK") -> prelabel_
 class PreLabelerDouble(prelabel_pb2_grpc.PreLabelerServicer):
     def __init__(self, *, unary_failures: int = 0, unary_code=grpc.StatusCode.UNAVAILABLE,
                  break_stream_after: int = 0, stall: bool = False, delay_s: float = 0.0,
-                 task_code_for: dict[str, str] | None = None, overloaded_answers: int = 0):
+                 task_code_for: dict[str, grpc.StatusCode] | None = None, overloaded_answers: int = 0):
         self.unary_failures = unary_failures
         self.unary_code = unary_code
         self.break_stream_after = break_stream_after  # answers per stream, then UNAVAILABLE
@@ -42,8 +46,9 @@ class PreLabelerDouble(prelabel_pb2_grpc.PreLabelerServicer):
     def _answer(self, request):
         self.answers += 1
         if self.answers <= self.overloaded_answers:
-            return answer(request, "DEADLINE_EXCEEDED")
-        code = next((c for key, c in self.task_code_for.items() if key in request.image.image_id), "OK")
+            return answer(request, grpc.StatusCode.DEADLINE_EXCEEDED)
+        code = next((c for key, c in self.task_code_for.items() if key in request.image.image_id),
+                    grpc.StatusCode.OK)
         return answer(request, code)
 
     async def PreLabel(self, request, context):
@@ -51,7 +56,8 @@ class PreLabelerDouble(prelabel_pb2_grpc.PreLabelerServicer):
         if sum(self.unary_attempts.values()) <= self.unary_failures:
             await context.abort(self.unary_code, "injected")
         response = self._answer(request)
-        if all(r.code == "INVALID_ARGUMENT" for r in response.task_results) and response.task_results:
+        invalid = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+        if all(r.status == invalid for r in response.task_results) and response.task_results:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "image.data: injected")
         return response
 

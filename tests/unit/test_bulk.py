@@ -2,6 +2,7 @@
 produce on demand (loopback PreLabeler double), and its outcome classification."""
 from __future__ import annotations
 
+import grpc
 import pytest
 
 from prelabel.bulk import (
@@ -90,7 +91,7 @@ async def test_bulk_runner_halves_window_when_router_reports_overload(tmp_path, 
 
 
 async def test_bulk_runner_rejects_image_when_every_task_says_invalid_argument(tmp_path):
-    double = PreLabelerDouble(task_code_for={"bad": "INVALID_ARGUMENT"})
+    double = PreLabelerDouble(task_code_for={"bad": grpc.StatusCode.INVALID_ARGUMENT})
     todo = images(tmp_path, names=["ok-1.jpg", "bad.jpg", "ok-2.jpg"])
     async with serve(double) as address:
         tally, journal = await run(address, tmp_path, todo)
@@ -101,7 +102,7 @@ async def test_bulk_runner_rejects_image_when_every_task_says_invalid_argument(t
 
 
 async def test_bulk_runner_reports_failure_after_attempts_when_a_task_stays_unavailable(tmp_path):
-    double = PreLabelerDouble(task_code_for={"flaky": "UNAVAILABLE"})
+    double = PreLabelerDouble(task_code_for={"flaky": grpc.StatusCode.UNAVAILABLE})
     todo = images(tmp_path, names=["ok.jpg", "flaky.jpg"])
     async with serve(double) as address:
         tally, journal = await run(address, tmp_path, todo, attempts=3)
@@ -134,14 +135,34 @@ def test_classify_retries_when_failed_tasks_mix_permanent_and_passing_codes():
     request = prelabel_pb2.PreLabelRequest(tasks=TASKS)
     request.image.image_id = "a"
     assert classify(answer(request)).kind == OK
-    assert classify(answer(request, "INVALID_ARGUMENT")).kind == REJECTED
+    assert classify(answer(request, grpc.StatusCode.INVALID_ARGUMENT)).kind == REJECTED
     mixed = answer(request)
-    mixed.task_results[0].code = "INVALID_ARGUMENT"
-    mixed.task_results[1].code = "DEADLINE_EXCEEDED"
+    mixed.task_results[0].status = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    mixed.task_results[1].status = grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
     assert classify(mixed).kind == RETRY
     sizeless = answer(request)
     sizeless.ClearField("image_size")
     assert classify(sizeless).kind == RETRY
+
+
+def test_classify_reads_the_status_code_not_its_name():
+    request = prelabel_pb2.PreLabelRequest(tasks=TASKS)
+    failed = answer(request)
+    failed.task_results[0].status = grpc.StatusCode.UNAVAILABLE.value[0]  # the name still says "OK"
+    outcome = classify(failed)
+    assert outcome.kind == RETRY and "UNAVAILABLE" in outcome.reason
+
+
+def test_classify_backs_off_when_a_task_is_overloaded_and_rejects_when_it_hit_a_size_limit():
+    request = prelabel_pb2.PreLabelRequest(tasks=TASKS)
+    overloaded = answer(request, grpc.StatusCode.RESOURCE_EXHAUSTED)
+    for result in overloaded.task_results:
+        result.retry_after_ms = 200
+    outcome = classify(overloaded)
+    assert outcome.kind == RETRY and outcome.overload
+    size_limit = answer(request, grpc.StatusCode.RESOURCE_EXHAUSTED)  # no retry hint
+    outcome = classify(size_limit)
+    assert outcome.kind == REJECTED and not outcome.overload
 
 
 def test_read_image_rejects_when_file_is_over_the_limit(tmp_path):

@@ -9,6 +9,7 @@ import os
 import signal
 from pathlib import Path
 
+import grpc
 import pytest
 import yaml
 
@@ -94,7 +95,7 @@ def test_parser_accepts_the_kubernetes_job_argv_when_read_from_job_yaml():
 
 async def test_annotate_exits_4_with_complete_outputs_when_an_image_is_rejected(tmp_path):
     folder = photos(tmp_path / "in", ["a.jpg", "b.jpg", "bad.jpg"])
-    double = PreLabelerDouble(task_code_for={"bad": "INVALID_ARGUMENT"})
+    double = PreLabelerDouble(task_code_for={"bad": grpc.StatusCode.INVALID_ARGUMENT})
     out = tmp_path / "out"
     async with serve(double) as address:
         code, log = await annotate(str(folder), "--out", str(out), "--router", address, "--tasks", "detect")

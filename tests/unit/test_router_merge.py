@@ -1,9 +1,11 @@
 import grpc
 import pytest
+from google.rpc import code_pb2
 
 from prelabel.core.errors import DeadlineExceeded, InvalidArgument
 from prelabel.v1 import common_pb2, detection_pb2, keypoints_pb2, prelabel_pb2
 from services.router.fanout import ALL_TASKS, merge, plan
+from services.router.servicer import failed_response
 
 
 def det(score, name="person"):
@@ -59,6 +61,7 @@ def test_merge_keeps_other_tasks_labels_and_reports_status_when_one_task_failed(
         (prelabel_pb2.TASK_SEGMENT, None, FakeRpcError(grpc.StatusCode.UNAVAILABLE, "down"), 0.002),
         (prelabel_pb2.TASK_FACES, faces, None, 0.020),
     ])
+    assert [t.status for t in out.task_results] == [code_pb2.OK, code_pb2.UNAVAILABLE, code_pb2.OK]
     assert [t.code for t in out.task_results] == ["OK", "UNAVAILABLE", "OK"]
     assert out.task_results[1].message == "down"
     assert out.task_results[0].provenance == provenance
@@ -68,3 +71,24 @@ def test_merge_keeps_other_tasks_labels_and_reports_status_when_one_task_failed(
     assert out.uncertainty.score == pytest.approx(1.0)  # the 0.5 dog
     assert out.uncertainty.needs_review_count == 1
     assert [s.name for s in out.keypoint_schemas] == ["face_5"]
+
+
+def test_merge_reports_unavailable_naming_the_code_when_a_service_failed_with_one_its_caller_cannot_act_on():
+    p = make_plan(tasks=[prelabel_pb2.TASK_DETECT, prelabel_pb2.TASK_SEGMENT])
+    out = merge(p, [
+        (prelabel_pb2.TASK_DETECT, None, FakeRpcError(grpc.StatusCode.INTERNAL, "boom"), 0.001),
+        (prelabel_pb2.TASK_SEGMENT, None, DeadlineExceeded("only 3 ms left"), 0.001),
+    ])
+    assert [(t.status, t.code, t.message) for t in out.task_results] == [
+        (code_pb2.UNAVAILABLE, "UNAVAILABLE", "INTERNAL: boom"),
+        (code_pb2.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED", "only 3 ms left")]
+
+
+def test_failed_response_gives_every_requested_task_the_items_status():
+    request = prelabel_pb2.PreLabelRequest(image=common_pb2.Image(image_id="img"),
+                                           tasks=[prelabel_pb2.TASK_DETECT, prelabel_pb2.TASK_FACES])
+    out = failed_response(request, InvalidArgument("image.image_id", "required"))
+    assert out.image_id == "img"
+    assert [(t.task, t.status, t.code, t.message) for t in out.task_results] == [
+        (task, code_pb2.INVALID_ARGUMENT, "INVALID_ARGUMENT", "image.image_id: required")
+        for task in (prelabel_pb2.TASK_DETECT, prelabel_pb2.TASK_FACES)]

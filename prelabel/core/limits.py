@@ -1,0 +1,5 @@
+"""Request limits that the servers enforce and the client checks before it sends."""
+from __future__ import annotations
+
+#: Image.image_id, bytes of UTF-8 (it is echoed in replies, journals and outputs).
+MAX_IMAGE_ID_BYTES = 512
