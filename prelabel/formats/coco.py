@@ -64,7 +64,8 @@ DIR_NAME = "coco"
 
 
 def file_name(task: str) -> str:
-    """`annotations/<kind>_<task>.json` of a task, relative to `DIR/coco`."""
+    """The COCO file of a task (`annotations/<kind>_<task>.json`, the registry's coco_file),
+    relative to `DIR/coco`."""
     return BY_NAME[task].coco_file
 
 

@@ -14,7 +14,7 @@ AUTO_ACCEPT, NEEDS_REVIEW, REJECT = "auto_accept", "needs_review", "reject"
 class Ann:
     category: str
     bbox: list[float]  # COCO [x, y, width, height], pixels
-    task: str = ""  # a task name; drafts: always; truth: only when the file says (a corrected annotate coco.json)
+    task: str = ""  # drafts: always; truth: only when the file says (a corrected annotate coco.json)
     score: float = 1.0
     review: str = ""
     segmentation: Any = None  # COCO polygons [[x0, y0, ...], ...] or RLE {"size", "counts"}

@@ -7,8 +7,8 @@ and "/data/photos/a.jpg"), else the same file name when only one draft image has
 Per image and task, drafts (highest score first) take the unmatched truth object of
 the same category most similar to them, if at least `iou`, by the task's COCOeval iou
 type (prelabel.core.tasks): box IoU (detect, and faces: their landmarks are judged by
-their box), mask IoU (segment), OKS (person keypoints, with the COCO sigmas). A draft without one is an error, of the kind a
-reviewer would have made:
+their box), mask IoU (segment), OKS (person keypoints, with the COCO sigmas). A draft
+without one is an error, of the kind a reviewer would have made:
 
 - duplicate: it overlaps (>= iou) a same-category object another draft already took;
 - relabelled: it overlaps (>= iou) an object of another category;

@@ -72,14 +72,16 @@ def plan(request: prelabel_pb2.PreLabelRequest, *, served_policy: ReviewPolicy, 
     fields.image_id(request.image.image_id)
     fields.probability(request, "score_threshold", fields.DEFAULT_SCORE_THRESHOLD)
     fields.max_count(request.max_labels, "max_labels")
-    return Plan(request, tasks or list(TASKS), priority, time.monotonic() + timeout_s, min_time_left_s,
-                policy, policy_to_proto(policy), merge_margin_s)
+    return Plan(request, tasks or list(TASKS), priority, deadline=time.monotonic() + timeout_s,
+                min_time_left_s=min_time_left_s, policy=policy, forwarded_policy=policy_to_proto(policy),
+                merge_margin_s=merge_margin_s)
 
 
 async def _run(p: Plan, down: Downstream, metrics: Metrics) -> list[Outcome]:
     """Every task concurrently; in cascade mode the tasks the detector's boxes prompt
     wait for them (the others start at once). Outcomes in request order."""
     prompted = [t for t in p.tasks if t.cascade_prompted] if p.request.cascade else []
+    # With prompted tasks, detection runs in the cascade (first).
     independent = [attempt(ROUTES[t.enum], p, down) for t in p.tasks
                    if t not in prompted and not (prompted and t is DETECT)]
     with metrics.timed("fanout"):
