@@ -417,6 +417,7 @@ def whole_suite_comparisons(plan: Plan, logs: Path) -> dict:
     """Start the whole suite (Triton with every model, the three services, the router)
     on free loopback ports, as `make run` does; compare the router with the services
     (fan-out) and a detection-only `prelabel annotate` with the model in-process (bulk)."""
+    from prelabel.core.tasks import TASKS
     from services.devstack import DevstackSettings
     from services.devstack import Stack as SuiteStack
     from services.embedded_triton.launcher import free_port
@@ -433,8 +434,7 @@ def whole_suite_comparisons(plan: Plan, logs: Path) -> dict:
         load.PROBES.clear()
         load.STAGES = None
         a = suite.addresses()
-        singles = {"detect": a["detection"], "segment": a["segmentation"], "keypoints": a["keypoints"],
-                   "faces": a["keypoints"]}
+        singles = {t.name: a[t.service] for t in TASKS}  # each task's service
         return await measure_fanout(a["router"], singles, [p.data for p in images.jpegs()],
                                     rounds=plan.hop_rounds, warm_s=plan.warm_s, window_s=plan.hop_window_s * 2)
 

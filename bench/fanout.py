@@ -20,7 +20,6 @@ NOT_IN_STACK = ("not measured in this mode: a full run starts the whole suite fo
                 "--router HOST:PORT and --fanout-single TASK=HOST:PORT for each service it calls")
 
 SingleCall = Callable[[bytes], Awaitable[object]]
-TASKS = ("detect", "segment", "keypoints", "faces")
 
 
 def not_measured_reason() -> str:
@@ -28,32 +27,17 @@ def not_measured_reason() -> str:
 
 
 def single_call(task: str, channel) -> SingleCall:
-    """The direct call to the service that handles `task`, as the router makes it."""
-    from prelabel.v1 import (
-        common_pb2,
-        detection_pb2,
-        detection_pb2_grpc,
-        keypoints_pb2,
-        keypoints_pb2_grpc,
-        segmentation_pb2,
-        segmentation_pb2_grpc,
-    )
+    """The direct call to the service that handles `task` (the method its route in the
+    router calls), with the image alone."""
+    from prelabel.core.tasks import BY_NAME, TASK_NAMES
+    from prelabel.v1 import common_pb2
+    from services.router.routes import ROUTES
 
-    def image(data: bytes):
-        return common_pb2.Image(data=data, image_id="bench")
-
-    if task == "detect":
-        stub = detection_pb2_grpc.DetectorStub(channel)
-        return lambda data: stub.Detect(detection_pb2.DetectRequest(image=image(data)), timeout=120)
-    if task == "segment":
-        stub = segmentation_pb2_grpc.SegmenterStub(channel)
-        return lambda data: stub.Segment(segmentation_pb2.SegmentRequest(image=image(data)), timeout=120)
-    if task in ("keypoints", "faces"):
-        stub = keypoints_pb2_grpc.KeypointDetectorStub(channel)
-        kind = keypoints_pb2.KEYPOINT_KIND_PERSON if task == "keypoints" else keypoints_pb2.KEYPOINT_KIND_FACE
-        return lambda data: stub.DetectKeypoints(keypoints_pb2.KeypointRequest(image=image(data), kind=kind),
-                                                 timeout=120)
-    raise ValueError(f"unknown task {task!r}; one of {TASKS}")
+    if task not in BY_NAME:
+        raise ValueError(f"unknown task {task!r}; one of {TASK_NAMES}")
+    route = ROUTES[BY_NAME[task].enum]
+    rpc = route.rpc(channel)
+    return lambda data: rpc(route.bare_request(common_pb2.Image(data=data, image_id="bench")), timeout=120)
 
 
 async def measure_fanout(router_address: str | None, single_addresses: dict[str, str], images: list[bytes], *,
@@ -63,11 +47,10 @@ async def measure_fanout(router_address: str | None, single_addresses: dict[str,
         return {"measured": False, "reason": not_measured_reason()}
     import grpc
 
+    from prelabel.core.tasks import BY_NAME
     from prelabel.v1 import common_pb2, prelabel_pb2, prelabel_pb2_grpc
 
-    task_enum = {"detect": prelabel_pb2.TASK_DETECT, "segment": prelabel_pb2.TASK_SEGMENT,
-                 "keypoints": prelabel_pb2.TASK_KEYPOINTS, "faces": prelabel_pb2.TASK_FACES}
-    tasks = [task_enum[t] for t in single_addresses]
+    tasks = [BY_NAME[t].enum for t in single_addresses]
     channels = {t: grpc.aio.insecure_channel(a) for t, a in single_addresses.items()}
     try:
         async with grpc.aio.insecure_channel(router_address) as channel:

@@ -34,35 +34,30 @@ import PIL.Image
 from cvat_sdk.masks import encode_mask
 from pycocotools import mask as mask_utils
 
-from prelabel.formats.common import (
-    DEFAULT_KEYPOINTS,
-    KEYPOINT_CATEGORY,
-    OBJECT_NAMES,
-    TASK_DETECT,
-    TASK_FACES,
-    TASK_KEYPOINTS,
-    TASK_SEGMENT,
-    coco_category_id,
-    iter_labels,
-)
+from prelabel.core.tasks import TASK_NAMES, TASKS, LabelKind
+from prelabel.formats.common import OBJECT_NAMES, coco_category_id, iter_labels, selected
 from prelabel.formats.yolo import largest_polygon
 from prelabel.sdk import DEFAULT_ADDRESS, SyncPreLabelClient
 
-#: Spec label ids of the skeletons (box labels use their COCO ids, 1..90).
-SKELETON_IDS = {TASK_KEYPOINTS: 1001, TASK_FACES: 1002}
+#: Spec label ids of the keypoint tasks' skeletons (box labels use their COCO ids, 1..90).
+SKELETON_IDS = {t.name: 1001 + i for i, t in enumerate(t for t in TASKS if t.keypoints is not None)}
+#: CVAT shape type of the object labels, by the label kinds of the run's box and mask tasks.
+OBJECT_LABEL_TYPE = {frozenset({LabelKind.BOX}): "rectangle", frozenset({LabelKind.MASK}): "mask",
+                     frozenset({LabelKind.BOX, LabelKind.MASK}): "any"}
 
 
 def build_spec(tasks: list[str]) -> cvataa.DetectionFunctionSpec:
     labels = []
-    if set(tasks) & {TASK_DETECT, TASK_SEGMENT}:
-        kind = "any" if {TASK_DETECT, TASK_SEGMENT} <= set(tasks) else (
-            "rectangle" if TASK_DETECT in tasks else "mask")
+    specs = selected(tasks)
+    object_kinds = frozenset(t.kind for t in specs if t.keypoints is None)
+    if object_kinds:
+        kind = OBJECT_LABEL_TYPE[object_kinds]
         labels += [cvataa.label_spec(n, coco_category_id(n), type=kind) for n in OBJECT_NAMES]
-    for task in (TASK_KEYPOINTS, TASK_FACES):
-        if task in tasks:
+    for task in specs:
+        if task.keypoints is not None:
             labels.append(cvataa.skeleton_label_spec(
-                KEYPOINT_CATEGORY[task], SKELETON_IDS[task],
-                [cvataa.keypoint_spec(name, j) for j, name in enumerate(DEFAULT_KEYPOINTS[task])]))
+                task.keypoints.category, SKELETON_IDS[task.name],
+                [cvataa.keypoint_spec(name, j) for j, name in enumerate(task.keypoints.names)]))
     return cvataa.DetectionFunctionSpec(labels=labels)
 
 
@@ -70,12 +65,15 @@ class PrelabelFunction:
     def __init__(self, router: str | None = None, tasks: str = "detect", timeout_s: float = 60.0,
                  tls: bool = False, token: str | None = None):
         self.tasks = [t.strip() for t in tasks.split(",") if t.strip()]
-        unknown = set(self.tasks) - {TASK_DETECT, TASK_SEGMENT, TASK_KEYPOINTS, TASK_FACES}
+        unknown = set(self.tasks) - set(TASK_NAMES)
         if unknown or not self.tasks:
-            raise ValueError(f"tasks must be among detect,segment,keypoints,faces (got {tasks!r})")
-        if TASK_KEYPOINTS in self.tasks and set(self.tasks) & {TASK_DETECT, TASK_SEGMENT}:
-            raise ValueError("keypoints (skeleton 'person') cannot share a run with detect/segment "
-                             "(rectangle 'person'): run the function twice")
+            raise ValueError(f"tasks must be among {','.join(TASK_NAMES)} (got {tasks!r})")
+        specs = selected(self.tasks)
+        objects = [t.name for t in specs if t.keypoints is None]
+        for task in specs:
+            if task.keypoints is not None and objects and task.keypoints.category in OBJECT_NAMES:
+                raise ValueError(f"{task.name} (skeleton {task.keypoints.category!r}) cannot share a run with "
+                                 f"{'/'.join(objects)} (rectangle {task.keypoints.category!r}): run the function twice")
         self.router = router or os.environ.get("PRELABEL_ROUTER", DEFAULT_ADDRESS)
         self.timeout_s = timeout_s
         self.tls = tls
@@ -107,13 +105,13 @@ def shapes_of(response, tasks: list[str], *, conv_mask_to_poly: bool = False, co
     shapes = []
     for label in iter_labels(response):
         score = float(label.detection.score)
-        if label.task not in tasks or score < conf_threshold:
+        if label.task.name not in tasks or score < conf_threshold:
             continue
         b = label.detection.box
         box = [b.x_min, b.y_min, b.x_max, b.y_max]
-        if label.task == TASK_DETECT and label.category in OBJECT_NAMES:
+        if label.kind is LabelKind.BOX and label.category in OBJECT_NAMES:
             shapes.append(cvataa.rectangle(coco_category_id(label.category), box, score=score))
-        elif label.task == TASK_SEGMENT and label.mask is not None and label.category in OBJECT_NAMES:
+        elif label.kind is LabelKind.MASK and label.mask is not None and label.category in OBJECT_NAMES:
             cid = coco_category_id(label.category)
             rle = label.mask.mask
             if conv_mask_to_poly:
@@ -127,8 +125,8 @@ def shapes_of(response, tasks: list[str], *, conv_mask_to_poly: bool = False, co
                     ys, xs = np.nonzero(bitmap)
                     bbox = [int(xs.min()), int(ys.min()), min(int(xs.max()) + 1, w), min(int(ys.max()) + 1, h)]
                     shapes.append(cvataa.mask(cid, encode_mask(bitmap, bbox=bbox), score=score))
-        elif label.task in SKELETON_IDS and label.keypoints is not None:
-            names = DEFAULT_KEYPOINTS[label.task]
+        elif label.task.keypoints is not None and label.keypoints is not None:
+            names = label.task.keypoints.names
             by_name = {kp.name: kp for kp in label.keypoints.keypoints}
             elements = []
             for j, name in enumerate(names):
@@ -137,7 +135,7 @@ def shapes_of(response, tasks: list[str], *, conv_mask_to_poly: bool = False, co
                 # CVAT wants every point of the skeleton: unlabelled ones are "outside".
                 point = [float(kp.x), float(kp.y)] if kp is not None and v else [float(b.x_min), float(b.y_min)]
                 elements.append(cvataa.keypoint(j, point, outside=v == 0, occluded=v == 1))
-            shapes.append(cvataa.skeleton(SKELETON_IDS[label.task], elements, score=score))
+            shapes.append(cvataa.skeleton(SKELETON_IDS[label.task.name], elements, score=score))
     return shapes
 
 

@@ -24,7 +24,8 @@ from PIL import Image, ImageDraw, ImageOps
 from pycocotools import mask as mask_utils
 
 from prelabel.atomic import atomic_write_text
-from prelabel.formats.common import TASK_FACES, TASK_KEYPOINTS, TASK_SEGMENT, iter_labels
+from prelabel.core.tasks import LabelKind
+from prelabel.formats.common import iter_labels
 from prelabel.journal import STATUS_OK, response_of
 from prelabel.v1 import prelabel_pb2
 
@@ -94,14 +95,14 @@ def render(item: Item, max_side: int = 800) -> Image.Image:
         colour = REVIEW_COLOURS.get(label.review, REVIEW_COLOURS["unspecified"])
         b = label.detection.box
         box = [b.x_min * scale, b.y_min * scale, b.x_max * scale, b.y_max * scale]
-        if label.task == TASK_SEGMENT and label.mask is not None and label.mask.mask.counts:
+        if label.kind is LabelKind.MASK and label.mask is not None and label.mask.mask.counts:
             rle = label.mask.mask
             m = mask_utils.decode({"size": list(rle.size), "counts": rle.counts})
             mask = Image.fromarray((np.asarray(m) * 110).astype(np.uint8)).resize(image.size)
             overlay.paste(Image.new("RGBA", image.size, colour + (255,)), (0, 0), mask)
         draw.rectangle(box, outline=colour + (255,), width=width)
         draw.text((box[0] + 3, box[1] + 2), f"{label.category} {label.detection.score:.2f}", fill=colour + (255,))
-        if label.task in (TASK_KEYPOINTS, TASK_FACES) and label.keypoints is not None:
+        if label.kind is LabelKind.KEYPOINTS and label.keypoints is not None:
             kps = list(label.keypoints.keypoints)
             flat = schemas.get(tuple(k.name for k in kps), [])
             for a, c in zip(flat[0::2], flat[1::2], strict=False):  # 1-based skeleton edges
@@ -157,7 +158,7 @@ def write_preview(run_dir: str, *, limit: int = 500, max_side: int = 800) -> str
         image.save(os.path.join(out, name))
         counts: dict[str, int] = {}
         for label in iter_labels(item.response):
-            counts[label.task] = counts.get(label.task, 0) + 1
+            counts[label.task.name] = counts.get(label.task.name, 0) + 1
         summary = ", ".join(f"{n} {t}" for t, n in counts.items()) or "no labels"
         cards.append(CARD.format(image_id=html.escape(item.image_id), src=name, w=image.width, h=image.height,
                                  u=item.response.uncertainty.score, nr=item.response.uncertainty.needs_review_count,

@@ -19,10 +19,12 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Sequence
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
 import grpc
 
+from prelabel.core import tasks as tasks_registry
+from prelabel.core.tasks import LabelKind
 from prelabel.v1 import common_pb2, prelabel_pb2, prelabel_pb2_grpc
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
@@ -30,36 +32,35 @@ DEFAULT_ADDRESS = "127.0.0.1:50051"
 #: with many masks.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
-TASKS: dict[str, prelabel_pb2.Task] = {
-    "detect": prelabel_pb2.TASK_DETECT,
-    "segment": prelabel_pb2.TASK_SEGMENT,
-    "keypoints": prelabel_pb2.TASK_KEYPOINTS,
-    "faces": prelabel_pb2.TASK_FACES,
-}
-TASK_NAMES: dict[int, str] = {v: k for k, v in TASKS.items()}
+#: Task name -> enum value and back, from the task registry (prelabel.core.tasks).
+TASKS: dict[str, prelabel_pb2.Task] = {t.name: t.enum for t in tasks_registry.TASKS}
+TASK_NAMES: dict[int, str] = {t.enum: t.name for t in tasks_registry.TASKS}
 
-TaskSpec = str | int
+#: A task as a caller names it: its name ("detect") or its prelabel.v1.Task value.
+TaskRef = str | int
 
 
 class StreamStalled(Exception):
     """No response on a stream for `idle_timeout_s` while images were outstanding."""
 
 
-def parse_tasks(tasks: str | Iterable[TaskSpec] | None) -> list[prelabel_pb2.Task]:
+def parse_tasks(tasks: str | Iterable[TaskRef] | None) -> list[prelabel_pb2.Task]:
     """Task enum values from names ("detect,segment" or ["detect", ...]) or enum values;
     None or empty means all four."""
+    every = [t.enum for t in tasks_registry.TASKS]
     if tasks is None:
-        return list(TASKS.values())
+        return every
     if isinstance(tasks, str):
         tasks = [t for t in (p.strip() for p in tasks.split(",")) if t]
     out: list[prelabel_pb2.Task] = []
     for task in tasks:
-        value = TASKS.get(task) if isinstance(task, str) else int(task)
-        if value is None or value not in TASK_NAMES:
-            raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
-        if value not in out:
-            out.append(cast(prelabel_pb2.Task, value))  # a known Task number, checked above
-    return out or list(TASKS.values())
+        try:
+            spec = tasks_registry.by_name(task) if isinstance(task, str) else tasks_registry.by_enum(int(task))
+        except KeyError:
+            raise ValueError(f"unknown task {task!r}; choose from {', '.join(tasks_registry.TASK_NAMES)}") from None
+        if spec.enum not in out:
+            out.append(spec.enum)
+    return out or every
 
 
 def service_config(
@@ -120,7 +121,7 @@ def open_channel(address: str, *, aio: bool, tls: bool = False, root_certificate
 def build_request(
     image_bytes: bytes,
     image_id: str = "",
-    tasks: str | Iterable[TaskSpec] | None = None,
+    tasks: str | Iterable[TaskRef] | None = None,
     *,
     score_threshold: float | None = None,
     category_names: Sequence[str] = (),
@@ -188,7 +189,7 @@ class PreLabelClient(_ClientBase):
         self,
         image_bytes: bytes,
         image_id: str = "",
-        tasks: str | Iterable[TaskSpec] | None = None,
+        tasks: str | Iterable[TaskRef] | None = None,
         *,
         timeout_s: float | None = None,
         **request_options: Any,
@@ -202,7 +203,7 @@ class PreLabelClient(_ClientBase):
     async def stream(
         self,
         items: AsyncIterable[tuple[str, bytes]] | Iterable[tuple[str, bytes]],
-        tasks: str | Iterable[TaskSpec] | None = None,
+        tasks: str | Iterable[TaskRef] | None = None,
         *,
         window: int = 8,
         idle_timeout_s: float | None = None,
@@ -305,7 +306,7 @@ class SyncPreLabelClient(_ClientBase):
         self,
         image_bytes: bytes,
         image_id: str = "",
-        tasks: str | Iterable[TaskSpec] | None = None,
+        tasks: str | Iterable[TaskRef] | None = None,
         *,
         timeout_s: float | None = None,
         **request_options: Any,
@@ -359,23 +360,24 @@ def _keypoints(instance) -> list[dict[str, Any]]:
             for k in instance.keypoints]
 
 
+def _label_to_dict(task: tasks_registry.TaskSpec, label) -> dict[str, Any]:
+    out = detection_to_dict(task.detection(label), task.name)
+    if task.kind is LabelKind.MASK:
+        out["mask"] = {"size": list(label.mask.size), "counts": label.mask.counts.decode("ascii")}
+        out["area"] = label.area
+        out["mask_quality"] = label.mask_quality
+        out["polygons"] = [list(p.points) for p in label.polygons]
+    elif task.kind is LabelKind.KEYPOINTS:
+        out["keypoints"] = _keypoints(label)
+    return out
+
+
 def response_to_dict(response: prelabel_pb2.PreLabelResponse) -> dict[str, Any]:
     """A PreLabelResponse as plain JSON-ready dicts: one flat `labels` list (box as
     [x_min, y_min, x_max, y_max] pixels; masks as COCO RLE with `counts` a str; keypoints
-    with COCO visibility), the image's uncertainty and each task's outcome."""
-    labels = [detection_to_dict(d, "detect") for d in response.detections]
-    for inst in response.masks:
-        label = detection_to_dict(inst.detection, "segment")
-        label["mask"] = {"size": list(inst.mask.size), "counts": inst.mask.counts.decode("ascii")}
-        label["area"] = inst.area
-        label["mask_quality"] = inst.mask_quality
-        label["polygons"] = [list(p.points) for p in inst.polygons]
-        labels.append(label)
-    for task, instances in (("keypoints", response.person_keypoints), ("faces", response.faces)):
-        for inst in instances:
-            label = detection_to_dict(inst.detection, task)
-            label["keypoints"] = _keypoints(inst)
-            labels.append(label)
+    with COCO visibility), the image's uncertainty (with the id of the review policy that
+    decided it and, from the router, the tasks' disagreement) and each task's outcome."""
+    labels = [_label_to_dict(task, label) for task in tasks_registry.TASKS for label in task.labels(response)]
     u = response.uncertainty
     return {
         "image_id": response.image_id,
@@ -383,7 +385,8 @@ def response_to_dict(response: prelabel_pb2.PreLabelResponse) -> dict[str, Any]:
         "height": response.image_size.height,
         "labels": labels,
         "uncertainty": {"score": u.score, "needs_review_count": u.needs_review_count,
-                        "min_margin": u.min_margin},
+                        "min_margin": u.min_margin, "review_policy_id": u.review_policy_id,
+                        "disagreement": u.disagreement},
         "task_results": [{"task": TASK_NAMES.get(r.task, str(r.task)), "code": r.code, "message": r.message,
                           "latency_ms": r.latency_ms} for r in response.task_results],
         "keypoint_schemas": [{"name": s.name, "keypoint_names": list(s.keypoint_names),

@@ -1,10 +1,14 @@
 """Label maps, keyed by the `label_map` parameter of each Triton model config."""
 from __future__ import annotations
 
+#: The category of every person (COCO id 1) and of every face (the face detector's only one).
+PERSON = "person"
+FACE = "face"
+
 # COCO 2017 category ids -> names (the 80 used ids of the original 1..90 range;
 # torchvision COCO detectors emit these ids directly).
 COCO_CATEGORIES: dict[int, str] = {
-    1: "person", 2: "bicycle", 3: "car", 4: "motorcycle", 5: "airplane", 6: "bus",
+    1: PERSON, 2: "bicycle", 3: "car", 4: "motorcycle", 5: "airplane", 6: "bus",
     7: "train", 8: "truck", 9: "boat", 10: "traffic light", 11: "fire hydrant",
     13: "stop sign", 14: "parking meter", 15: "bench", 16: "bird", 17: "cat", 18: "dog",
     19: "horse", 20: "sheep", 21: "cow", 22: "elephant", 23: "bear", 24: "zebra",
@@ -21,7 +25,7 @@ COCO_CATEGORIES: dict[int, str] = {
     87: "scissors", 88: "teddy bear", 89: "hair drier", 90: "toothbrush",
 }
 
-FACE_CATEGORIES: dict[int, str] = {1: "face"}
+FACE_CATEGORIES: dict[int, str] = {1: FACE}
 
 LABEL_MAPS: dict[str, dict[int, str]] = {"coco": COCO_CATEGORIES, "face": FACE_CATEGORIES}
 
@@ -36,7 +40,18 @@ COCO_SKELETON = [
     (16, 14), (14, 12), (17, 15), (15, 13), (12, 13), (6, 12), (7, 13), (6, 7), (6, 8),
     (7, 9), (8, 10), (9, 11), (2, 3), (1, 2), (1, 3), (2, 4), (3, 5), (4, 6), (5, 7),
 ]
+#: COCO's OKS sigmas of the person keypoints (pycocotools' defaults), in the order above.
+COCO_KEYPOINT_SIGMAS = tuple(s / 10.0 for s in (.26, .25, .25, .35, .35, .79, .79, .72, .72, .62, .62,
+                                                  1.07, 1.07, .87, .87, .89, .89))
 FACE_LANDMARK_NAMES = ["left_eye", "right_eye", "nose", "mouth_left", "mouth_right"]
+#: Face skeleton (1-based, over the landmarks above): eyes joined, each eye to the nose, the
+#: nose to each mouth corner, the mouth corners joined. CVAT builds its skeleton label from it.
+FACE_SKELETON = [(1, 2), (1, 3), (2, 3), (3, 4), (3, 5), (4, 5)]
+#: OKS sigmas of the face landmarks. There is no published set for these 5 points:
+#: COCO-WholeBody's face sigmas are 0.007-0.035, and each of these takes 0.025, the sigma
+#: COCO gives a person's eyes, which on a face box (a much smaller area than a person's) is
+#: a tolerance of a few percent of the face size.
+FACE_LANDMARK_SIGMAS = (0.025,) * len(FACE_LANDMARK_NAMES)
 
 
 def category_name(label_map: str, category_id: int) -> str:

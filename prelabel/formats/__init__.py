@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from prelabel.formats.coco import CocoWriter
 from prelabel.formats.common import OutputWriter, image_root_of
@@ -19,6 +20,15 @@ from prelabel.v1 import prelabel_pb2
 
 #: --formats name -> writer. The review queue is always written.
 WRITERS = {"coco": CocoWriter, "yolo": YoloWriter, "labelstudio": LabelStudioWriter}
+
+
+class FinishedImage(NamedTuple):
+    """One labelled image of a shard, as every writer is fed it."""
+
+    number: int  # 1-based position in the shard's input order
+    image_id: str
+    path: str  # the file that was read ("" when unknown)
+    response: prelabel_pb2.PreLabelResponse
 
 
 def val_fraction(text: str) -> float:
@@ -40,7 +50,7 @@ def options_from_args(args, inputs) -> dict:
 def write_outputs(
     out_dir: str | os.PathLike,
     formats: Iterable[str],
-    finished: Iterable[tuple[int, str, str, prelabel_pb2.PreLabelResponse]],
+    finished: Iterable[FinishedImage],
     *,
     tasks: list[str],
     image_root: str = "",
@@ -48,8 +58,8 @@ def write_outputs(
     ls_masks: str = "polygon",
     val_fraction: float = 0.0,
 ) -> int:
-    """Write every format from `(number, image_id, path, response)` tuples; returns how many
-    images were written. On error nothing half-written is left in place of an output.
+    """Write every format from the shard's finished images, in input order; returns how
+    many images were written. On error nothing half-written is left in place of an output.
 
     `image_root`: the folder image names are relative to (formats.common.relative_name; the
     CLI passes image_root_of(all inputs) or --image-root); `image_prefix`: Label Studio URL
@@ -62,9 +72,9 @@ def write_outputs(
             writers.append(WRITERS[name](out_dir, **options))
         writers.append(ReviewQueueWriter(out_dir))
         count = 0
-        for number, image_id, path, response in finished:
+        for image in map(FinishedImage._make, finished):  # plain 4-tuples are taken too
             for writer in writers:
-                writer.add(number, image_id, path, response)
+                writer.add(image.number, image.image_id, image.path, image.response)
             count += 1
         for writer in writers:
             writer.close()

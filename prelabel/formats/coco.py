@@ -27,7 +27,8 @@ takes it as `data_path`):
   keypoints lists "person" (id 1), faces lists "face" (id 91).
 
 COCOeval: person keypoints use COCOeval's default sigmas; face landmarks need
-`params.kpt_oks_sigmas = FACE_KPT_OKS_SIGMAS` (5 values, see below).
+`params.kpt_oks_sigmas = prelabel.core.tasks.FACES.keypoints.oks_sigmas` (5 values, see
+prelabel.core.labels.FACE_LANDMARK_SIGMAS).
 
 Written in one pass with memory independent of the number of images: images and
 annotations are spooled to anonymous temp files and assembled at close.
@@ -43,44 +44,29 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 
 from prelabel.atomic import swap_in_folder
+from prelabel.core.tasks import BY_NAME, TASK_NAMES, LabelKind, TaskSpec
 from prelabel.formats.common import (
-    DEFAULT_FACE_KEYPOINTS,
-    DEFAULT_PERSON_KEYPOINTS,
-    DEFAULT_PERSON_SKELETON,
     FIXED_NAMES,
-    KEYPOINT_CATEGORY,
     OBJECT_NAMES,
-    TASK_DETECT,
-    TASK_FACES,
-    TASK_KEYPOINTS,
-    TASK_SEGMENT,
     coco_category_id,
     image_root_dir,
     iter_labels,
     model_tag,
     relative_name,
     schema_for,
+    selected,
     xywh,
 )
 from prelabel.formats.cvat_labels import write_label_files
 from prelabel.v1 import prelabel_pb2
 
 DIR_NAME = "coco"
-TASKS = (TASK_DETECT, TASK_SEGMENT, TASK_KEYPOINTS, TASK_FACES)
-#: Face skeleton (1-based, over left_eye, right_eye, nose, mouth_left, mouth_right): eyes
-#: joined, each eye to the nose, the nose to each mouth corner, the mouth corners joined.
-#: CVAT builds its skeleton label from it.
-FACE_SKELETON = [[1, 2], [1, 3], [2, 3], [3, 4], [3, 5], [4, 5]]
-#: OKS sigmas for the 5 face landmarks. There is no published set for these 5 points: each
-#: takes the sigma COCO gives the eyes of a person (0.025), which on a face box (a much
-#: smaller area than a person's) is a tolerance of a few percent of the face size.
-FACE_KPT_OKS_SIGMAS = [0.025, 0.025, 0.025, 0.025, 0.025]
 
 
 def file_name(task: str) -> str:
-    """`annotations/<kind>_<task>.json` of a task, relative to `DIR/coco`."""
-    kind = "person_keypoints" if task in KEYPOINT_CATEGORY else "instances"
-    return f"annotations/{kind}_{task}.json"
+    """The COCO file of a task (`annotations/<kind>_<task>.json`, the registry's coco_file),
+    relative to `DIR/coco`."""
+    return BY_NAME[task].coco_file
 
 
 def file_path(out_dir: str | os.PathLike, task: str) -> str:
@@ -119,38 +105,37 @@ def annotation_of(label, image_number: int, ann_id: int) -> dict:
         "score": _r(label.detection.score, 5),
         "attributes": {"review": label.review, "model": model_tag(label.detection.provenance)},
     }
-    if label.task == TASK_SEGMENT and label.mask.mask.counts:
+    if label.kind is LabelKind.MASK and label.mask.mask.counts:
         rle = label.mask.mask
         ann["segmentation"] = {"size": [int(v) for v in rle.size], "counts": rle.counts.decode("ascii")}
         ann["area"] = int(label.mask.area)
-    if label.task in KEYPOINT_CATEGORY:
+    if label.kind is LabelKind.KEYPOINTS:
         ann["keypoints"], ann["num_keypoints"] = keypoint_triplets(label.keypoints)
     return ann
 
 
 class TaskCategories:
     """The `categories` of one task's COCO file, learnt from the labels as they come: the
-    fixed list plus any other name seen (detect, segment), or the keypoint category with the
-    names and skeleton of the first response that carries them (keypoints, faces)."""
+    fixed list plus any other name seen (box and mask tasks), or the keypoint category with
+    the names and skeleton of the first response that carries them (keypoint tasks)."""
 
-    def __init__(self, task: str):
+    def __init__(self, task: TaskSpec):
         self.task = task
         self.extra: dict[int, str] = {}  # names outside FIXED_NAMES, by category id
-        default = DEFAULT_PERSON_KEYPOINTS if task == TASK_KEYPOINTS else DEFAULT_FACE_KEYPOINTS
-        self.keypoint_names = list(default)
-        self.skeleton = ([list(DEFAULT_PERSON_SKELETON[i:i + 2]) for i in range(0, len(DEFAULT_PERSON_SKELETON), 2)]
-                         if task == TASK_KEYPOINTS else FACE_SKELETON)
+        kps = task.keypoints
+        self.keypoint_names = list(kps.names) if kps is not None else []
+        self.skeleton = [list(edge) for edge in kps.skeleton] if kps is not None else []
         self._schema_seen = False
 
     def note_label(self, label) -> None:
-        if label.task not in KEYPOINT_CATEGORY and label.category not in FIXED_NAMES:
+        if self.task.keypoints is None and label.category not in FIXED_NAMES:
             self.extra[coco_category_id(label.category)] = label.category
 
     def note_schema(self, response: prelabel_pb2.PreLabelResponse) -> None:
         """Keypoint names and skeleton from the first response that carries them."""
-        if self.task not in KEYPOINT_CATEGORY:
+        if self.task.keypoints is None:
             return
-        instances = response.person_keypoints if self.task == TASK_KEYPOINTS else response.faces
+        instances = self.task.labels(response)
         if self._schema_seen or not instances or not instances[0].keypoints:
             return
         names = [kp.name for kp in instances[0].keypoints]
@@ -162,8 +147,8 @@ class TaskCategories:
         self._schema_seen = True
 
     def categories(self) -> list[dict]:
-        if self.task in KEYPOINT_CATEGORY:
-            name = KEYPOINT_CATEGORY[self.task]
+        if self.task.keypoints is not None:
+            name = self.task.keypoints.category
             return [{"id": coco_category_id(name), "name": name, "supercategory": name,
                      "keypoints": self.keypoint_names, "skeleton": self.skeleton}]
         names = OBJECT_NAMES + [self.extra[c] for c in sorted(self.extra)]
@@ -173,7 +158,7 @@ class TaskCategories:
 class _TaskFile:
     """One task's COCO file, spooled until close."""
 
-    def __init__(self, task: str, spool_dir: str):
+    def __init__(self, task: TaskSpec, spool_dir: str):
         self.task = task
         # Both spools stay open until close().
         self.images = tempfile.TemporaryFile("w+", encoding="utf-8", dir=spool_dir)  # noqa: SIM115
@@ -199,7 +184,7 @@ class _TaskFile:
 
     def write(self, fh) -> None:
         head = {
-            "info": {"description": f"prelabel draft labels, task {self.task}",
+            "info": {"description": f"prelabel draft labels, task {self.task.name}",
                      "date_created": datetime.now(timezone.utc).isoformat(timespec="seconds")},
             "licenses": [],
             "categories": self.categories(),
@@ -218,14 +203,15 @@ class _TaskFile:
 
 
 class CocoWriter:
-    def __init__(self, out_dir: str | os.PathLike, *, tasks: Sequence[str] = TASKS, image_root: str = "", **_: object):
+    def __init__(self, out_dir: str | os.PathLike, *, tasks: Sequence[str] = TASK_NAMES, image_root: str = "",
+                 **_: object):
         self.out_dir = os.fspath(out_dir)
         self.final = os.path.join(self.out_dir, DIR_NAME)
         self.tmp = os.path.join(self.out_dir, f".{DIR_NAME}.tmp-{os.getpid()}")
         shutil.rmtree(self.tmp, ignore_errors=True)
         os.makedirs(os.path.join(self.tmp, "annotations"))
         self.image_root = image_root
-        self.files = {t: _TaskFile(t, self.tmp) for t in TASKS if t in tasks}
+        self.files = {t.name: _TaskFile(t, self.tmp) for t in selected(tasks)}
         self._linked = False
 
     def add(self, number: int, image_id: str, path: str, response: prelabel_pb2.PreLabelResponse) -> None:
@@ -238,12 +224,12 @@ class CocoWriter:
             f.add_image(image)
             f.note_schema(response)
         for label in iter_labels(response):
-            if label.task in self.files:
-                self.files[label.task].add_label(label, number)
+            if label.task.name in self.files:
+                self.files[label.task.name].add_label(label, number)
 
     def close(self) -> None:
         for f in self.files.values():
-            with open(os.path.join(self.tmp, file_name(f.task)), "w", encoding="utf-8") as fh:
+            with open(os.path.join(self.tmp, f.task.coco_file), "w", encoding="utf-8") as fh:
                 f.write(fh)
                 fh.flush()
                 os.fsync(fh.fileno())

@@ -9,40 +9,29 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from prelabel.core.labels import (
-    COCO_CATEGORIES,
-    COCO_KEYPOINT_NAMES,
-    COCO_SKELETON,
-    FACE_LANDMARK_NAMES,
-)
+from prelabel.core.labels import COCO_CATEGORIES, FACE
+from prelabel.core.tasks import TASKS, LabelKind, TaskSpec
 from prelabel.sdk import REVIEW_NAMES
 from prelabel.v1 import common_pb2, keypoints_pb2, prelabel_pb2, segmentation_pb2
-
-#: Task names as on the command line and in every output's `task` field.
-TASK_DETECT, TASK_SEGMENT, TASK_KEYPOINTS, TASK_FACES = "detect", "segment", "keypoints", "faces"
 
 # Fixed category ids, identical in every shard so shard outputs merge without remapping:
 # COCO names keep their COCO ids (1..90), "face" gets 91 (unused by COCO), any other name
 # a stable id from its CRC-32 above 1000.
-FACE_NAME = "face"
 FACE_COCO_ID = 91
 COCO_ID_BY_NAME = {name: cid for cid, name in COCO_CATEGORIES.items()}
 #: Contiguous class order for YOLO: the 80 COCO classes in COCO id order (the usual
 #: "coco80" numbering, 0 = person), then face.
-FIXED_NAMES: list[str] = [COCO_CATEGORIES[cid] for cid in sorted(COCO_CATEGORIES)] + [FACE_NAME]
-
-PERSON_NAME = "person"
-#: Keypoint names and 1-based skeleton used when a response carries no schema.
-DEFAULT_PERSON_KEYPOINTS = list(COCO_KEYPOINT_NAMES)
-DEFAULT_PERSON_SKELETON = [i for edge in COCO_SKELETON for i in edge]
-DEFAULT_FACE_KEYPOINTS = list(FACE_LANDMARK_NAMES)
-#: The category every instance of a keypoint task is labelled with, and its default
-#: keypoint names.
-KEYPOINT_CATEGORY = {TASK_KEYPOINTS: PERSON_NAME, TASK_FACES: FACE_NAME}
-DEFAULT_KEYPOINTS = {TASK_KEYPOINTS: DEFAULT_PERSON_KEYPOINTS, TASK_FACES: DEFAULT_FACE_KEYPOINTS}
+FIXED_NAMES: list[str] = [COCO_CATEGORIES[cid] for cid in sorted(COCO_CATEGORIES)] + [FACE]
 #: The box categories of detect and segment: every fixed name but "face", which only the
 #: faces task labels.
-OBJECT_NAMES = [n for n in FIXED_NAMES if n != FACE_NAME]
+OBJECT_NAMES = [n for n in FIXED_NAMES if n != FACE]
+
+
+def selected(names: Iterable[str]) -> list[TaskSpec]:
+    """The registry's tasks among `names` (task names, as the CLI passes them), in registry
+    order."""
+    wanted = set(names)
+    return [t for t in TASKS if t.name in wanted]
 
 
 def image_root_of(image_ids: Iterable[str]) -> str:
@@ -78,7 +67,7 @@ def image_root_dir(image_root: str, image_id: str) -> str:
 def coco_category_id(name: str) -> int:
     if name in COCO_ID_BY_NAME:
         return COCO_ID_BY_NAME[name]
-    if name == FACE_NAME:
+    if name == FACE:
         return FACE_COCO_ID
     return 1000 + zlib.crc32(name.encode("utf-8")) % 1_000_000
 
@@ -87,11 +76,15 @@ def coco_category_id(name: str) -> int:
 class Label:
     """One draft label of an image, whatever task produced it."""
 
-    task: str
+    task: TaskSpec
     index: int  # position in its task's list in the response
     detection: common_pb2.Detection
-    mask: segmentation_pb2.InstanceMask | None = None
-    keypoints: keypoints_pb2.KeypointInstance | None = None
+    mask: segmentation_pb2.InstanceMask | None = None  # tasks of LabelKind.MASK
+    keypoints: keypoints_pb2.KeypointInstance | None = None  # tasks of LabelKind.KEYPOINTS
+
+    @property
+    def kind(self) -> LabelKind:
+        return self.task.kind
 
     @property
     def category(self) -> str:
@@ -107,15 +100,13 @@ class Label:
 
 
 def iter_labels(response: prelabel_pb2.PreLabelResponse) -> Iterator[Label]:
-    """Every label of a response: detections, masks, person keypoints, faces, in that order."""
-    for i, det in enumerate(response.detections):
-        yield Label(TASK_DETECT, i, det)
-    for i, inst in enumerate(response.masks):
-        yield Label(TASK_SEGMENT, i, inst.detection, mask=inst)
-    for i, inst in enumerate(response.person_keypoints):
-        yield Label(TASK_KEYPOINTS, i, inst.detection, keypoints=inst)
-    for i, inst in enumerate(response.faces):
-        yield Label(TASK_FACES, i, inst.detection, keypoints=inst)
+    """Every label of a response, task by task in registry order (detections, masks,
+    person keypoints, faces)."""
+    for task in TASKS:
+        for i, message in enumerate(task.labels(response)):
+            yield Label(task, i, task.detection(message),
+                        mask=message if task.kind is LabelKind.MASK else None,
+                        keypoints=message if task.kind is LabelKind.KEYPOINTS else None)
 
 
 def model_tag(provenance: common_pb2.Provenance) -> str:

@@ -46,10 +46,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from prelabel.atomic import atomic_write_text
-from prelabel.formats.common import TASK_DETECT, TASK_FACES, TASK_KEYPOINTS, TASK_SEGMENT
+from prelabel.core.labels import FACE, PERSON
+from prelabel.core.tasks import TASKS
 from prelabel.sdk import REVIEW_NAMES
 
 FILE_NAME = "cvat_labels.json"
+#: The tasks whose labels are CVAT skeletons.
+KEYPOINT_TASKS = [t for t in TASKS if t.keypoints is not None]
 BOX_TYPE = "any"
 #: The attributes of every top-level label: the ones each COCO annotation carries.
 ATTRIBUTES: list[dict[str, Any]] = [
@@ -57,16 +60,17 @@ ATTRIBUTES: list[dict[str, Any]] = [
      "values": list(REVIEW_NAMES.values())},
     {"name": "model", "mutable": False, "input_type": "text", "default_value": "", "values": [""]},
 ]
-#: Where the skeleton template draws each keypoint (x, y in 0..100). Person: the subject
-#: faces the viewer, so COCO's "left" is on the right; face: MTCNN's "left" is as seen.
+#: Where the skeleton template of a keypoint category draws each point (x, y in 0..100).
+#: Person: the subject faces the viewer, so COCO's "left" is on the right; face: MTCNN's
+#: "left" is as seen.
 LAYOUTS: dict[str, dict[str, tuple[float, float]]] = {
-    TASK_KEYPOINTS: {
+    PERSON: {
         "nose": (50, 12), "left_eye": (54, 8), "right_eye": (46, 8), "left_ear": (58, 10), "right_ear": (42, 10),
         "left_shoulder": (62, 24), "right_shoulder": (38, 24), "left_elbow": (68, 40), "right_elbow": (32, 40),
         "left_wrist": (72, 55), "right_wrist": (28, 55), "left_hip": (58, 56), "right_hip": (42, 56),
         "left_knee": (59, 75), "right_knee": (41, 75), "left_ankle": (60, 93), "right_ankle": (40, 93),
     },
-    TASK_FACES: {
+    FACE: {
         "left_eye": (35, 35), "right_eye": (65, 35), "nose": (50, 55), "mouth_left": (38, 75),
         "mouth_right": (62, 75),
     },
@@ -82,9 +86,9 @@ def file_name(task: str | None = None) -> str:
     return FILE_NAME if task is None else f"cvat_labels_{task}.json"
 
 
-def _positions(task: str, names: Sequence[str]) -> list[tuple[float, float]]:
+def _positions(category: str, names: Sequence[str]) -> list[tuple[float, float]]:
     """Template positions: the layout's for known names, a circle for the others."""
-    layout = LAYOUTS.get(task, {})
+    layout = LAYOUTS.get(category, {})
     if all(n in layout for n in names):
         return [layout[n] for n in names]
     k = max(len(names), 1)
@@ -92,9 +96,9 @@ def _positions(task: str, names: Sequence[str]) -> list[tuple[float, float]]:
             for i in range(len(names))]
 
 
-def skeleton_svg(task: str, names: Sequence[str], edges: Sequence[Sequence[int]]) -> str:
+def skeleton_svg(category: str, names: Sequence[str], edges: Sequence[Sequence[int]]) -> str:
     """CVAT's skeleton SVG: edges (1-based node ids, COCO `skeleton`), then one node per name."""
-    xy = _positions(task, names)
+    xy = _positions(category, names)
     lines = [f'<line x1="{xy[a - 1][0]:g}" y1="{xy[a - 1][1]:g}" x2="{xy[b - 1][0]:g}" y2="{xy[b - 1][1]:g}" '
              f'data-type="edge" data-node-from="{a}" data-node-to="{b}"></line>'
              for a, b in (tuple(e) for e in edges) if 1 <= a <= len(names) and 1 <= b <= len(names) and a != b]
@@ -104,29 +108,30 @@ def skeleton_svg(task: str, names: Sequence[str], edges: Sequence[Sequence[int]]
     return "\n".join(lines + circles)
 
 
-def skeleton_label(task: str, category: Mapping) -> dict:
+def skeleton_label(category: Mapping) -> dict:
     """The skeleton label of a COCO keypoint category."""
     names = list(category["keypoints"])
     return {"name": category["name"], "type": "skeleton", "attributes": _attributes(),
             "sublabels": [{"name": n, "type": "points", "attributes": []} for n in names],
-            "svg": skeleton_svg(task, names, category["skeleton"])}
+            "svg": skeleton_svg(category["name"], names, category["skeleton"])}
 
 
 def label_files(categories: Mapping[str, Sequence[Mapping]]) -> dict[str, list[dict]]:
-    """File name -> CVAT labels, from each task's COCO `categories`: FILE_NAME holds a
-    label per box/mask category (detect's, then segment's others), then the skeletons whose
-    names are free there; a skeleton whose name is taken gets file_name(task)."""
+    """File name -> CVAT labels, from each task's COCO `categories` (by task name):
+    FILE_NAME holds a label per box/mask category (detect's, then segment's others), then
+    the skeletons of the keypoint tasks whose names are free there; a skeleton whose name
+    is taken gets file_name(task)."""
     files: dict[str, list[dict]] = {FILE_NAME: []}
     taken: set[str] = set()
-    for task in (TASK_DETECT, TASK_SEGMENT):
-        for cat in categories.get(task, ()):
+    for task in (t for t in TASKS if t.keypoints is None):
+        for cat in categories.get(task.name, ()):
             if cat["name"] not in taken:
                 files[FILE_NAME].append({"name": cat["name"], "type": BOX_TYPE, "attributes": _attributes()})
                 taken.add(cat["name"])
-    for task in (TASK_KEYPOINTS, TASK_FACES):
-        for cat in categories.get(task, ()):
-            name = FILE_NAME if cat["name"] not in taken else file_name(task)
-            files.setdefault(name, []).append(skeleton_label(task, cat))
+    for task in KEYPOINT_TASKS:
+        for cat in categories.get(task.name, ()):
+            name = FILE_NAME if cat["name"] not in taken else file_name(task.name)
+            files.setdefault(name, []).append(skeleton_label(cat))
             taken.add(cat["name"])
     return files
 
@@ -137,7 +142,7 @@ def write_label_files(out_dir: str, categories: Mapping[str, Sequence[Mapping]])
     files = label_files(categories)
     for name, labels in files.items():
         atomic_write_text(os.path.join(out_dir, name), json.dumps(labels, indent=2, ensure_ascii=False) + "\n")
-    for task in (TASK_KEYPOINTS, TASK_FACES):
-        if file_name(task) not in files:
+    for task in KEYPOINT_TASKS:
+        if file_name(task.name) not in files:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(out_dir, file_name(task)))
+                os.unlink(os.path.join(out_dir, file_name(task.name)))

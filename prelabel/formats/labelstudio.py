@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
 from xml.sax.saxutils import quoteattr
@@ -46,21 +46,17 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from prelabel.atomic import AtomicFile, atomic_write_text
+from prelabel.core.geometry import proto_box_iou
+from prelabel.core.labels import FACE
+from prelabel.core.tasks import FACES, KEYPOINTS, TASKS, LabelKind, TaskSpec
 from prelabel.formats import ls_brush
 from prelabel.formats.common import (
-    DEFAULT_FACE_KEYPOINTS,
-    DEFAULT_KEYPOINTS,
-    DEFAULT_PERSON_KEYPOINTS,
-    FACE_NAME,
     FIXED_NAMES,
-    TASK_DETECT,
-    TASK_FACES,
-    TASK_KEYPOINTS,
-    TASK_SEGMENT,
     image_root_dir,
     iter_labels,
     model_tag,
     relative_name,
+    selected,
 )
 from prelabel.formats.yolo import largest_polygon
 from prelabel.v1 import prelabel_pb2
@@ -71,17 +67,12 @@ LOCAL_FILES_PREFIX = "/data/local-files/?d="
 MASK_MODES = ("polygon", "brush")
 #: Control (`from_name`) of each region kind; the image object is `image`.
 RECTANGLE, POLYGON, BRUSH, KEYPOINT, FACE_KEYPOINT = "label", "polygon", "brush", "keypoint", "face_keypoint"
+#: The KeyPointLabels control of each keypoint task (its kind, a Controls field, and its
+#: default name): one each, since face landmark names repeat person ones.
+KEYPOINT_CONTROLS = {KEYPOINTS.name: KEYPOINT, FACES.name: FACE_KEYPOINT}
 #: Keypoint region size, percent of the image width.
 KEYPOINT_WIDTH_PCT = 0.5
 PARENT_MIN_IOU = 0.7
-
-
-def _iou(a, b) -> float:
-    ix = max(0.0, min(a.x_max, b.x_max) - max(a.x_min, b.x_min))
-    iy = max(0.0, min(a.y_max, b.y_max) - max(a.y_min, b.y_min))
-    inter = ix * iy
-    union = (a.x_max - a.x_min) * (a.y_max - a.y_min) + (b.x_max - b.x_min) * (b.y_max - b.y_min) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def _pct(value: float, size: int) -> float:
@@ -98,6 +89,10 @@ class Controls:
     brush: str = BRUSH
     keypoint: str = KEYPOINT
     face_keypoint: str = FACE_KEYPOINT
+
+    def keypoints_of(self, task: TaskSpec) -> str:
+        """The control of a keypoint task's points."""
+        return getattr(self, KEYPOINT_CONTROLS[task.name])
 
 
 def image_url(prefix: str, name: str) -> str:
@@ -126,12 +121,12 @@ def results_of(response: prelabel_pb2.PreLabelResponse, masks: str = "polygon",
     scores: list[float] = []
     detections = []  # (region id, label) of detect boxes, for keypoint parents
     for label in iter_labels(response):
-        rid = f"{label.task}-{label.index}"
+        rid = f"{label.task.name}-{label.index}"
         score = round(float(label.detection.score), 5)
-        if label.task == TASK_DETECT:
+        if label.kind is LabelKind.BOX:
             result.append(rectangle(rid, label))
             detections.append((rid, label))
-        elif label.task == TASK_SEGMENT and label.mask is not None and masks == "brush":
+        elif label.kind is LabelKind.MASK and label.mask is not None and masks == "brush":
             rle = label.mask.mask
             if not rle.counts:
                 continue
@@ -139,7 +134,7 @@ def results_of(response: prelabel_pb2.PreLabelResponse, masks: str = "polygon",
             result.append({"id": rid, "type": "brushlabels", "from_name": controls.brush, **common,
                            "value": {"format": "rle", "rle": ls_brush.encode(np.asarray(mask)),
                                      "brushlabels": [label.category]}, "score": score})
-        elif label.task == TASK_SEGMENT and label.mask is not None:
+        elif label.kind is LabelKind.MASK and label.mask is not None:
             poly = largest_polygon(label.mask.polygons)
             if not poly:
                 continue
@@ -147,9 +142,9 @@ def results_of(response: prelabel_pb2.PreLabelResponse, masks: str = "polygon",
             result.append({"id": rid, "type": "polygonlabels", "from_name": controls.polygon, **common,
                            "value": {"points": points, "closed": True, "polygonlabels": [label.category]},
                            "score": score})
-        elif label.task in (TASK_KEYPOINTS, TASK_FACES) and label.keypoints is not None:
+        elif label.kind is LabelKind.KEYPOINTS and label.keypoints is not None:
             parent = max(
-                ((_iou(d.detection.box, label.detection.box), prid) for prid, d in detections
+                ((proto_box_iou(d.detection.box, label.detection.box), prid) for prid, d in detections
                  if d.category == label.category),
                 default=(0.0, None),
             )
@@ -158,7 +153,7 @@ def results_of(response: prelabel_pb2.PreLabelResponse, masks: str = "polygon",
             else:
                 parent_id = rid
                 result.append(rectangle(rid, label))
-            control = controls.keypoint if label.task == TASK_KEYPOINTS else controls.face_keypoint
+            control = controls.keypoints_of(label.task)
             for k, kp in enumerate(label.keypoints.keypoints):
                 if kp.visibility == 0:
                     continue
@@ -199,24 +194,28 @@ def _labels(names) -> str:
     return "".join(f"\n    <Label value={quoteattr(n)}/>" for n in names)
 
 
-def labeling_config(tasks: list[str], *, masks: str = "polygon", extra_names: Iterable[str] = (),
-                    person_keypoints: list[str] = DEFAULT_PERSON_KEYPOINTS,
-                    face_keypoints: list[str] = DEFAULT_FACE_KEYPOINTS, comment: str = "") -> str:
-    """The labeling config (XML) that matches the predictions of a run of `tasks`."""
+def labeling_config(tasks: Sequence[str], *, masks: str = "polygon", extra_names: Iterable[str] = (),
+                    keypoint_names: Mapping[str, Sequence[str]] | None = None, comment: str = "") -> str:
+    """The labeling config (XML) that matches the predictions of a run of `tasks`;
+    `keypoint_names`: by keypoint task, the names the model sent (default: the registry's)."""
+    specs = selected(tasks)
+    kinds = {t.kind for t in specs}
     boxes = list(dict.fromkeys(list(FIXED_NAMES) + list(extra_names)))
-    objects = [n for n in boxes if n != FACE_NAME]
+    objects = [n for n in boxes if n != FACE]
     parts = ["<View>"]
     if comment:
         parts.append(f"  <!-- {comment.replace('--', '- -')} -->")
     parts.append('  <Image name="image" value="$image" zoom="true"/>')
-    if set(tasks) & {TASK_DETECT, TASK_KEYPOINTS, TASK_FACES}:
+    if kinds & {LabelKind.BOX, LabelKind.KEYPOINTS}:  # keypoint instances come with a box
         parts.append(f'  <RectangleLabels name="{RECTANGLE}" toName="image">{_labels(boxes)}\n  </RectangleLabels>')
-    if TASK_SEGMENT in tasks:
+    if LabelKind.MASK in kinds:
         tag, name = ("BrushLabels", BRUSH) if masks == "brush" else ("PolygonLabels", POLYGON)
         parts.append(f'  <{tag} name="{name}" toName="image">{_labels(objects)}\n  </{tag}>')
-    for task, name, kps in ((TASK_KEYPOINTS, KEYPOINT, person_keypoints), (TASK_FACES, FACE_KEYPOINT, face_keypoints)):
-        if task in tasks:
-            parts.append(f'  <KeyPointLabels name="{name}" toName="image">{_labels(kps)}\n  </KeyPointLabels>')
+    for task in specs:
+        if task.keypoints is not None:
+            kps = (keypoint_names or {}).get(task.name, task.keypoints.names)
+            parts.append(f'  <KeyPointLabels name="{KEYPOINT_CONTROLS[task.name]}" toName="image">{_labels(kps)}'
+                         f'\n  </KeyPointLabels>')
     parts.append("</View>")
     return "\n".join(parts) + "\n"
 
@@ -235,7 +234,8 @@ class LabelStudioWriter:
         self._spool = tempfile.TemporaryFile("w+", encoding="utf-8", dir=self.out_dir)  # noqa: SIM115
         self._models: set[str] = set()
         self._extra: dict[str, None] = {}
-        self._kps = dict(DEFAULT_KEYPOINTS)  # a copy: add() replaces them with the names the model sent
+        # Keypoint names by task: the registry's until a response names the model's.
+        self._kps = {t.name: list(t.keypoints.names) for t in TASKS if t.keypoints is not None}
         self._root_dir = ""
 
     def _name(self, image_id: str) -> str:
@@ -253,7 +253,7 @@ class LabelStudioWriter:
             if label.category not in FIXED_NAMES:
                 self._extra[label.category] = None
             if label.keypoints is not None and label.keypoints.keypoints:
-                self._kps[label.task] = [kp.name for kp in label.keypoints.keypoints]
+                self._kps[label.task.name] = [kp.name for kp in label.keypoints.keypoints]
         self._spool.write(json.dumps(task, ensure_ascii=False) + "\n")
         self._root_dir = self._root_dir or image_root_dir(self.image_root, image_id)
 
@@ -265,8 +265,7 @@ class LabelStudioWriter:
             comment += (f" Images: LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={os.path.dirname(root)} and a Local"
                         f" Storage with path {root}")
         config = labeling_config(self.tasks, masks=self.masks, extra_names=list(self._extra),
-                                 person_keypoints=self._kps[TASK_KEYPOINTS], face_keypoints=self._kps[TASK_FACES],
-                                 comment=comment)
+                                 keypoint_names=self._kps, comment=comment)
         atomic_write_text(os.path.join(self.out_dir, CONFIG_NAME), config)
         out = AtomicFile(os.path.join(self.out_dir, FILE_NAME))
         try:

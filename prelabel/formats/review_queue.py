@@ -32,7 +32,7 @@ def entry_of(image_id: str, path: str, response: prelabel_pb2.PreLabelResponse) 
     for label in iter_labels(response):
         if label.needs_review:
             b = label.detection.box
-            labels.append({"task": label.task, "index": label.index, "category": label.category,
+            labels.append({"task": label.task.name, "index": label.index, "category": label.category,
                            "score": round(float(label.detection.score), 5),
                            "box": [round(float(v), 2) for v in (b.x_min, b.y_min, b.x_max, b.y_max)]})
     return {"image_id": image_id, "path": path,

@@ -42,22 +42,11 @@ import shutil
 from typing import TextIO
 
 from prelabel.atomic import swap_in_folder
-from prelabel.formats.common import (
-    DEFAULT_FACE_KEYPOINTS,
-    DEFAULT_PERSON_KEYPOINTS,
-    FIXED_NAMES,
-    TASK_DETECT,
-    TASK_FACES,
-    TASK_KEYPOINTS,
-    TASK_SEGMENT,
-    iter_labels,
-    relative_name,
-)
+from prelabel.core.tasks import LabelKind, TaskSpec
+from prelabel.formats.common import FIXED_NAMES, iter_labels, relative_name, selected
 from prelabel.v1 import prelabel_pb2
 
 DIR_NAME = "yolo"
-#: Sub-dataset per task.
-KIND_OF_TASK = {TASK_DETECT: "detect", TASK_SEGMENT: "segment", TASK_KEYPOINTS: "pose", TASK_FACES: "faces"}
 
 
 def dataset_name(image_id: str, image_root: str = "") -> str:
@@ -110,19 +99,19 @@ def _box(box, w: int, h: int) -> list[str]:
             _n(box.x_max - box.x_min, w), _n(box.y_max - box.y_min, h)]
 
 
-def lines_for(response: prelabel_pb2.PreLabelResponse, kind: str, class_of) -> list[str]:
-    """The YOLO label lines of one image for one sub-dataset; `class_of(name)` -> int."""
+def lines_for(response: prelabel_pb2.PreLabelResponse, task: TaskSpec, class_of) -> list[str]:
+    """The YOLO label lines of one image for one task's sub-dataset; `class_of(name)` -> int."""
     w, h = response.image_size.width, response.image_size.height
     if not w or not h:
         raise ValueError(f"response for {response.image_id!r} has no image size")
     lines = []
     for label in iter_labels(response):
-        if KIND_OF_TASK[label.task] != kind:
+        if label.task is not task:
             continue
         box = label.detection.box
-        if kind == "detect":
+        if label.kind is LabelKind.BOX:
             lines.append(" ".join([str(class_of(label.category)), *_box(box, w, h)]))
-        elif kind == "segment":
+        elif label.kind is LabelKind.MASK:
             poly = largest_polygon(label.mask.polygons) if label.mask is not None else []
             if poly:
                 coords = [_n(v, w if i % 2 == 0 else h) for i, v in enumerate(poly)]
@@ -147,22 +136,24 @@ class YoloWriter:
         self.final = os.path.join(self.out_dir, DIR_NAME)
         self.tmp = os.path.join(self.out_dir, f".{DIR_NAME}.tmp-{os.getpid()}")
         shutil.rmtree(self.tmp, ignore_errors=True)
-        self.kinds = [KIND_OF_TASK[t] for t in tasks if t in KIND_OF_TASK]
+        self.tasks = selected(tasks)
         self.image_root = image_root
         self.val_fraction = val_fraction
         self._names = list(FIXED_NAMES)
         self._class = {n: i for i, n in enumerate(self._names)}
         self._used: set[str] = set()  # label paths taken
-        self._kp_names = {"pose": DEFAULT_PERSON_KEYPOINTS, "faces": DEFAULT_FACE_KEYPOINTS}
-        self._lists: dict[str, dict[str, TextIO]] = {}  # kind -> split -> image list
+        # Keypoint names by dataset: the registry's until a response names the model's.
+        self._kp_names = {t.yolo_kind: list(t.keypoints.names) for t in self.tasks if t.keypoints is not None}
+        self._lists: dict[str, dict[str, TextIO]] = {}  # dataset -> split -> image list
         self._n_val = 0
-        for kind in self.kinds:
+        for task in self.tasks:
             for sub in ("labels", "images"):
-                os.makedirs(os.path.join(self.tmp, kind, sub))
+                os.makedirs(os.path.join(self.tmp, task.yolo_kind, sub))
             if val_fraction > 0:
-                self._lists[kind] = {split: open(  # noqa: SIM115  # closed in _close_lists()
-                                         os.path.join(self.tmp, kind, f"{split}.txt"), "w", encoding="utf-8")
-                                     for split in ("train", "val")}
+                self._lists[task.yolo_kind] = {split: open(  # noqa: SIM115  # closed in _close_lists()
+                                                   os.path.join(self.tmp, task.yolo_kind, f"{split}.txt"), "w",
+                                                   encoding="utf-8")
+                                               for split in ("train", "val")}
 
     def class_of(self, name: str) -> int:
         if name not in self._class:
@@ -186,11 +177,12 @@ class YoloWriter:
         target = os.path.abspath(path or image_id)
         split = "val" if self.val_fraction > 0 and in_val(image_id, self.val_fraction) else "train"
         self._n_val += split == "val"
-        for kind in self.kinds:
-            lines = lines_for(response, kind, self.class_of)
-            for instances, k in ((response.person_keypoints, "pose"), (response.faces, "faces")):
-                if kind == k and instances and instances[0].keypoints:
-                    self._kp_names[k] = [kp.name for kp in instances[0].keypoints]
+        for task in self.tasks:
+            kind = task.yolo_kind
+            lines = lines_for(response, task, self.class_of)
+            instances = task.labels(response)
+            if task.keypoints is not None and instances and instances[0].keypoints:
+                self._kp_names[kind] = [kp.name for kp in instances[0].keypoints]
             root = os.path.join(self.tmp, kind)
             label = os.path.join(root, "labels", label_relpath(name))
             link = os.path.join(root, "images", name)
@@ -202,15 +194,16 @@ class YoloWriter:
             if kind in self._lists:
                 self._lists[kind][split].write(f"./images/{name}\n")
 
-    def _data_yaml(self, kind: str) -> str:
+    def _data_yaml(self, task: TaskSpec) -> str:
+        kind = task.yolo_kind
         out = [f"# prelabel draft labels, YOLO {kind}. No `path:` on purpose: Ultralytics then uses",
                "# this file's folder, so the dataset can be moved."]
         if kind not in self._lists:
             out += ["train: images", "val: images"]
         else:  # Ultralytics refuses an empty val list: a run too small to split validates on train
             out += ["train: train.txt", "val: val.txt" if self._n_val else "val: train.txt"]
-        if kind in ("pose", "faces"):
-            names = ["person" if kind == "pose" else "face"]
+        if task.keypoints is not None:
+            names = [task.keypoints.category]
             kps = self._kp_names[kind]
             out += [f"kpt_shape: [{len(kps)}, 3]", f"flip_idx: {flip_idx(kps)}",
                     "kpt_names:", "  0: [" + ", ".join(_yaml_str(k) for k in kps) + "]"]
@@ -227,9 +220,9 @@ class YoloWriter:
 
     def close(self) -> None:
         self._close_lists()
-        for kind in self.kinds:
-            with open(os.path.join(self.tmp, kind, "data.yaml"), "w", encoding="utf-8") as fh:
-                fh.write(self._data_yaml(kind))
+        for task in self.tasks:
+            with open(os.path.join(self.tmp, task.yolo_kind, "data.yaml"), "w", encoding="utf-8") as fh:
+                fh.write(self._data_yaml(task))
         # One sync for the whole tree (an fsync per small label file costs minutes on
         # network volumes), then swap the folders; _SUCCESS, written last, vouches for it.
         os.sync()

@@ -18,10 +18,13 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
 from prelabel.core.labels import COCO_KEYPOINT_NAMES, FACE_LANDMARK_NAMES
-from prelabel.formats.common import FACE_NAME, TASK_DETECT, TASK_FACES, TASK_KEYPOINTS, TASK_SEGMENT
-from prelabel.formats.labelstudio import Controls
+from prelabel.core.tasks import TASKS, LabelKind, TaskSpec
+from prelabel.formats.common import OBJECT_NAMES
+from prelabel.formats.labelstudio import KEYPOINT_CONTROLS, Controls
 
 MAX_CONFIG_BYTES = 1024 * 1024
+#: Categories whose boxes only a keypoint task labels (faces: the detector has none).
+_KEYPOINT_ONLY_CATEGORIES = {t.category for t in TASKS if t.keypoints is not None and t.category not in OBJECT_NAMES}
 _FACE_ONLY = set(FACE_LANDMARK_NAMES) - set(COCO_KEYPOINT_NAMES)
 _PERSON_ONLY = set(COCO_KEYPOINT_NAMES) - set(FACE_LANDMARK_NAMES)
 
@@ -48,18 +51,22 @@ class Project:
 
     @property
     def tasks(self) -> list[str]:
+        """The suite tasks whose labels some control takes, in registry order."""
         kinds = {c.kind for c in self.controls.values()}
-        tasks = []
         rect = self.control("rectangle")
-        if rect is not None and set(rect.labels) - {FACE_NAME}:
-            tasks.append(TASK_DETECT)
-        if kinds & {"polygon", "brush"}:
-            tasks.append(TASK_SEGMENT)
-        if "keypoint" in kinds:
-            tasks.append(TASK_KEYPOINTS)
-        if "face_keypoint" in kinds or (rect is not None and FACE_NAME in rect.labels):
-            tasks.append(TASK_FACES)
-        return tasks
+        rect_labels = set(rect.labels) if rect is not None else set()
+
+        def fills(task: TaskSpec) -> bool:
+            if task.kind is LabelKind.BOX:
+                return bool(rect_labels - _KEYPOINT_ONLY_CATEGORIES)
+            if task.kind is LabelKind.MASK:
+                return bool(kinds & {"polygon", "brush"})
+            # A keypoint task: its points' control, or rectangles of its category when only
+            # it labels those (face boxes).
+            return KEYPOINT_CONTROLS[task.name] in kinds or (
+                task.category in _KEYPOINT_ONLY_CATEGORIES and task.category in rect_labels)
+
+        return [t.name for t in TASKS if fills(t)]
 
     @property
     def masks(self) -> str:

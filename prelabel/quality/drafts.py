@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from google.protobuf import json_format
 
+from prelabel.core.tasks import DETECT
 from prelabel.formats.coco import keypoint_triplets
 from prelabel.formats.common import iter_labels, xywh
 from prelabel.journal import STATUS_OK, response_of
@@ -35,7 +36,7 @@ def _from_response(image_id: str, response) -> ImageLabels:
     image = ImageLabels(key=normalise_key(image_id), width=response.image_size.width,
                         height=response.image_size.height)
     for label in iter_labels(response):
-        ann = Ann(category=label.category, bbox=[float(v) for v in xywh(label.detection.box)], task=label.task,
+        ann = Ann(category=label.category, bbox=[float(v) for v in xywh(label.detection.box)], task=label.task.name,
                   score=float(label.detection.score), review=label.review)
         if label.mask is not None and label.mask.mask.counts:
             ann.segmentation = {"size": [int(v) for v in label.mask.mask.size],
@@ -76,7 +77,7 @@ def _read_coco(path: str, drafts: Drafts) -> None:
 
     with open(path, encoding="utf-8") as fh:
         doc = json.load(fh)
-    file_task = task_of_file(path) or "detect"
+    file_task = task_of_file(path) or DETECT.name
     names = {c["id"]: c["name"] for c in doc.get("categories", [])}
     by_id = {}
     for img in doc.get("images", []):

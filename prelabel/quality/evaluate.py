@@ -1,9 +1,10 @@
 """`prelabel evaluate`: how good the drafts were, measured against what humans kept.
 
 Per task and category:
-- AP, AP50, AP75 by pycocotools COCOeval (bbox for detect and faces, segm for segment,
-  keypoints (OKS, COCO's sigmas) for person keypoints, and faces' landmarks by OKS with
-  match.FACE_SIGMAS as `coco_landmarks`);
+- AP, AP50, AP75 by pycocotools COCOeval, with each task's iou type (prelabel.core.tasks:
+  bbox for detect and faces, segm for segment, keypoints (OKS, COCO's sigmas) for person
+  keypoints), and faces' landmarks by OKS with their sigmas (match.OKS_SIGMAS) as
+  `coco_landmarks`;
 - at the review bands that were served (each draft's `review`): precision and count of
   auto-accepted drafts, their error rate at IoU `iou` and at `strict_iou` and the kinds of
   error (match.py), drafts sent to review and how many were right, rejected drafts that
@@ -36,12 +37,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from prelabel.core.tasks import BY_NAME, TASKS, LabelKind
 from prelabel.quality.drafts import Drafts
-from prelabel.quality.labels import AUTO_ACCEPT, FACE, NEEDS_REVIEW, PERSON, REJECT, TASKS
-from prelabel.quality.match import FACE_SIGMAS, PERSON_SIGMAS, Matching, _rle, truth_for_task
+from prelabel.quality.labels import AUTO_ACCEPT, NEEDS_REVIEW, REJECT
+from prelabel.quality.match import OKS_SIGMAS, Matching, _rle, truth_for_task
 from prelabel.quality.truth import Truth
-
-IOU_TYPE = {"detect": "bbox", "segment": "segm", "keypoints": "keypoints", "faces": "bbox"}
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,7 @@ class Options:
 def _coco_sets(task: str, m: Matching, drafts: Drafts, truth: Truth, names: list[str],
                keypoints_only: bool) -> tuple[dict, list]:
     cat_ids = {n: i + 1 for i, n in enumerate(names)}
+    masks = BY_NAME[task].kind is LabelKind.MASK
     gt = {"images": [], "annotations": [], "categories": [{"id": i, "name": n} for n, i in cat_ids.items()]}
     dt: list[dict] = []
     for number, (dkey, tkey) in enumerate(m.pairs, 1):
@@ -69,26 +70,22 @@ def _coco_sets(task: str, m: Matching, drafts: Drafts, truth: Truth, names: list
                 continue
             ann = {"id": len(gt["annotations"]) + 1, "image_id": number, "category_id": cat_ids[a.category],
                    "bbox": a.bbox, "area": a.bbox[2] * a.bbox[3], "iscrowd": int(a.iscrowd)}
-            if task == "segment":
+            if masks:
                 ann["segmentation"] = _rle(a, h, w)
             if keypoints_only:
-                kps = a.keypoints or [0.0] * (3 * len(_sigmas(a.category)))
+                kps = a.keypoints or [0.0] * (3 * len(OKS_SIGMAS[a.category]))
                 ann["keypoints"], ann["num_keypoints"] = kps, int(sum(v > 0 for v in kps[2::3]))
             gt["annotations"].append(ann)
         for a in dimg.anns:
             if a.task != task or a.category not in cat_ids or (keypoints_only and not a.keypoints):
                 continue
             d = {"image_id": number, "category_id": cat_ids[a.category], "bbox": a.bbox, "score": a.score}
-            if task == "segment":
+            if masks:
                 d["segmentation"] = _rle(a, h, w)
             if keypoints_only:
                 d["keypoints"] = a.keypoints
             dt.append(d)
     return gt, dt
-
-
-def _sigmas(category: str) -> np.ndarray:
-    return FACE_SIGMAS if category == FACE else PERSON_SIGMAS
 
 
 def coco_ap(task: str, m: Matching, drafts: Drafts, truth: Truth, keypoints_of: str | None = None) -> dict:
@@ -97,8 +94,9 @@ def coco_ap(task: str, m: Matching, drafts: Drafts, truth: Truth, keypoints_of: 
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    keypoints_of = keypoints_of or (PERSON if task == "keypoints" else None)
-    iou_type = "keypoints" if keypoints_of else IOU_TYPE[task]
+    spec = BY_NAME[task]
+    keypoints_of = keypoints_of or (spec.category if spec.coco_iou_type == "keypoints" else None)
+    iou_type = "keypoints" if keypoints_of else spec.coco_iou_type
     names = [keypoints_of] if keypoints_of else sorted({o.category for o in m.truths if o.task == task})
     if not names:
         return {}
@@ -112,7 +110,7 @@ def coco_ap(task: str, m: Matching, drafts: Drafts, truth: Truth, keypoints_of: 
         det = gt.loadRes(dt)
         ev = COCOeval(gt, det, iou_type)
         if keypoints_of:
-            ev.params.kpt_oks_sigmas = _sigmas(keypoints_of)
+            ev.params.kpt_oks_sigmas = OKS_SIGMAS[keypoints_of]
         ev.evaluate()
         ev.accumulate()
     precision = ev.eval["precision"]  # [iou thresholds, recall, categories, areas, max dets]
@@ -190,7 +188,8 @@ def effort(m: Matching, review_cost: float) -> dict:
 
 def evaluate(drafts: Drafts, truth: Truth, m: Matching, opts: Options) -> dict:
     tasks = {}
-    for task in TASKS:
+    for spec in TASKS:
+        task = spec.name
         cats = sorted({d.category for d in m.drafts if d.task == task}
                       | {t.category for t in m.truths if t.task == task})
         if not cats:
@@ -198,9 +197,11 @@ def evaluate(drafts: Drafts, truth: Truth, m: Matching, opts: Options) -> dict:
         ap = coco_ap(task, m, drafts, truth)
         entry = {"coco": ap, "all": operating_points(m, task),
                  "classes": {c: {**operating_points(m, task, c), **(ap.get(c) or {})} for c in cats}}
-        if task == "faces" and any(a.has_keypoints for img in truth.images.values() for a in img.anns
-                                   if a.category == FACE):
-            entry["coco_landmarks"] = coco_ap(task, m, drafts, truth, keypoints_of=FACE)
+        # A keypoint task scored by its boxes (faces) has its points scored by OKS beside.
+        landmarks = spec.category if spec.kind is LabelKind.KEYPOINTS and spec.coco_iou_type != "keypoints" else None
+        if landmarks is not None and any(a.has_keypoints for img in truth.images.values() for a in img.anns
+                                         if a.category == landmarks):
+            entry["coco_landmarks"] = coco_ap(task, m, drafts, truth, keypoints_of=landmarks)
         tasks[task] = entry
     return {
         "inputs": {"drafts": drafts.sources, "truth": truth.sources, "models": sorted(drafts.models),

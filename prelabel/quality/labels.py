@@ -6,10 +6,6 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
-#: Task names, as in every `annotate` output.
-TASKS = ("detect", "segment", "keypoints", "faces")
-FACE = "face"
-PERSON = "person"
 #: Review decisions as written by `annotate`.
 AUTO_ACCEPT, NEEDS_REVIEW, REJECT = "auto_accept", "needs_review", "reject"
 
@@ -47,11 +43,3 @@ def normalise_key(key: str) -> str:
     while key.startswith("./"):
         key = key[2:]
     return posixpath.normpath(key) if key else key
-
-
-def box_iou_xywh(a: list[float], b: list[float]) -> float:
-    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0

@@ -5,10 +5,10 @@ Images pair by key: the same path, else one path ending in the other ("photos/a.
 and "/data/photos/a.jpg"), else the same file name when only one draft image has it.
 
 Per image and task, drafts (highest score first) take the unmatched truth object of
-the same category most similar to them, if at least `iou`: box IoU (detect, faces),
-mask IoU (segment), OKS (keypoints and faces' landmarks are judged by their box; person
-keypoints by OKS with the COCO sigmas). A draft without one is an error, of the kind a
-reviewer would have made:
+the same category most similar to them, if at least `iou`, by the task's COCOeval iou
+type (prelabel.core.tasks): box IoU (detect, and faces: their landmarks are judged by
+their box), mask IoU (segment), OKS (person keypoints, with the COCO sigmas). A draft
+without one is an error, of the kind a reviewer would have made:
 
 - duplicate: it overlaps (>= iou) a same-category object another draft already took;
 - relabelled: it overlaps (>= iou) an object of another category;
@@ -33,17 +33,16 @@ from dataclasses import dataclass, field
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from prelabel.core.geometry import box_iou_xywh
+from prelabel.core.labels import FACE
+from prelabel.core.tasks import BY_NAME, TASK_NAMES, TASKS, LabelKind
 from prelabel.quality.drafts import Drafts
-from prelabel.quality.labels import FACE, PERSON, REJECT, TASKS, Ann, ImageLabels, box_iou_xywh
+from prelabel.quality.labels import REJECT, Ann, ImageLabels
 from prelabel.quality.truth import Truth
 
 MOVED_MIN_IOU = 0.1
-#: COCO person keypoint sigmas (pycocotools' defaults), in the suite's point order.
-PERSON_SIGMAS = np.array([.26, .25, .25, .35, .35, .79, .79, .72, .72, .62, .62, 1.07, 1.07,
-                          .87, .87, .89, .89]) / 10.0
-#: Face landmarks (eyes, nose, mouth corners): COCO-WholeBody's face sigmas are 0.007-0.035;
-#: these five take 0.025, the order of its eye and mouth-corner points.
-FACE_SIGMAS = np.full(5, 0.025)
+#: COCOeval's kpt_oks_sigmas of each keypoint task's category (prelabel.core.labels).
+OKS_SIGMAS = {t.keypoints.category: np.array(t.keypoints.oks_sigmas) for t in TASKS if t.keypoints is not None}
 
 
 @dataclass
@@ -111,20 +110,20 @@ def pair_images(draft_keys, truth_keys) -> tuple[list[tuple[str, str]], list[str
 
 def truth_for_task(image: ImageLabels, task: str) -> list[Ann]:
     anns = [a for a in image.anns if not a.iscrowd]
+    spec = BY_NAME[task]
+    judged_by_oks = spec.coco_iou_type == "keypoints"
     if any(a.task for a in anns):
         # A person whose points were all removed is no keypoint object (COCOeval agrees).
-        return [a for a in anns if a.task == task and (task != "keypoints" or a.has_keypoints)]
-    if task == "detect":
+        return [a for a in anns if a.task == task and (not judged_by_oks or a.has_keypoints)]
+    if spec.kind is LabelKind.BOX:
         objects = [a for a in anns if a.category != FACE]
         # Boxes and masks in one export (a CVAT task holding both imports): the masks are
         # the segment task's objects, not a second copy of each box.
         boxes = [a for a in objects if not a.has_mask]
         return boxes if boxes and len(boxes) < len(objects) else objects
-    if task == "segment":
+    if spec.kind is LabelKind.MASK:
         return [a for a in anns if a.has_mask]
-    if task == "keypoints":
-        return [a for a in anns if a.category == PERSON and a.has_keypoints]
-    return [a for a in anns if a.category == FACE]
+    return [a for a in anns if a.category == spec.category and (not judged_by_oks or a.has_keypoints)]
 
 
 def _rle(ann: Ann, height: int, width: int):
@@ -153,14 +152,17 @@ def oks(draft: Ann, truth: Ann, sigmas: np.ndarray) -> float:
 
 
 def similarity(task: str, drafts: list[Ann], truths: list[Ann], height: int, width: int) -> np.ndarray:
-    """[len(drafts), len(truths)] similarity used to match."""
+    """[len(drafts), len(truths)] similarity used to match: by the task's COCOeval iou type
+    (mask IoU, OKS, else box IoU)."""
     if not drafts or not truths:
         return np.zeros((len(drafts), len(truths)))
-    if task == "segment" and height and width:
+    spec = BY_NAME[task]
+    if spec.coco_iou_type == "segm" and height and width:
         return np.asarray(mask_utils.iou([_rle(a, height, width) for a in drafts],
                                          [_rle(a, height, width) for a in truths], [0] * len(truths)))
-    if task == "keypoints":
-        return np.array([[oks(d, t, PERSON_SIGMAS) if t.has_keypoints else box_iou_xywh(d.bbox, t.bbox)
+    if spec.coco_iou_type == "keypoints" and spec.category is not None:
+        sigmas = OKS_SIGMAS[spec.category]
+        return np.array([[oks(d, t, sigmas) if t.has_keypoints else box_iou_xywh(d.bbox, t.bbox)
                           for t in truths] for d in drafts])
     return np.array([[box_iou_xywh(d.bbox, t.bbox) for t in truths] for d in drafts])
 
@@ -192,7 +194,7 @@ def _error_kind(i: int, sim: np.ndarray, drafts: list[Ann], truths: list[Ann], t
 
 
 def match(drafts: Drafts, truth: Truth, iou: float = 0.5, strict_iou: float = 0.75,
-          tasks: tuple[str, ...] = TASKS) -> Matching:
+          tasks: tuple[str, ...] = TASK_NAMES) -> Matching:
     pairs, unpaired_drafts, unpaired_truth = pair_images(drafts.images, truth.images)
     out = Matching(pairs=pairs, unpaired_drafts=unpaired_drafts, unpaired_truth=unpaired_truth,
                    iou=iou, strict_iou=strict_iou)

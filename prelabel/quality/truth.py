@@ -29,14 +29,17 @@ import zipfile
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlparse
 
-from prelabel.core.labels import COCO_KEYPOINT_NAMES, FACE_LANDMARK_NAMES
-from prelabel.quality.labels import FACE, PERSON, Ann, ImageLabels, box_iou_xywh, normalise_key
+from prelabel.core.geometry import box_iou_xywh
+from prelabel.core.tasks import TASKS
+from prelabel.quality.labels import Ann, ImageLabels, normalise_key
 
 SAME_OBJECT_IOU = 0.9
-KEYPOINT_NAMES = {PERSON: list(COCO_KEYPOINT_NAMES), FACE: list(FACE_LANDMARK_NAMES)}
+#: The suite's point order of each keypoint category.
+KEYPOINT_NAMES = {t.keypoints.category: list(t.keypoints.names) for t in TASKS if t.keypoints is not None}
 # Label Studio prefixes uploaded files with 8 hex digits and a dash.
 _LS_UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-")
-_TASK_FILE = re.compile(r"^(?:instances|person_keypoints)_(detect|segment|keypoints|faces)\.json$")
+#: The task of each of annotate's COCO files, by file name.
+_TASK_OF_FILE = {os.path.basename(t.coco_file): t.name for t in TASKS}
 
 
 class TruthError(ValueError):
@@ -70,8 +73,7 @@ def _add(truth: Truth, key: str, width: int, height: int, ann: Ann) -> None:
 def task_of_file(name: str) -> str:
     """The task of a file in annotate's COCO layout (`instances_detect.json`,
     `person_keypoints_faces.json`, ...); "" for any other name (e.g. CVAT's `*_default`)."""
-    match = _TASK_FILE.search(os.path.basename(name))
-    return match.group(1) if match else ""
+    return _TASK_OF_FILE.get(os.path.basename(name), "")
 
 
 def _coco(doc: dict, truth: Truth, task: str = "") -> None:

@@ -1,4 +1,5 @@
-"""Channels and stubs to the three model services, and the router's readiness."""
+"""Channels to the three model services (by the registry's service names; each task's
+route calls its service on them), and the router's readiness."""
 from __future__ import annotations
 
 import asyncio
@@ -6,7 +7,6 @@ import asyncio
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from prelabel.v1 import detection_pb2_grpc, keypoints_pb2_grpc, segmentation_pb2_grpc
 from services.router.settings import RouterSettings
 
 
@@ -31,9 +31,6 @@ class Downstream:
                                ("keypoints", settings.keypoints_addr))
         }
         self.last_serving: dict[str, bool] = {name: False for name in self.channels}
-        self.detector = detection_pb2_grpc.DetectorStub(self.channels["detection"])
-        self.segmenter = segmentation_pb2_grpc.SegmenterStub(self.channels["segmentation"])
-        self.keypoints = keypoints_pb2_grpc.KeypointDetectorStub(self.channels["keypoints"])
 
     async def is_serving(self, name: str, timeout_s: float = 2.0) -> bool:
         """One health Check of service `name` ("detection", "segmentation", "keypoints")."""

@@ -5,6 +5,7 @@ import asyncio
 import logging
 
 from prelabel.core.errors import InvalidArgument, PrelabelError
+from prelabel.core.review import ReviewPolicy
 from prelabel.core.status import status_of
 from prelabel.v1 import common_pb2, prelabel_pb2, prelabel_pb2_grpc
 from services.common.interceptors import MalformedRequest, time_left
@@ -22,10 +23,15 @@ class PreLabelerServicer(prelabel_pb2_grpc.PreLabelerServicer):
         self.settings, self.down, self.metrics = settings, downstream, metrics
         self.policy = ServedPolicy.from_settings(settings, metrics)
 
+    def served_policy(self) -> ReviewPolicy:
+        """The policy a request without bands of its own runs under (fanout.plan resolves
+        the request's against it once, and forwards the result to the services)."""
+        self.policy.maybe_reload()
+        return self.policy.current.policy
+
     async def PreLabel(self, request, context):
         s = self.settings
-        request = self.policy.apply(request)  # forwarded to the services as is
-        return await prelabel(request, self.down, self.metrics,
+        return await prelabel(request, self.down, self.metrics, served_policy=self.served_policy(),
                               timeout_s=time_left(context, s.default_timeout_s, s.min_time_left_s),
                               priority=common_pb2.PRIORITY_INTERACTIVE, min_time_left_s=s.min_time_left_s,
                               merge_margin_s=s.merge_margin_s, max_image_bytes=s.max_image_bytes)
@@ -46,9 +52,9 @@ class PreLabelerServicer(prelabel_pb2_grpc.PreLabelerServicer):
                                                      f"{request.type_name}; the stream goes on")
                 if not request.image.image_id:
                     raise InvalidArgument("image.image_id", f"required on PreLabelStream (message {index})")
-                request = self.policy.apply(request)
                 timeout = min(s.stream_item_timeout_s, time_left(context, s.stream_item_timeout_s))
-                return await prelabel(request, self.down, self.metrics, timeout_s=timeout,
+                return await prelabel(request, self.down, self.metrics, served_policy=self.served_policy(),
+                                      timeout_s=timeout,
                                       priority=common_pb2.PRIORITY_BULK, min_time_left_s=s.min_time_left_s,
                                       merge_margin_s=s.merge_margin_s, max_image_bytes=s.max_image_bytes,
                                       raise_when_all_failed=False)

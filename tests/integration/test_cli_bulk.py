@@ -144,7 +144,7 @@ async def test_annotate_labels_each_image_exactly_once_when_killed_and_restarted
     # The outputs hold exactly what the router returned (the COCO models may run with
     # random weights here and return nothing; MTCNN's face weights are real).
     responses = journal_responses(out)
-    expected = Counter((image_id, label.task) for image_id, r in responses.items() for label in iter_labels(r))
+    expected = Counter((image_id, label.task.name) for image_id, r in responses.items() for label in iter_labels(r))
     root = Path(image_root_of(ids))
     for task in ("detect", "segment", "keypoints", "faces"):
         coco = COCO(coco_file(out, task))

@@ -14,10 +14,10 @@ import sys
 import grpc
 import pytest
 
+from prelabel.core.geometry import box_iou_xywh as iou
 from prelabel.core.policy_file import load_policy_file
 from prelabel.core.review import AUTO_ACCEPT, NEEDS_REVIEW, REJECT
 from prelabel.quality.drafts import load_drafts
-from prelabel.quality.labels import box_iou_xywh as iou
 from prelabel.v1 import common_pb2, prelabel_pb2, prelabel_pb2_grpc
 from tests.conftest import REPO_ROOT, serving
 from tests.photos import photo_path

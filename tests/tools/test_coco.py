@@ -13,8 +13,8 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from prelabel.core.labels import COCO_KEYPOINT_NAMES, COCO_SKELETON, FACE_LANDMARK_NAMES
-from prelabel.formats.coco import FACE_KPT_OKS_SIGMAS, FACE_SKELETON
+from prelabel.core.labels import COCO_KEYPOINT_NAMES, COCO_SKELETON, FACE_LANDMARK_NAMES, FACE_SKELETON
+from prelabel.core.tasks import FACES
 from prelabel.formats.coco import file_path as coco_file
 from prelabel.formats.common import relative_name
 
@@ -44,7 +44,7 @@ def test_datumaro_imports_instances_when_file_is_coco_1_0(sample_run, run_probe,
 
 @pytest.mark.parametrize("task,names,skeleton", [
     ("keypoints", COCO_KEYPOINT_NAMES, [list(e) for e in COCO_SKELETON]),
-    ("faces", FACE_LANDMARK_NAMES, FACE_SKELETON)])
+    ("faces", FACE_LANDMARK_NAMES, [list(e) for e in FACE_SKELETON])])
 def test_datumaro_imports_skeletons_when_file_is_coco_keypoints_1_0(sample_run, run_probe, task, names, skeleton):
     samples, out, root = sample_run
     got = run_probe("cvat", "datumaro_import.py", "coco_person_keypoints", coco_file(out, task))
@@ -65,7 +65,7 @@ def test_cocoeval_scores_each_task_alone_when_drafts_are_evaluated_against_thems
         dt = gt.loadRes(json.loads(path.read_text())["annotations"])
         ev = COCOeval(gt, dt, IOU_TYPE[task])
         if task == "faces":
-            ev.params.kpt_oks_sigmas = np.array(FACE_KPT_OKS_SIGMAS)
+            ev.params.kpt_oks_sigmas = np.array(FACES.keypoints.oks_sigmas)
         ev.evaluate()
         ev.accumulate()
         ev.summarize()

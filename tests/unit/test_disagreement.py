@@ -1,9 +1,8 @@
 import pytest
 
+from prelabel.core.tasks import DETECT, KEYPOINTS, SEGMENT
 from prelabel.v1 import common_pb2, keypoints_pb2, prelabel_pb2, segmentation_pb2
 from services.router.disagreement import disagreement
-
-DETECT, SEGMENT, KEYPOINTS = prelabel_pb2.TASK_DETECT, prelabel_pb2.TASK_SEGMENT, prelabel_pb2.TASK_KEYPOINTS
 
 
 def det(box, name="person"):

@@ -13,9 +13,10 @@ from prelabel.core.labels import (
     COCO_KEYPOINT_NAMES,
     COCO_SKELETON,
     FACE_LANDMARK_NAMES,
+    FACE_SKELETON,
 )
 from prelabel.formats import ls_brush, write_outputs
-from prelabel.formats.coco import FACE_SKELETON, CocoWriter
+from prelabel.formats.coco import CocoWriter
 from prelabel.formats.coco import file_path as coco_file
 from prelabel.formats.common import FACE_COCO_ID, FIXED_NAMES, coco_category_id, image_root_of, relative_name
 from prelabel.formats.labelstudio import labeling_config, task_of
@@ -123,7 +124,7 @@ def test_coco_writes_one_file_per_task_when_every_task_has_labels(tmp_path):
 
     (face_cat,) = per_task["faces"].dataset["categories"]
     assert face_cat["id"] == FACE_COCO_ID and face_cat["keypoints"] == FACE_LANDMARK_NAMES
-    assert face_cat["skeleton"] == FACE_SKELETON
+    assert face_cat["skeleton"] == [list(e) for e in FACE_SKELETON]
     face = per_task["faces"].dataset["annotations"][0]
     assert len(face["keypoints"]) == 15 and face["num_keypoints"] == 5
 

@@ -3,8 +3,11 @@ import pytest
 from google.rpc import code_pb2
 
 from prelabel.core.errors import DeadlineExceeded, InvalidArgument
+from prelabel.core.review import Band, ReviewPolicy
+from prelabel.core.tasks import DETECT, FACES, KEYPOINTS, SEGMENT, TASKS
 from prelabel.v1 import common_pb2, detection_pb2, keypoints_pb2, prelabel_pb2
-from services.router.fanout import ALL_TASKS, merge, plan
+from services.router.fanout import merge, plan
+from services.router.routes import ROUTES, Outcome
 from services.router.servicer import failed_response
 
 
@@ -15,7 +18,8 @@ def det(score, name="person"):
 
 def make_plan(**kw):
     request = prelabel_pb2.PreLabelRequest(image=common_pb2.Image(data=b"x", image_id="img"), **kw)
-    return plan(request, timeout_s=5, priority=common_pb2.PRIORITY_INTERACTIVE, min_time_left_s=0.01)
+    return plan(request, served_policy=ReviewPolicy(), timeout_s=5, priority=common_pb2.PRIORITY_INTERACTIVE,
+                min_time_left_s=0.01)
 
 
 class FakeRpcError(grpc.aio.AioRpcError):
@@ -27,7 +31,11 @@ class FakeRpcError(grpc.aio.AioRpcError):
 
 
 def test_plan_defaults_to_all_tasks_when_none_named():
-    assert make_plan().tasks == list(ALL_TASKS)
+    assert make_plan().tasks == list(TASKS)
+
+
+def test_every_task_of_the_registry_has_a_route():
+    assert {task: route.task for task, route in ROUTES.items()} == {t.enum: t for t in TASKS}
 
 
 @pytest.mark.parametrize("kw,field", [
@@ -42,8 +50,8 @@ def test_plan_rejects_request_naming_field_when_invalid(kw, field):
 
 
 def test_plan_time_left_raises_when_deadline_spent():
-    p = plan(prelabel_pb2.PreLabelRequest(image=common_pb2.Image(data=b"x")), timeout_s=0.0,
-             priority=1, min_time_left_s=0.01)
+    p = plan(prelabel_pb2.PreLabelRequest(image=common_pb2.Image(data=b"x")), served_policy=ReviewPolicy(),
+             timeout_s=0.0, priority=1, min_time_left_s=0.01)
     with pytest.raises(DeadlineExceeded):
         p.time_left()
 
@@ -57,9 +65,9 @@ def test_merge_keeps_other_tasks_labels_and_reports_status_when_one_task_failed(
         instances=[keypoints_pb2.KeypointInstance(detection=det(0.99, "face"))],
         schema=common_pb2.KeypointSchema(name="face_5"))
     out = merge(p, [
-        (prelabel_pb2.TASK_DETECT, detect, None, 0.010),
-        (prelabel_pb2.TASK_SEGMENT, None, FakeRpcError(grpc.StatusCode.UNAVAILABLE, "down"), 0.002),
-        (prelabel_pb2.TASK_FACES, faces, None, 0.020),
+        Outcome(ROUTES[DETECT.enum], detect, None, 0.010),
+        Outcome(ROUTES[SEGMENT.enum], None, FakeRpcError(grpc.StatusCode.UNAVAILABLE, "down"), 0.002),
+        Outcome(ROUTES[FACES.enum], faces, None, 0.020),
     ])
     assert [t.status for t in out.task_results] == [code_pb2.OK, code_pb2.UNAVAILABLE, code_pb2.OK]
     assert [t.code for t in out.task_results] == ["OK", "UNAVAILABLE", "OK"]
@@ -71,13 +79,49 @@ def test_merge_keeps_other_tasks_labels_and_reports_status_when_one_task_failed(
     assert out.uncertainty.score == pytest.approx(1.0)  # the 0.5 dog
     assert out.uncertainty.needs_review_count == 1
     assert [s.name for s in out.keypoint_schemas] == ["face_5"]
+    assert out.uncertainty.review_policy_id == ReviewPolicy().id
+
+
+def test_plan_resolves_the_policy_once_and_forwards_every_band_when_request_sets_one():
+    served = ReviewPolicy(by_category={"dog": Band(accept_at=0.6, reject_below=0.1)})
+    p = make_plan(review_policy=common_pb2.ReviewPolicy(default_band=common_pb2.ReviewBand(accept_at=0.7)))
+    assert p.policy.default.accept_at == pytest.approx(0.7) and p.policy.by_category == {}
+    assert p.forwarded_policy.default_band.HasField("reject_below")  # spelled out for the services
+    q = plan(prelabel_pb2.PreLabelRequest(image=common_pb2.Image(data=b"x")), served_policy=served,
+             timeout_s=5, priority=1, min_time_left_s=0.01)
+    assert q.policy == served and "dog" in q.forwarded_policy.by_category
+
+
+def test_merge_scores_labels_under_the_plans_policy():
+    p = make_plan(tasks=[prelabel_pb2.TASK_DETECT],
+                  review_policy=common_pb2.ReviewPolicy(default_band=common_pb2.ReviewBand(accept_at=0.4)))
+    detect = detection_pb2.DetectResponse(detections=[det(0.5)])
+    out = merge(p, [Outcome(ROUTES[DETECT.enum], detect, None, 0.01)])
+    assert out.uncertainty.needs_review_count == 0  # 0.5 >= accept_at 0.4: accepted
+    assert out.uncertainty.review_policy_id == p.policy.id != ReviewPolicy().id
+
+
+def many_people(n):
+    return [common_pb2.Detection(box=common_pb2.Box(x_min=i, y_min=i, x_max=i + 10, y_max=i + 20), score=0.9,
+                                 category=common_pb2.Category(id=1, name="person")) for i in range(n)]
+
+
+@pytest.mark.parametrize("task", [SEGMENT, KEYPOINTS])
+def test_cascade_route_forwards_every_box_when_detector_finds_more_than_32(task):
+    p = make_plan(tasks=[task.enum], cascade=True, max_labels=100)
+    route = ROUTES[task.enum]
+    boxes = many_people(40) + [det(0.9, "dog")]
+    request = route.request(p, route.prompts(boxes))
+    prompts = request.prompts if task is SEGMENT else request.prompt_boxes
+    # Segmentation takes every box, person keypoints the persons.
+    assert len(prompts) == (41 if task is SEGMENT else 40)
 
 
 def test_merge_reports_unavailable_naming_the_code_when_a_service_failed_with_one_its_caller_cannot_act_on():
     p = make_plan(tasks=[prelabel_pb2.TASK_DETECT, prelabel_pb2.TASK_SEGMENT])
     out = merge(p, [
-        (prelabel_pb2.TASK_DETECT, None, FakeRpcError(grpc.StatusCode.INTERNAL, "boom"), 0.001),
-        (prelabel_pb2.TASK_SEGMENT, None, DeadlineExceeded("only 3 ms left"), 0.001),
+        Outcome(ROUTES[DETECT.enum], None, FakeRpcError(grpc.StatusCode.INTERNAL, "boom"), 0.001),
+        Outcome(ROUTES[SEGMENT.enum], None, DeadlineExceeded("only 3 ms left"), 0.001),
     ])
     assert [(t.status, t.code, t.message) for t in out.task_results] == [
         (code_pb2.UNAVAILABLE, "UNAVAILABLE", "INTERNAL: boom"),

@@ -159,3 +159,14 @@ def test_response_to_dict_flattens_labels_when_every_task_has_one():
     assert d["labels"][3]["keypoints"][1] == {"name": "left_eye", "x": 201.0, "y": 101.0,
                                               "score": pytest.approx(0.3), "visibility": 1}
     assert d["uncertainty"]["needs_review_count"] == 1
+
+
+def test_response_to_dict_keeps_policy_id_and_disagreement_when_router_sets_them():
+    from tests.unit.test_formats import make_response
+
+    response = make_response("img-1")
+    response.uncertainty.review_policy_id = "sha256:0123456789abcdef"
+    response.uncertainty.disagreement = 0.25
+    u = response_to_dict(response)["uncertainty"]
+    assert u["review_policy_id"] == "sha256:0123456789abcdef"
+    assert u["disagreement"] == pytest.approx(0.25)
