@@ -222,3 +222,10 @@ def test_each_task_default_models_implement_a_contract_head_it_decodes(task, pro
     for model, allowed in task.model_heads().items():
         assert allowed <= set(HEADS), f"{task.rpc} names unknown heads {sorted(allowed - set(HEADS))}"
         assert check_config(config_json(model, profile)).name in allowed, (model, profile)
+
+
+@pytest.mark.parametrize("task", TASK_HEADS, ids=lambda h: h.rpc)
+def test_each_task_reads_only_prompt_kinds_a_model_head_it_calls_takes(task):
+    taken = {kind for allowed in task.model_heads().values() for name in allowed for kind in HEADS[name].prompts}
+    assert set(task.prompt_kinds) <= taken, task.rpc
+    assert all(kind.served for kind in task.prompt_kinds), "a task reads a kind the contract says is not served"
