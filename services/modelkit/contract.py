@@ -142,9 +142,6 @@ class Head:
         if (PROMPT_COUNT in self.inputs) != bool(self.prompts):
             raise ContractError(f"{self.name}: PROMPT_COUNT is an input exactly when the head takes prompts")
 
-    def input_names(self) -> list[str]:
-        return [t.name for t in self.inputs]
-
     def output_names(self) -> list[str]:
         return [t.name for t in self.outputs]
 

@@ -25,7 +25,6 @@ from services.modelkit.contract import (
     HEADS,
     KEYPOINTS_HEAD,
     NUMPY_DTYPES,
-    POINT_PROMPTS,
     PROMPT_BOXES,
     PROMPT_LABELS,
     PROMPT_POINT_SIGNS,
@@ -149,5 +148,5 @@ def test_text_prompt_tensors_travel_as_triton_bytes_when_a_head_takes_them():
     assert _triton_dtype(text) == "BYTES"
     tensor = InferInput(PROMPT_TEXT.name, list(text.shape), _triton_dtype(text))
     tensor.set_data_from_numpy(text)  # tritonclient serialises it (raises on a dtype mismatch)
+    # Every tensor of every head has a numpy dtype the services can build it with.
     assert all(NUMPY_DTYPES[t.dtype] for h in HEADS.values() for t in h.inputs + h.outputs)
-    assert POINT_PROMPTS.served is False
