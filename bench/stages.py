@@ -85,7 +85,7 @@ def _postprocess_context(out: dict[str, np.ndarray]):
                      max_batch_size=8, parameters={"label_map": "coco"})
     provenance = common_pb2.Provenance(model_name="bench_identity", model_version="1", architecture="bench",
                                        weights=common_pb2.WEIGHTS_RANDOM, weights_source="bench")
-    return DetectHead(DetectionSettings()), spec, InferOutput(outputs=out, model_version="1", provenance=provenance)
+    return DetectHead(DetectionSettings()), spec, InferOutput(outputs=out, provenance=provenance)
 
 
 def _postprocess(context, request: detection_pb2.DetectRequest, prepared_lb, size) -> bytes:

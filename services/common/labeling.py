@@ -2,12 +2,10 @@
 review decision, provenance. Shared by every service."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from prelabel.core.errors import InvalidArgument
 from prelabel.core.labels import category_name
 from prelabel.core.review import DECISION_NAMES, ReviewPolicy, image_uncertainty
 from prelabel.v1 import common_pb2
@@ -27,11 +25,20 @@ class LabelFilter:
         return cat_id in self.category_ids or cat_name in self.category_names
 
 
+@dataclass(frozen=True)
+class Selected:
+    """A row of the model's padded outputs to return as a label."""
+
+    index: int
+    category_id: int
+    category_name: str
+
+
 def select(scores: np.ndarray, count: int, label_ids: np.ndarray | None, label_map: str,
-           flt: LabelFilter) -> list[tuple[int, int, str]]:
-    """Indices (into the padded outputs) of the labels to return, highest score first,
-    as (index, category id, category name)."""
-    chosen = []
+           flt: LabelFilter) -> list[Selected]:
+    """The rows to return, highest score first (without `label_ids`, every row is
+    category 1 of the label map)."""
+    chosen: list[Selected] = []
     for i in np.argsort(-scores[:count], kind="stable"):
         i = int(i)
         if scores[i] < flt.score_threshold:
@@ -39,7 +46,7 @@ def select(scores: np.ndarray, count: int, label_ids: np.ndarray | None, label_m
         cat_id = int(label_ids[i]) if label_ids is not None else 1
         name = category_name(label_map, cat_id)
         if flt.wants(cat_id, name):
-            chosen.append((i, cat_id, name))
+            chosen.append(Selected(i, cat_id, name))
             if len(chosen) >= flt.max_labels:
                 break
     return chosen
@@ -74,37 +81,3 @@ def count_labels(metrics: Metrics, task: str, model: str, detections) -> None:
     metrics.images.labels(metrics.service, task).inc()
     for d in detections:
         metrics.labels.labels(metrics.service, task, model, DECISION_NAMES.get(d.review, "unspecified")).inc()
-
-
-# -- prompts (box-prompted modes of the segmentation and keypoint services) --------
-
-def check_prompt_count(count: int, limit: int, field: str) -> None:
-    if count > limit:
-        raise InvalidArgument(field, f"at most {limit} prompts per request, got {count}")
-
-
-def check_prompt_box_shape(pb, field: str) -> None:
-    """Finite corners with x_min < x_max and y_min < y_max, checked before the image
-    is decoded (`requests.box` then checks the box against the image and clips it)."""
-    values = (pb.x_min, pb.y_min, pb.x_max, pb.y_max)
-    if not all(math.isfinite(v) for v in values):
-        raise InvalidArgument(field, "coordinates must be finite")
-    if pb.x_max <= pb.x_min or pb.y_max <= pb.y_min:
-        raise InvalidArgument(field, f"needs x_min < x_max and y_min < y_max, got {values}")
-
-
-def prompt_tensors(boxes_model: np.ndarray, limit: int, labels: list[int] | None = None) -> dict[str, np.ndarray]:
-    """Fixed-shape prompt inputs of a promptable Triton model (batch of one):
-    PROMPT_BOXES [1, limit, 4], PROMPT_COUNT [1, 1] and, when `labels` is given,
-    PROMPT_LABELS [1, limit]. No boxes selects the model's automatic mode."""
-    boxes_model = np.asarray(boxes_model, dtype=np.float32).reshape(-1, 4)
-    count = len(boxes_model)
-    tensors = {
-        "PROMPT_BOXES": np.zeros((1, limit, 4), dtype=np.float32),
-        "PROMPT_COUNT": np.array([[count]], dtype=np.int32),
-    }
-    tensors["PROMPT_BOXES"][0, :count] = boxes_model
-    if labels is not None:
-        tensors["PROMPT_LABELS"] = np.zeros((1, limit), dtype=np.int32)
-        tensors["PROMPT_LABELS"][0, :count] = labels
-    return tensors

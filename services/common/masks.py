@@ -27,18 +27,6 @@ from pycocotools import mask as coco_mask
 
 
 @dataclass(frozen=True)
-class PastedMask:
-    """Mask probabilities of the source pixels inside a box: `probs[r, c]` is pixel
-    (x0 + c, y0 + r) of the source image."""
-
-    probs: np.ndarray  # float32 [rows, cols]
-    x0: int
-    y0: int
-    width: int  # source image size
-    height: int
-
-
-@dataclass(frozen=True)
 class BinaryMask:
     """A binarised mask: `crop[r, c]` is pixel (x0 + c, y0 + r); zero elsewhere."""
 
@@ -47,13 +35,6 @@ class BinaryMask:
     y0: int
     width: int
     height: int
-
-    def full(self) -> np.ndarray:
-        """The whole [height, width] uint8 mask (tests, small images)."""
-        out = np.zeros((self.height, self.width), dtype=np.uint8)
-        rows, cols = self.crop.shape
-        out[self.y0:self.y0 + rows, self.x0:self.x0 + cols] = self.crop
-        return out
 
     @property
     def area(self) -> int:
@@ -75,7 +56,7 @@ def pixel_span(lo: float, hi: float, size: int) -> tuple[int, int]:
     return first, max(first, last + 1)
 
 
-def _interpolation(first: int, stop: int, lo: float, hi: float, m: int) -> np.ndarray:
+def bilinear_weights(first: int, stop: int, lo: float, hi: float, m: int) -> np.ndarray:
     """[stop - first, m] bilinear weights sampling an m-bin grid over [lo, hi] at the
     pixel centres first + 0.5 ... stop - 0.5 (edge bins extend to the box edge)."""
     centres = np.arange(first, stop, dtype=np.float64) + 0.5
@@ -89,26 +70,6 @@ def _interpolation(first: int, stop: int, lo: float, hi: float, m: int) -> np.nd
     np.add.at(weights, (rows, i0), 1.0 - frac)
     np.add.at(weights, (rows, i1), frac)
     return weights
-
-
-def paste_mask(probs: np.ndarray, box, width: int, height: int) -> PastedMask:
-    """Paste an [M, M] (or [Mh, Mw]) probability grid covering `box` (x_min, y_min,
-    x_max, y_max in source pixels, possibly reaching outside the image) into the
-    source image of `width` x `height`."""
-    probs = np.asarray(probs, dtype=np.float64)
-    x_min, y_min, x_max, y_max = (float(v) for v in box)
-    c0, c1 = pixel_span(x_min, x_max, width)
-    r0, r1 = pixel_span(y_min, y_max, height)
-    if c1 <= c0 or r1 <= r0:
-        return PastedMask(np.zeros((0, 0), np.float32), c0, r0, width, height)
-    wy = _interpolation(r0, r1, y_min, y_max, probs.shape[0])
-    wx = _interpolation(c0, c1, x_min, x_max, probs.shape[1])
-    crop = (wy @ probs) @ wx.T
-    return PastedMask(crop.astype(np.float32), c0, r0, width, height)
-
-
-def binarize(pasted: PastedMask, threshold: float) -> BinaryMask:
-    return BinaryMask(pasted.probs >= threshold, pasted.x0, pasted.y0, pasted.width, pasted.height)
 
 
 def encode_rle(mask: BinaryMask) -> dict:
@@ -135,12 +96,6 @@ def encode_rle(mask: BinaryMask) -> dict:
             counts.pop()
     rle = coco_mask.frPyObjects({"size": [h, w], "counts": counts}, h, w)
     return {"size": [h, w], "counts": rle["counts"]}
-
-
-def rle_from_full(mask: np.ndarray) -> dict:
-    """pycocotools' own encoding of a full [h, w] mask (reference for tests)."""
-    rle = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"]}
 
 
 # Directions as (dx, dy) with y pointing down: east, south, west, north.
@@ -258,12 +213,6 @@ def outer_polygons(mask: BinaryMask, budget=None) -> list[list[float]]:
     return polygons
 
 
-def polygon_area(points: list[float]) -> float:
-    """Shoelace area of a flattened polygon."""
-    xs, ys = np.asarray(points[0::2]), np.asarray(points[1::2])
-    return float(abs(np.dot(xs, np.roll(ys, -1)) - np.dot(ys, np.roll(xs, -1))) / 2)
-
-
 #: Rows pasted at a time: bounds the float temporaries of a large box (a 6000-pixel-wide
 #: box costs 256 x 6000 x 8 bytes = 12 MB per strip, not 288 MB for the whole crop) and
 #: lets a WorkBudget stop the work between strips.
@@ -272,16 +221,18 @@ STRIP_ROWS = 256
 
 def paste_binary(probs: np.ndarray, box, width: int, height: int, threshold: float,
                  budget=None) -> tuple[BinaryMask, float]:
-    """`binarize(paste_mask(...))` strip by strip, with the sum of the probabilities
-    inside the mask; `budget.check()` runs between strips."""
+    """Paste an [M, M] (or [Mh, Mw]) probability grid covering `box` (x_min, y_min,
+    x_max, y_max in source pixels, possibly reaching outside the image) into the source
+    image of `width` x `height` and binarise it at `threshold`, strip by strip, with the
+    sum of the probabilities inside the mask; `budget.check()` runs between strips."""
     probs = np.asarray(probs, dtype=np.float64)
     x_min, y_min, x_max, y_max = (float(v) for v in box)
     c0, c1 = pixel_span(x_min, x_max, width)
     r0, r1 = pixel_span(y_min, y_max, height)
     if c1 <= c0 or r1 <= r0:
         return BinaryMask(np.zeros((0, 0), bool), c0, r0, width, height), 0.0
-    wy = _interpolation(r0, r1, y_min, y_max, probs.shape[0])
-    wx_t = _interpolation(c0, c1, x_min, x_max, probs.shape[1]).T
+    wy = bilinear_weights(r0, r1, y_min, y_max, probs.shape[0])
+    wx_t = bilinear_weights(c0, c1, x_min, x_max, probs.shape[1]).T
     crop = np.empty((r1 - r0, c1 - c0), dtype=bool)
     total = 0.0
     for a in range(0, r1 - r0, STRIP_ROWS):

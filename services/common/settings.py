@@ -6,6 +6,8 @@ from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.common.requests import MAX_LABELS_LIMIT
+
 
 class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PRELABEL_", extra="ignore")
@@ -61,6 +63,11 @@ class ServiceSettings(BaseSettings):
     """Accept gzip/deflate-compressed requests. Off: such calls end UNIMPLEMENTED before
     anything is decompressed. Images are compressed already, so request compression
     saves little and lets a few KB on the wire cost megabytes (a compression bomb)."""
+
+    max_prompts: int = MAX_LABELS_LIMIT
+    """Prompts one request may carry (segmentation, keypoints): as many as the labels a
+    request may ask for, so a cascade of one image's detections fits. More than a model's
+    prompt rows go to it in several inferences."""
 
     max_in_flight: int = 64
     """Admission control: requests beyond this many in flight get RESOURCE_EXHAUSTED."""

@@ -4,42 +4,38 @@ with the metrics of each stage.
 
 Each task is a small `TaskHead` over plain dataclasses: it reads its request's options
 (cheap checks, before any pixel is decoded), names the model and the contract heads that
-model must implement (services.modelkit.contract), says where its prompt boxes are, and
-turns the model's outputs into label messages. Everything else happens here, once:
-image decoding and letterboxing, prompt checks and tensors, the deadline, the Triton
-call, dropping rejected drafts, uncertainty, the response's common fields, metrics.
-Adding a task is one head; adding a model type is one model folder whose config names
-a contract head.
+model must implement (services.modelkit.contract), reads the prompt kinds it
+understands into `Prompt`s, and turns the model's outputs into label messages.
+Everything else happens here, once: image decoding and letterboxing, prompt checks and
+tensors (services.common.prompts), the deadline, the Triton call (several when the
+prompts are more than the model's prompt rows), dropping rejected drafts, uncertainty,
+the response's common fields, metrics. Adding a task is one head; adding a model type is
+one model folder whose config names a contract head.
 """
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
-from prelabel.core.errors import InvalidArgument
 from prelabel.core.review import ReviewPolicy
 from prelabel.v1 import common_pb2
 from services.common import requests as fields
 from services.common.interceptors import time_left
-from services.common.labeling import (
-    check_prompt_box_shape,
-    check_prompt_count,
-    count_labels,
-    keep_reviewed,
-    make_detection,
-    prompt_tensors,
-    uncertainty_of,
-)
-from services.common.letterbox import Letterbox, boxes_to_model
+from services.common.labeling import count_labels, keep_reviewed, make_detection, uncertainty_of
+from services.common.letterbox import Letterbox
 from services.common.metrics import Metrics
 from services.common.preprocess import prepare_image_async
+from services.common.prompts import Prompt, check_prompts, joined, placed, prompt_tensors, split, to_model
 from services.common.served_policy import ServedPolicy
 from services.common.settings import ServiceSettings
 from services.common.triton_client import InferOutput, ModelSpec, TritonClient
 from services.common.work import WorkBudget, run_bounded
+from services.modelkit.contract import COUNT, IMAGE, PROMPT_BOXES, PromptKind, TensorSpec
 
 Box = tuple[float, float, float, float]
 
@@ -55,13 +51,6 @@ class Ask:
 
 
 @dataclass(frozen=True)
-class Prompt:
-    box: common_pb2.Box
-    field: str  # names the box in errors, e.g. "prompts[2].box"
-    label: int = 0  # category id asked of the model; 0 lets the model choose
-
-
-@dataclass(frozen=True)
 class Inference:
     """The model's answer to one request, with what a head needs to decode it."""
 
@@ -69,20 +58,29 @@ class Inference:
     ask: Ask
     spec: ModelSpec
     letterbox: Letterbox
-    boxes: list[Box]  # prompt boxes in source pixels, clipped; [] = automatic mode
+    prompts: Sequence[Prompt]  # placed on the image (source pixels, clipped); empty = automatic mode
     result: InferOutput
 
-    def output(self, name: str) -> np.ndarray:
+    def output(self, tensor: TensorSpec) -> np.ndarray:
         """One output of the single image in the batch."""
-        return self.result.outputs[name][0]
+        return self.result.outputs[tensor.name][0]
 
-    def has_output(self, name: str) -> bool:
-        return name in self.result.outputs
+    def has_output(self, tensor: TensorSpec) -> bool:
+        return tensor.name in self.result.outputs
 
     @property
     def count(self) -> int:
         """Valid rows of the padded outputs."""
-        return int(self.result.outputs["COUNT"][0][0])
+        return int(self.result.outputs[COUNT.name][0][0])
+
+    @property
+    def boxes(self) -> list[Box]:
+        """The prompt boxes, in prompt order (source pixels, clipped)."""
+        boxes = []
+        for p in self.prompts:
+            x0, y0, x1, y1 = (float(v) for v in p.rows[PROMPT_BOXES])
+            boxes.append((x0, y0, x1, y1))
+        return boxes
 
     def detection(self, box, cat_id: int, name: str, score: float) -> common_pb2.Detection:
         """A Detection with this request's review decision and the model's provenance."""
@@ -96,8 +94,10 @@ class TaskHead:
     rpc: ClassVar[str]  # the RPC's name, for metrics
     response_type: ClassVar[Any]  # the response message class
     labels_field: ClassVar[str]  # the response's repeated field of labels
-    #: The request's repeated field of prompt boxes, if the task takes any.
+    #: The request's repeated field of prompts, if the task takes any.
     prompts_field: ClassVar[str] = ""
+    #: The prompt kinds `prompts` reads from a request (a model head it calls takes them).
+    prompt_kinds: ClassVar[tuple[PromptKind, ...]] = ()
     #: Decode in a worker thread that stops at the deadline (heavy decoding: masks).
     threaded: ClassVar[bool] = False
 
@@ -112,10 +112,11 @@ class TaskHead:
         raise NotImplementedError
 
     def prompts(self, request, ask: Ask, spec: ModelSpec) -> list[Prompt]:
+        """The request's prompts, of the kinds this task reads (contract.PROMPT_KINDS)."""
         return []
 
-    def check_prompt_boxes(self, boxes: list[Box]) -> None:
-        """Bounds on the prompted work, known before inference."""
+    def check_prompted_work(self, prompts: Sequence[Prompt]) -> None:
+        """Bounds on the prompted work (prompts placed on the image), known before inference."""
 
     def budget(self, deadline: float) -> WorkBudget:
         return WorkBudget(deadline, max_polygon_vertices=0)
@@ -131,15 +132,24 @@ class TaskHead:
         return {}
 
 
-def check_prompts(prompts: list[Prompt], spec: ModelSpec, field: str) -> None:
-    """Everything about the prompts that needs no image."""
-    if not prompts:
-        return
-    if "PROMPT_BOXES" not in spec.inputs:
-        raise InvalidArgument(field, f"model {spec.name} takes no prompt boxes")
-    check_prompt_count(len(prompts), spec.inputs["PROMPT_BOXES"][0], field)
-    for p in prompts:
-        check_prompt_box_shape(p.box, p.field)
+async def infer(triton: TritonClient, spec: ModelSpec, image: np.ndarray, prompts: Sequence[Prompt], *,
+                deadline: float, priority: common_pb2.Priority) -> InferOutput:
+    """The model's answer to one image and its prompts (model-input pixels). Prompts beyond
+    the model's prompt rows go in several inferences, sent at once under the same
+    deadline (Triton batches them) and joined back in prompt order."""
+    inputs = {IMAGE.name: image}
+    if not spec.contract_head.prompts:
+        return await triton.infer(spec.name, inputs, timeout_s=deadline - time.monotonic(), priority=priority)
+    groups = split(prompts, spec.prompt_capacity)
+    calls = [asyncio.ensure_future(triton.infer(spec.name, {**inputs, **prompt_tensors(group, spec)},
+                                                timeout_s=deadline - time.monotonic(), priority=priority))
+             for group in groups]
+    try:
+        results = await asyncio.gather(*calls)
+    finally:
+        for call in calls:  # one failed: the others' answers are of no use
+            call.cancel()
+    return joined(results, [len(g) for g in groups], spec.contract_head)
 
 
 async def run_task(head: TaskHead, request, *, triton: TritonClient, metrics: Metrics,
@@ -151,23 +161,18 @@ async def run_task(head: TaskHead, request, *, triton: TritonClient, metrics: Me
     spec = await triton.spec(ask.model)
     spec.require_head(head.model_heads()[ask.model])
     prompts = head.prompts(request, ask, spec)
-    check_prompts(prompts, spec, head.prompts_field)
+    check_prompts(prompts, spec, head.prompts_field, head.settings.max_prompts)
 
     metrics.payload.labels(metrics.service, head.rpc).observe(len(request.image.data))
     with metrics.timed("decode"):
         prepared = await prepare_image_async(request.image.data, spec.image_size, head.settings)
     lb = prepared.letterbox
-    boxes = [fields.box(p.box, p.field, lb.src_w, lb.src_h) for p in prompts]
-    head.check_prompt_boxes(boxes)
-    inputs = {"IMAGE": prepared.tensor}
-    if "PROMPT_BOXES" in spec.inputs:
-        labels = [p.label for p in prompts] if "PROMPT_LABELS" in spec.inputs else None
-        inputs.update(prompt_tensors(boxes_to_model(np.asarray(boxes).reshape(-1, 4), lb),
-                                     spec.inputs["PROMPT_BOXES"][0], labels=labels))
+    prompts = [placed(p, lb.src_w, lb.src_h) for p in prompts]
+    head.check_prompted_work(prompts)
     with metrics.timed("triton"):
-        result = await triton.infer(ask.model, inputs, timeout_s=deadline - time.monotonic(),
-                                    priority=request.priority)
-    inference = Inference(request, ask, spec, lb, boxes, result)
+        result = await infer(triton, spec, prepared.tensor, [to_model(p, lb) for p in prompts],
+                             deadline=deadline, priority=request.priority)
+    inference = Inference(request, ask, spec, lb, prompts, result)
     with metrics.timed("postprocess"):
         budget = head.budget(deadline)
         if head.threaded:
@@ -184,8 +189,8 @@ def respond(head: TaskHead, inference: Inference, drafts: list, image_id: str,
     """The response: drafts without the rejected ones (unless asked for), and the image's
     uncertainty over all of them."""
     ask = inference.ask
-    # Prompted labels answer the caller's boxes one to one: never dropped.
-    kept = drafts if inference.boxes else keep_reviewed(drafts, ask.policy, detection_of=head.detection_of)
+    # Prompted labels answer the caller's prompts one to one: never dropped.
+    kept = drafts if inference.prompts else keep_reviewed(drafts, ask.policy, detection_of=head.detection_of)
     return head.response_type(
         image_id=image_id,
         image_size=image_size,

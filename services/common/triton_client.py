@@ -10,11 +10,20 @@ import grpc
 import numpy as np
 import tritonclient.grpc.aio as triton_aio
 from tritonclient.grpc import InferInput, InferRequestedOutput
-from tritonclient.utils import InferenceServerException
+from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from prelabel.core.errors import DeadlineExceeded, PrelabelError, ResourceExhausted, Unavailable
 from prelabel.v1 import common_pb2
-from services.modelkit.contract import ContractError, check_config
+from services.modelkit.contract import (
+    HEADS,
+    IMAGE,
+    NUMPY_DTYPES,
+    PROVENANCE,
+    ContractError,
+    Head,
+    check_config,
+    string_parameters,
+)
 
 _WEIGHTS = {
     "pretrained": common_pb2.WEIGHTS_PRETRAINED,
@@ -54,11 +63,37 @@ class ModelSpec:
     max_batch_size: int
     parameters: dict[str, str]
 
+    @classmethod
+    def from_config(cls, cfg: dict) -> ModelSpec:
+        """The spec of a config (Triton's JSON form) that meets its contract head
+        (ContractError otherwise)."""
+        head = check_config(cfg)
+        return cls(
+            name=cfg["name"],
+            head=head.name,
+            inputs={i["name"]: [int(d) for d in i["dims"]] for i in cfg["input"]},
+            input_dtypes={i["name"]: NUMPY_DTYPES[i["data_type"]] for i in cfg["input"]},
+            outputs=[o["name"] for o in cfg["output"]],
+            max_batch_size=int(cfg.get("max_batch_size", 0)),
+            parameters=string_parameters(cfg),
+        )
+
     @property
     def image_size(self) -> tuple[int, int]:
         """(width, height) of the IMAGE input."""
-        h, w, _ = self.inputs["IMAGE"]
+        h, w, _ = self.inputs[IMAGE.name]
         return w, h
+
+    @property
+    def contract_head(self) -> Head:
+        return HEADS[self.head]
+
+    @property
+    def prompt_capacity(self) -> int:
+        """Prompts one inference takes (the P rows of its prompt tensors); 0 for a model
+        that takes none."""
+        kinds = self.contract_head.prompts
+        return self.inputs[kinds[0].tensor.name][0] if kinds else 0
 
     @property
     def label_map(self) -> str:
@@ -73,8 +108,7 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class InferOutput:
-    outputs: dict[str, np.ndarray]
-    model_version: str
+    outputs: dict[str, np.ndarray]  # by tensor name, with the batch axis
     provenance: common_pb2.Provenance
 
 
@@ -144,18 +178,9 @@ class TritonClient:
             except InferenceServerException as exc:
                 raise translate_error(exc, model) from None
             try:
-                head = check_config(cfg)  # Triton's own view of the config, against the one contract
+                self._specs[model] = ModelSpec.from_config(cfg)
             except ContractError as exc:
                 raise Unavailable(f"{model}: its Triton config breaks the model contract: {exc}") from None
-            self._specs[model] = ModelSpec(
-                name=model,
-                head=head.name,
-                inputs={i["name"]: [int(d) for d in i["dims"]] for i in cfg["input"]},
-                input_dtypes={i["name"]: _NUMPY_DTYPES[i["data_type"]] for i in cfg["input"]},
-                outputs=[o["name"] for o in cfg["output"]],
-                max_batch_size=int(cfg.get("max_batch_size", 0)),
-                parameters={k: v.get("string_value", "") for k, v in cfg.get("parameters", {}).items()},
-            )
         return self._specs[model]
 
     async def ready(self, models: list[str], timeout_s: float = 2.0) -> bool:
@@ -195,16 +220,16 @@ class TritonClient:
             raise translate_error(exc, model) from None
         arrays = {name: result.as_numpy(name) for name in spec.outputs}
         version = result.get_response().model_version
-        raw = arrays.pop("PROVENANCE")
-        return InferOutput(outputs=arrays, model_version=version,
-                           provenance=provenance_from(model, version, raw.reshape(-1)[0]))
+        raw = arrays.pop(PROVENANCE.name)
+        return InferOutput(outputs=arrays, provenance=provenance_from(model, version, raw.reshape(-1)[0]))
 
     async def statistics(self, model: str) -> dict:
         return await self._client.get_inference_statistics(model, as_json=True)
 
 
-_NUMPY_DTYPES = {"TYPE_UINT8": "uint8", "TYPE_FP32": "float32", "TYPE_INT32": "int32"}
-
-
 def _triton_dtype(array: np.ndarray) -> str:
-    return {np.uint8: "UINT8", np.float32: "FP32", np.int32: "INT32"}[array.dtype.type]
+    """Triton's wire dtype of an input array (numpy objects -- text -- travel as BYTES)."""
+    dtype = np_to_triton_dtype(array.dtype)
+    if dtype is None:
+        raise TypeError(f"no Triton dtype for numpy {array.dtype}")
+    return dtype

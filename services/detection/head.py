@@ -11,9 +11,10 @@ from services.common.letterbox import boxes_to_source
 from services.common.task import Ask, Inference, TaskHead
 from services.common.work import WorkBudget
 from services.detection.settings import DetectionSettings
+from services.modelkit.contract import BOXES, DETECTOR_HEAD, FACE_DETECTOR_HEAD, LABELS, SCORES
 
 TASK = "detect"
-MODEL_HEADS = frozenset({"detector", "face_detector"})
+MODEL_HEADS = frozenset({DETECTOR_HEAD.name, FACE_DETECTOR_HEAD.name})
 
 
 def label_filter(request: detection_pb2.DetectRequest) -> LabelFilter:
@@ -46,12 +47,13 @@ class DetectHead(TaskHead):
                    policy=policy_from_proto(request.review_policy), options=label_filter(request))
 
     def decode(self, inference: Inference, budget: WorkBudget) -> list[common_pb2.Detection]:
-        scores = inference.output("SCORES")
+        scores = inference.output(SCORES)
         # A face detector has no LABELS: its rows are all category 1 of its label map.
-        labels = inference.output("LABELS") if inference.has_output("LABELS") else None
+        labels = inference.output(LABELS) if inference.has_output(LABELS) else None
         chosen = select(scores, inference.count, labels, inference.spec.label_map, inference.ask.options)
-        boxes = boxes_to_source(inference.output("BOXES")[[i for i, _, _ in chosen]], inference.letterbox)
-        return [inference.detection(box, cat_id, name, scores[i]) for box, (i, cat_id, name) in zip(boxes, chosen, strict=False)]
+        boxes = boxes_to_source(inference.output(BOXES)[[c.index for c in chosen]], inference.letterbox)
+        return [inference.detection(box, c.category_id, c.category_name, scores[c.index])
+                for box, c in zip(boxes, chosen, strict=True)]
 
     def detection_of(self, label: common_pb2.Detection) -> common_pb2.Detection:
         return label

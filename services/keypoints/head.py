@@ -35,10 +35,22 @@ from services.common.keypoints import (
 )
 from services.common.labeling import LabelFilter, select
 from services.common.letterbox import Letterbox, boxes_to_source, points_to_source
-from services.common.task import Ask, Inference, Prompt, TaskHead
+from services.common.prompts import Prompt
+from services.common.task import Ask, Inference, TaskHead
 from services.common.triton_client import ModelSpec
 from services.common.work import WorkBudget
 from services.keypoints.settings import KeypointSettings
+from services.modelkit.contract import (
+    BOX_PROMPTS,
+    BOXES,
+    FACE_DETECTOR_HEAD,
+    KEYPOINT_SCORES,
+    KEYPOINTS,
+    KEYPOINTS_HEAD,
+    LANDMARKS,
+    PROMPT_BOXES,
+    SCORES,
+)
 
 PERSON_CATEGORY_ID = 1
 KINDS = {
@@ -84,11 +96,12 @@ class KeypointHead(TaskHead):
     response_type = keypoints_pb2.KeypointResponse
     labels_field = "instances"
     prompts_field = "prompt_boxes"
+    prompt_kinds = (BOX_PROMPTS,)
     settings: KeypointSettings
 
     def model_heads(self) -> dict[str, frozenset[str]]:
-        return {self.settings.person_keypoint_model: frozenset({"keypoints"}),
-                self.settings.face_landmark_model: frozenset({"face_detector"})}
+        return {self.settings.person_keypoint_model: frozenset({KEYPOINTS_HEAD.name}),
+                self.settings.face_landmark_model: frozenset({FACE_DETECTOR_HEAD.name})}
 
     def ask(self, request: keypoints_pb2.KeypointRequest) -> Ask:
         opts = options(request)
@@ -96,7 +109,7 @@ class KeypointHead(TaskHead):
         return Ask(model=model, task=TASKS[opts.kind], policy=opts.policy, options=opts)
 
     def prompts(self, request: keypoints_pb2.KeypointRequest, ask: Ask, spec: ModelSpec) -> list[Prompt]:
-        return [Prompt(pb, f"prompt_boxes[{k}]") for k, pb in enumerate(request.prompt_boxes)]
+        return [Prompt(f"prompt_boxes[{k}]", {PROMPT_BOXES: pb}) for k, pb in enumerate(request.prompt_boxes)]
 
     def decode(self, inference: Inference, budget: WorkBudget) -> list[keypoints_pb2.KeypointInstance]:
         opts: Options = inference.ask.options
@@ -118,17 +131,17 @@ def _to_source(points: np.ndarray, lb: Letterbox) -> np.ndarray:
 
 
 def _persons(inf: Inference, opts: Options) -> list[keypoints_pb2.KeypointInstance]:
-    scores = inf.output("SCORES")
+    scores = inf.output(SCORES)
     chosen = select(scores, inf.count, None, inf.spec.label_map, opts.flt)
     return [
         keypoints_pb2.KeypointInstance(
-            detection=inf.detection(boxes_to_source(inf.output("BOXES")[i], inf.letterbox)[0], cat_id, name,
-                                    scores[i]),
+            detection=inf.detection(boxes_to_source(inf.output(BOXES)[c.index], inf.letterbox)[0], c.category_id,
+                                    c.category_name, scores[c.index]),
             keypoints=make_keypoints(list(COCO_PERSON_SCHEMA.keypoint_names),
-                                     _to_source(inf.output("KEYPOINTS")[i], inf.letterbox),
-                                     inf.output("KEYPOINT_SCORES")[i], opts.thresholds),
+                                     _to_source(inf.output(KEYPOINTS)[c.index], inf.letterbox),
+                                     inf.output(KEYPOINT_SCORES)[c.index], opts.thresholds),
         )
-        for i, cat_id, name in chosen
+        for c in chosen
     ]
 
 
@@ -136,10 +149,10 @@ def _prompted(inf: Inference, opts: Options) -> list[keypoints_pb2.KeypointInsta
     name = category_name(inf.spec.label_map, PERSON_CATEGORY_ID)
     return [
         keypoints_pb2.KeypointInstance(
-            detection=inf.detection(box, PERSON_CATEGORY_ID, name, inf.output("SCORES")[k]),
+            detection=inf.detection(box, PERSON_CATEGORY_ID, name, inf.output(SCORES)[k]),
             keypoints=make_keypoints(list(COCO_PERSON_SCHEMA.keypoint_names),
-                                     _to_source(inf.output("KEYPOINTS")[k], inf.letterbox),
-                                     inf.output("KEYPOINT_SCORES")[k], opts.thresholds),
+                                     _to_source(inf.output(KEYPOINTS)[k], inf.letterbox),
+                                     inf.output(KEYPOINT_SCORES)[k], opts.thresholds),
             prompt_index=k,
         )
         for k, box in enumerate(inf.boxes)
@@ -147,15 +160,15 @@ def _prompted(inf: Inference, opts: Options) -> list[keypoints_pb2.KeypointInsta
 
 
 def _faces(inf: Inference, opts: Options) -> list[keypoints_pb2.KeypointInstance]:
-    scores = inf.output("SCORES")
+    scores = inf.output(SCORES)
     chosen = select(scores, inf.count, None, inf.spec.label_map, opts.flt)
     names = list(FACE_SCHEMA.keypoint_names)
     return [
         keypoints_pb2.KeypointInstance(
-            detection=inf.detection(boxes_to_source(inf.output("BOXES")[i], inf.letterbox)[0], cat_id, name,
-                                    scores[i]),
-            keypoints=make_keypoints(names, _to_source(inf.output("LANDMARKS")[i], inf.letterbox),
-                                     np.full(len(names), scores[i]), opts.thresholds),
+            detection=inf.detection(boxes_to_source(inf.output(BOXES)[c.index], inf.letterbox)[0], c.category_id,
+                                    c.category_name, scores[c.index]),
+            keypoints=make_keypoints(names, _to_source(inf.output(LANDMARKS)[c.index], inf.letterbox),
+                                     np.full(len(names), scores[c.index]), opts.thresholds),
         )
-        for i, cat_id, name in chosen
+        for c in chosen
     ]

@@ -8,29 +8,32 @@ from __future__ import annotations
 
 import numpy as np
 
-from services.modelkit.torchvision_models import build_detector, to_float_images
+from services.modelkit.contract import BOXES, COUNT, IMAGE, LABELS, SCORES
+from services.modelkit.torchvision_models import TorchvisionParameters, build_detector, to_float_images
 from services.modelkit.triton_base import BatchedModel, pad_rows
 
 
-class CocoDetector(BatchedModel):
-    def load(self, params, settings, device):
-        input_size = int(self.config["input"][0]["dims"][0])
-        self.max_detections = self.output_dims("SCORES")[0]
+class CocoDetector(BatchedModel[TorchvisionParameters]):
+    """`detector` head."""
+
+    parameters_class = TorchvisionParameters
+
+    def load(self, params: TorchvisionParameters, settings, device):
+        input_size = self.input_dims(IMAGE)[0]
+        self.max_detections = self.output_dims(SCORES)[0]
         self.model, info = build_detector(
             model_name=self.model_name,
-            architecture=params["architecture"],
+            architecture=params.architecture,
             input_size=input_size,
             max_detections=self.max_detections,
             settings=settings,
             device=device,
-            # Return every candidate above a floor; callers choose their own threshold
-            # per request (the service applies it), down to this floor.
-            box_score_thresh=float(params.get("box_score_floor", "0.001")),
+            box_score_thresh=params.box_score_floor,
         )
         return info
 
     def infer(self, inputs):
-        detections = self.model(to_float_images(inputs["IMAGE"], self.device))
+        detections = self.model(to_float_images(inputs[IMAGE.name], self.device))
         n = self.max_detections
         boxes, scores, labels, counts = [], [], [], []
         for det in detections:
@@ -39,8 +42,8 @@ class CocoDetector(BatchedModel):
             labels.append(pad_rows(det["labels"].cpu().numpy().astype(np.int32), n))
             counts.append([min(n, len(det["scores"]))])
         return {
-            "BOXES": np.stack(boxes),
-            "SCORES": np.stack(scores),
-            "LABELS": np.stack(labels),
-            "COUNT": np.asarray(counts, dtype=np.int32),
+            BOXES.name: np.stack(boxes),
+            SCORES.name: np.stack(scores),
+            LABELS.name: np.stack(labels),
+            COUNT.name: np.asarray(counts, dtype=np.int32),
         }

@@ -21,11 +21,25 @@ person crops of an item go through selfie as one batch.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
+from services.modelkit.contract import (
+    BOXES,
+    COUNT,
+    IMAGE,
+    LABELS,
+    MASKS,
+    PROMPT_BOXES,
+    PROMPT_COUNT,
+    PROMPT_LABELS,
+    SCORES,
+)
 from services.modelkit.movenet import square_crop
 from services.modelkit.nanodet import NanoDet, iou_one_to_many
 from services.modelkit.onnx_session import combine, open_session
+from services.modelkit.parameters import BoxFloorParameters, require
 from services.modelkit.triton_base import BatchedModel, pad_rows
 
 PERSON = 1
@@ -124,23 +138,46 @@ class SelfieSegmenter:
         return out
 
 
-class CpuSegmenter(BatchedModel):
-    def load(self, params, settings, device):
-        threads = int(params.get("num_threads", "1") or 0)
-        _cv2().setNumThreads(max(threads, 1))
-        self.detector = NanoDet(threads, settings.models_dir)
-        self.selfie = SelfieSegmenter(threads, settings.models_dir)
-        self.max_instances = self.output_dims("SCORES")[0]
-        self.mask_size = self.output_dims("MASKS")[1]
-        self.max_prompts = int(self.config["input"][1]["dims"][0])
-        self.score_floor = float(params.get("box_score_thresh", "0.25"))
-        self.grabcut_max_side = int(params.get("grabcut_max_side", "128"))
-        self.grabcut_iterations = int(params.get("grabcut_iterations", "5"))
-        # GrabCut's labels are hard 0/1 and come with no confidence; a weightless colour
-        # model must not pass for a sure mask (mask quality 1.0 would auto-accept it).
-        self.grabcut_probability = float(params.get("grabcut_probability", "0.6"))
-        if not 0.0 < self.grabcut_probability <= 1.0:
-            raise ValueError(f"grabcut_probability must be in (0, 1], got {self.grabcut_probability}")
+@dataclass(frozen=True, kw_only=True)
+class CpuMasksParameters(BoxFloorParameters):
+    box_score_floor: float = 0.25
+    """Automatic mode: instances NanoDet must score at least this to get a mask."""
+
+    grabcut_max_side: int = 128
+    """GrabCut runs on the box crop downscaled to this long side (px)."""
+
+    grabcut_iterations: int = 5
+    """GrabCut iterations per box."""
+
+    grabcut_probability: float = 0.6
+    """Probability of GrabCut's foreground pixels. Its labels are hard 0/1 and come with no
+    confidence; a weightless colour model must not pass for a sure mask (mask quality 1.0
+    would auto-accept it)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.grabcut_max_side >= 1, "grabcut_max_side", self.grabcut_max_side, "must be >= 1")
+        require(self.grabcut_iterations >= 1, "grabcut_iterations", self.grabcut_iterations, "must be >= 1")
+        require(0.0 < self.grabcut_probability <= 1.0, "grabcut_probability", self.grabcut_probability,
+                "must be in (0, 1]")
+
+
+class CpuSegmenter(BatchedModel[CpuMasksParameters]):
+    """`promptable_masks` head."""
+
+    parameters_class = CpuMasksParameters
+
+    def load(self, params: CpuMasksParameters, settings, device):
+        _cv2().setNumThreads(max(params.num_threads, 1))
+        self.detector = NanoDet(params.num_threads, settings.models_dir)
+        self.selfie = SelfieSegmenter(params.num_threads, settings.models_dir)
+        self.max_instances = self.output_dims(SCORES)[0]
+        self.mask_size = self.output_dims(MASKS)[1]
+        self.max_prompts = self.input_dims(PROMPT_BOXES)[0]
+        self.score_floor = params.box_score_floor
+        self.grabcut_max_side = params.grabcut_max_side
+        self.grabcut_iterations = params.grabcut_iterations
+        self.grabcut_probability = params.grabcut_probability
         return combine([self.detector.info, self.selfie.info],
                        "nanodet boxes + selfie person masks + grabcut (opencv) for other classes")
 
@@ -183,21 +220,21 @@ class CpuSegmenter(BatchedModel):
 
     def infer(self, inputs):
         n, m = self.max_instances, self.mask_size
-        out: dict[str, list] = {"BOXES": [], "SCORES": [], "LABELS": [], "MASKS": [], "COUNT": []}
-        size = inputs["IMAGE"].shape[1]
-        for i, image in enumerate(inputs["IMAGE"]):
-            count = int(np.clip(inputs["PROMPT_COUNT"][i].reshape(-1)[0], 0, self.max_prompts))
+        out: dict[str, list] = {t.name: [] for t in (BOXES, SCORES, LABELS, MASKS, COUNT)}
+        size = inputs[IMAGE.name].shape[1]
+        for i, image in enumerate(inputs[IMAGE.name]):
+            count = int(np.clip(inputs[PROMPT_COUNT.name][i].reshape(-1)[0], 0, self.max_prompts))
             if count:
-                prompts = np.clip(inputs["PROMPT_BOXES"][i, :count].astype(np.float32), 0, size)
-                boxes, scores, labels, masks = self._prompted(image, prompts, inputs["PROMPT_LABELS"][i, :count])
+                prompts = np.clip(inputs[PROMPT_BOXES.name][i, :count].astype(np.float32), 0, size)
+                boxes, scores, labels, masks = self._prompted(image, prompts, inputs[PROMPT_LABELS.name][i, :count])
             else:
                 boxes, scores, labels = self._detect(image, self.score_floor)
                 masks = self._masks(image, boxes, labels)
-            out["BOXES"].append(pad_rows(np.asarray(boxes, np.float32).reshape(-1, 4), n))
-            out["SCORES"].append(pad_rows(np.asarray(scores, np.float32), n))
-            out["LABELS"].append(pad_rows(np.asarray(labels, np.int32), n))
-            out["MASKS"].append(pad_rows(np.asarray(masks, np.float32).reshape(-1, m, m), n))
-            out["COUNT"].append([min(n, len(scores))])
+            out[BOXES.name].append(pad_rows(np.asarray(boxes, np.float32).reshape(-1, 4), n))
+            out[SCORES.name].append(pad_rows(np.asarray(scores, np.float32), n))
+            out[LABELS.name].append(pad_rows(np.asarray(labels, np.int32), n))
+            out[MASKS.name].append(pad_rows(np.asarray(masks, np.float32).reshape(-1, m, m), n))
+            out[COUNT.name].append([min(n, len(scores))])
         arrays = {k: np.stack(v) for k, v in out.items()}
-        arrays["COUNT"] = arrays["COUNT"].astype(np.int32)
+        arrays[COUNT.name] = arrays[COUNT.name].astype(np.int32)
         return arrays

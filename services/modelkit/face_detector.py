@@ -7,25 +7,42 @@ Output BOXES     fp32 [B, N, 4]   model-input pixels     SCORES fp32 [B, N]
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib import metadata
 
 import numpy as np
 import torch
 
+from services.modelkit.contract import BOXES, COUNT, IMAGE, LANDMARKS, SCORES
+from services.modelkit.parameters import ModelParameters, require
 from services.modelkit.triton_base import BatchedModel, pad_rows
 from services.modelkit.weights import PRETRAINED, WeightsInfo
 
 
-class FaceDetector(BatchedModel):
-    def load(self, params, settings, device):
+@dataclass(frozen=True, kw_only=True)
+class MtcnnParameters(ModelParameters):
+    min_face_size: int = 20
+    """Smallest face MTCNN looks for, in model-input pixels."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.min_face_size >= 1, "min_face_size", self.min_face_size, "must be >= 1")
+
+
+class FaceDetector(BatchedModel[MtcnnParameters]):
+    """`face_detector` head."""
+
+    parameters_class = MtcnnParameters
+
+    def load(self, params: MtcnnParameters, settings, device):
         from facenet_pytorch import MTCNN
 
-        self.max_faces = self.output_dims("SCORES")[0]
+        self.max_faces = self.output_dims(SCORES)[0]
         # The weights ship inside the wheel (pnet/rnet/onet .pt files, MIT licence).
         self.mtcnn = MTCNN(
             keep_all=True,
             device=device,
-            min_face_size=int(params.get("min_face_size", "20")),
+            min_face_size=params.min_face_size,
             select_largest=False,
         )
         self.mtcnn.eval()
@@ -34,7 +51,7 @@ class FaceDetector(BatchedModel):
                            architecture="mtcnn")
 
     def infer(self, inputs):
-        images = torch.from_numpy(inputs["IMAGE"]).to(self.device)
+        images = torch.from_numpy(inputs[IMAGE.name]).to(self.device)
         boxes_b, probs_b, landmarks_b = self.mtcnn.detect(images, landmarks=True)
         n = self.max_faces
         boxes, scores, landmarks, counts = [], [], [], []
@@ -47,8 +64,8 @@ class FaceDetector(BatchedModel):
             landmarks.append(pad_rows(np.asarray(marks, np.float32)[order], n))
             counts.append([min(n, len(order))])
         return {
-            "BOXES": np.stack(boxes),
-            "SCORES": np.stack(scores),
-            "LANDMARKS": np.stack(landmarks),
-            "COUNT": np.asarray(counts, dtype=np.int32),
+            BOXES.name: np.stack(boxes),
+            SCORES.name: np.stack(scores),
+            LANDMARKS.name: np.stack(landmarks),
+            COUNT.name: np.asarray(counts, dtype=np.int32),
         }

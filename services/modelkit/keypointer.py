@@ -22,23 +22,24 @@ from __future__ import annotations
 import torch
 from torchvision.models.detection.roi_heads import keypointrcnn_inference
 
+from services.modelkit.contract import BOXES, KEYPOINT_SCORES, KEYPOINTS, LABELS, SCORES
 from services.modelkit.rcnn import PromptableRcnn, split_rows
 
 
 class Keypointer(PromptableRcnn):
     def check_heads(self) -> None:
-        wanted = self.output_dims("KEYPOINTS")[1]
+        wanted = self.output_dims(KEYPOINTS)[1]
         have = self.roi_heads.keypoint_predictor.kps_score_lowres.out_channels
         if wanted != have:
             raise ValueError(f"{self.model_name}: KEYPOINTS has {wanted} points, the head {have}")
 
     def automatic_rows(self, det):
         return {
-            "BOXES": det["boxes"],
-            "SCORES": det["scores"],
-            "LABELS": det["labels"],
-            "KEYPOINTS": det["keypoints"][..., :2],
-            "KEYPOINT_SCORES": det["keypoints_scores"].sigmoid(),
+            BOXES.name: det["boxes"],
+            SCORES.name: det["scores"],
+            LABELS.name: det["labels"],
+            KEYPOINTS.name: det["keypoints"][..., :2],
+            KEYPOINT_SCORES.name: det["keypoints_scores"].sigmoid(),
         }
 
     def prompted_rows(self, feats, boxes, labels, image_sizes):
@@ -48,8 +49,8 @@ class Keypointer(PromptableRcnn):
         x = rh.keypoint_predictor(rh.keypoint_head(rh.keypoint_roi_pool(feats, boxes, image_sizes)))
         keypoints, keypoint_scores = keypointrcnn_inference(x, boxes)
         return [
-            {"BOXES": b, "SCORES": s, "LABELS": lab, "KEYPOINTS": kp[..., :2],
-             "KEYPOINT_SCORES": ks.sigmoid()}
+            {BOXES.name: b, SCORES.name: s, LABELS.name: lab, KEYPOINTS.name: kp[..., :2],
+             KEYPOINT_SCORES.name: ks.sigmoid()}
             for b, s, lab, kp, ks in zip(boxes, split_rows(scores, boxes), split_rows(labels, boxes),
                                          keypoints, keypoint_scores, strict=False)
         ]

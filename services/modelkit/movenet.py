@@ -22,8 +22,20 @@ from __future__ import annotations
 
 import numpy as np
 
+from services.modelkit.contract import (
+    BOXES,
+    COUNT,
+    IMAGE,
+    KEYPOINT_SCORES,
+    KEYPOINTS,
+    LABELS,
+    PROMPT_BOXES,
+    PROMPT_COUNT,
+    SCORES,
+)
 from services.modelkit.nanodet import iou_one_to_many
 from services.modelkit.onnx_session import open_session
+from services.modelkit.parameters import BoxFloorParameters
 from services.modelkit.triton_base import BatchedModel, pad_rows
 
 NET_SIZE = 256
@@ -75,14 +87,18 @@ def square_crop(image: np.ndarray, box: np.ndarray, scale: float = CROP_SCALE):
     return crop, (x0, y0, n)
 
 
-class MoveNetKeypointer(BatchedModel):
-    def load(self, params, settings, device):
-        self.net = MoveNet(int(params.get("num_threads", "1") or 0), settings.models_dir)
-        self.max_instances = self.output_dims("SCORES")[0]
-        if self.output_dims("KEYPOINTS")[1] != NUM_KEYPOINTS:
+class MoveNetKeypointer(BatchedModel[BoxFloorParameters]):
+    """`keypoints` head; box_score_floor applies to automatic mode."""
+
+    parameters_class = BoxFloorParameters
+
+    def load(self, params: BoxFloorParameters, settings, device):
+        self.net = MoveNet(params.num_threads, settings.models_dir)
+        self.max_instances = self.output_dims(SCORES)[0]
+        if self.output_dims(KEYPOINTS)[1] != NUM_KEYPOINTS:
             raise ValueError(f"{self.model_name}: KEYPOINTS must have {NUM_KEYPOINTS} points")
-        self.max_prompts = int(self.config["input"][1]["dims"][0])
-        self.score_floor = float(params.get("box_score_floor", "0.05"))
+        self.max_prompts = self.input_dims(PROMPT_BOXES)[0]
+        self.score_floor = params.box_score_floor
         return self.net.info
 
     def _automatic(self, image):
@@ -91,8 +107,8 @@ class MoveNetKeypointer(BatchedModel):
         return boxes[keep], scores[keep], kps[keep], kp_scores[keep]
 
     def _prompted(self, image, prompts):
-        rows: dict[str, list[np.ndarray | np.floating]] = {"BOXES": [], "SCORES": [], "KEYPOINTS": [],
-                                                           "KEYPOINT_SCORES": []}
+        rows: dict[str, list[np.ndarray | np.floating]] = {BOXES.name: [], SCORES.name: [], KEYPOINTS.name: [],
+                                                           KEYPOINT_SCORES.name: []}
         for box in prompts:
             crop, (x0, y0, side) = square_crop(image, box)
             boxes, scores, kps, kp_scores = self.net.persons(crop)
@@ -108,32 +124,32 @@ class MoveNetKeypointer(BatchedModel):
                 centre = [(box[0] + box[2]) / 2, (box[1] + box[3]) / 2]
                 points = np.tile(np.asarray(centre, np.float32), (NUM_KEYPOINTS, 1))
                 score, point_scores = np.float32(0), np.zeros(NUM_KEYPOINTS, np.float32)
-            rows["BOXES"].append(box)
-            rows["SCORES"].append(score)
-            rows["KEYPOINTS"].append(points)
-            rows["KEYPOINT_SCORES"].append(point_scores)
-        return (np.asarray(rows["BOXES"], np.float32).reshape(-1, 4), np.asarray(rows["SCORES"], np.float32),
-                np.asarray(rows["KEYPOINTS"], np.float32).reshape(-1, NUM_KEYPOINTS, 2),
-                np.asarray(rows["KEYPOINT_SCORES"], np.float32).reshape(-1, NUM_KEYPOINTS))
+            rows[BOXES.name].append(box)
+            rows[SCORES.name].append(score)
+            rows[KEYPOINTS.name].append(points)
+            rows[KEYPOINT_SCORES.name].append(point_scores)
+        return (np.asarray(rows[BOXES.name], np.float32).reshape(-1, 4),
+                np.asarray(rows[SCORES.name], np.float32),
+                np.asarray(rows[KEYPOINTS.name], np.float32).reshape(-1, NUM_KEYPOINTS, 2),
+                np.asarray(rows[KEYPOINT_SCORES.name], np.float32).reshape(-1, NUM_KEYPOINTS))
 
     def infer(self, inputs):
         n = self.max_instances
-        out: dict[str, list] = {"BOXES": [], "SCORES": [], "LABELS": [], "KEYPOINTS": [],
-                                "KEYPOINT_SCORES": [], "COUNT": []}
-        size = inputs["IMAGE"].shape[1]
-        for i, image in enumerate(inputs["IMAGE"]):
-            count = int(np.clip(inputs["PROMPT_COUNT"][i].reshape(-1)[0], 0, self.max_prompts))
+        out: dict[str, list] = {t.name: [] for t in (BOXES, SCORES, LABELS, KEYPOINTS, KEYPOINT_SCORES, COUNT)}
+        size = inputs[IMAGE.name].shape[1]
+        for i, image in enumerate(inputs[IMAGE.name]):
+            count = int(np.clip(inputs[PROMPT_COUNT.name][i].reshape(-1)[0], 0, self.max_prompts))
             if count:
-                prompts = np.clip(inputs["PROMPT_BOXES"][i, :count].astype(np.float32), 0, size)
+                prompts = np.clip(inputs[PROMPT_BOXES.name][i, :count].astype(np.float32), 0, size)
                 boxes, scores, kps, kp_scores = self._prompted(image, prompts)
             else:
                 boxes, scores, kps, kp_scores = self._automatic(image)
-            out["BOXES"].append(pad_rows(boxes, n))
-            out["SCORES"].append(pad_rows(scores, n))
-            out["LABELS"].append(pad_rows(np.full(len(scores), PERSON, np.int32), n))
-            out["KEYPOINTS"].append(pad_rows(kps, n))
-            out["KEYPOINT_SCORES"].append(pad_rows(kp_scores, n))
-            out["COUNT"].append([min(n, len(scores))])
+            out[BOXES.name].append(pad_rows(boxes, n))
+            out[SCORES.name].append(pad_rows(scores, n))
+            out[LABELS.name].append(pad_rows(np.full(len(scores), PERSON, np.int32), n))
+            out[KEYPOINTS.name].append(pad_rows(kps, n))
+            out[KEYPOINT_SCORES.name].append(pad_rows(kp_scores, n))
+            out[COUNT.name].append([min(n, len(scores))])
         arrays = {k: np.stack(v) for k, v in out.items()}
-        arrays["COUNT"] = arrays["COUNT"].astype(np.int32)
+        arrays[COUNT.name] = arrays[COUNT.name].astype(np.int32)
         return arrays

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from services.modelkit.contract import BOXES, COUNT, IMAGE, LABELS, SCORES
 from services.modelkit.onnx_session import open_session
+from services.modelkit.parameters import BoxFloorParameters
 from services.modelkit.triton_base import BatchedModel, pad_rows
 
 # COCO ids of NanoDet's 80 classes, in its class order (the 80 used ids of 1..90).
@@ -114,27 +116,30 @@ class NanoDet:
         return boxes[keep], scores[keep], COCO_IDS[classes[keep]]
 
 
-class NanoDetDetector(BatchedModel):
+class NanoDetDetector(BatchedModel[BoxFloorParameters]):
     """`detector` head. Items of a Triton batch run one by one (fixed batch-1 graph)."""
 
-    def load(self, params, settings, device):
-        self.detector = NanoDet(int(params.get("num_threads", "1") or 0), settings.models_dir)
-        size = int(self.config["input"][0]["dims"][0])
+    parameters_class = BoxFloorParameters
+
+    def load(self, params: BoxFloorParameters, settings, device):
+        self.detector = NanoDet(params.num_threads, settings.models_dir)
+        size = self.input_dims(IMAGE)[0]
         if size != self.detector.input_size:
             raise ValueError(f"{self.model_name}: IMAGE is {size} px, nanodet takes {self.detector.input_size}")
-        self.max_detections = self.output_dims("SCORES")[0]
-        self.score_floor = float(params.get("box_score_floor", "0.05"))
+        self.max_detections = self.output_dims(SCORES)[0]
+        self.score_floor = params.box_score_floor
         return self.detector.info
 
     def infer(self, inputs):
         n = self.max_detections
-        out: dict[str, list[np.ndarray | list[int]]] = {"BOXES": [], "SCORES": [], "LABELS": [], "COUNT": []}
-        for image in inputs["IMAGE"]:
+        out: dict[str, list[np.ndarray | list[int]]] = {BOXES.name: [], SCORES.name: [], LABELS.name: [],
+                                                        COUNT.name: []}
+        for image in inputs[IMAGE.name]:
             boxes, scores, labels = self.detector.detect(image, self.score_floor, n)
-            out["BOXES"].append(pad_rows(boxes, n))
-            out["SCORES"].append(pad_rows(scores, n))
-            out["LABELS"].append(pad_rows(labels.astype(np.int32), n))
-            out["COUNT"].append([len(scores)])
+            out[BOXES.name].append(pad_rows(boxes, n))
+            out[SCORES.name].append(pad_rows(scores, n))
+            out[LABELS.name].append(pad_rows(labels.astype(np.int32), n))
+            out[COUNT.name].append([len(scores)])
         arrays = {k: np.stack(v) for k, v in out.items()}
-        arrays["COUNT"] = arrays["COUNT"].astype(np.int32)
+        arrays[COUNT.name] = arrays[COUNT.name].astype(np.int32)
         return arrays

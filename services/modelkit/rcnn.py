@@ -17,7 +17,8 @@ Architectures (the `architecture` parameter of the model config):
   `keypointrcnn_resnet50_fpn` (GPU profile): real COCO weights are found by their
   published file name (PRELABEL_WEIGHTS_DIR or the torch hub cache);
 - `maskrcnn_mobilenet_v3_large_320_fpn_lite`, `keypointrcnn_mobilenet_v3_large_320_fpn_lite`
-  (CPU profile): torchvision's `MaskRCNN` / `KeypointRCNN` classes on the MobileNetV3-Large
+  (no shipped config uses them; the unit tests run this model body with them on two
+  cores): torchvision's `MaskRCNN` / `KeypointRCNN` classes on the MobileNetV3-Large
   FPN backbone of `fasterrcnn_mobilenet_v3_large_320_fpn` (same anchors and low-resolution
   RPN settings) with light heads (4 x 128-channel convs instead of 4 x 256 for masks and
   8 x 512 for keypoints). No published weights exist for these combinations: they serve
@@ -26,6 +27,7 @@ Architectures (the `architecture` parameter of the model config):
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import cast
 
 import numpy as np
@@ -42,12 +44,18 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from services.modelkit.settings import ModelSettings
-from services.modelkit.torchvision_models import build_detector, to_float_images
-from services.modelkit.triton_base import BatchedModel, pad_rows
-from services.modelkit.weights import (
-    WeightsInfo,
+from services.modelkit.contract import (
+    COUNT,
+    IMAGE,
+    PROMPT_BOXES,
+    PROMPT_COUNT,
+    PROMPT_LABELS,
+    SCORES,
 )
+from services.modelkit.settings import ModelSettings
+from services.modelkit.torchvision_models import TorchvisionParameters, build_detector, to_float_images
+from services.modelkit.triton_base import BatchedModel, pad_rows
+from services.modelkit.weights import WeightsInfo
 
 COCO_NUM_CLASSES = 91  # background + the original 1..90 COCO ids
 PERSON_NUM_CLASSES = 2  # background, person
@@ -127,7 +135,14 @@ def _subset(features: dict[str, torch.Tensor], images: ImageList, index: list[in
             ImageList(images.tensors.index_select(0, idx), [images.image_sizes[i] for i in index]))
 
 
-class PromptableRcnn(BatchedModel):
+@dataclass(frozen=True, kw_only=True)
+class RcnnParameters(TorchvisionParameters):
+    box_score_floor: float = 0.05
+    """Automatic mode: candidates the model keeps (its box_score_thresh) before the
+    caller's score_threshold applies."""
+
+
+class PromptableRcnn(BatchedModel[RcnnParameters]):
     """Shared Triton model body.
 
     Inputs  IMAGE         uint8 [B, S, S, 3]  letterboxed RGB (normalised inside)
@@ -138,7 +153,7 @@ class PromptableRcnn(BatchedModel):
             all padded to N rows (N >= P). Prompted items answer row k for prompt k.
     """
 
-    num_classes: int
+    parameters_class = RcnnParameters
     model: GeneralizedRCNN
 
     @property
@@ -146,23 +161,22 @@ class PromptableRcnn(BatchedModel):
         """The model's RoI heads (GeneralizedRCNN declares the attribute a plain Module)."""
         return cast(RoIHeads, self.model.roi_heads)
 
-    def load(self, params, settings, device):
-        height, width, _ = (int(d) for d in self.config["input"][0]["dims"])
+    def load(self, params: RcnnParameters, settings, device):
+        height, width, _ = self.input_dims(IMAGE)
         if height != width:
             raise ValueError(f"{self.model_name}: IMAGE must be square, got {height}x{width}")
-        dims = {i["name"]: [int(d) for d in i["dims"]] for i in self.config["input"]}
         self.input_size = height
-        self.max_instances = self.output_dims("SCORES")[0]
-        self.max_prompts = dims["PROMPT_BOXES"][0]
+        self.max_instances = self.output_dims(SCORES)[0]
+        self.max_prompts = self.input_dims(PROMPT_BOXES)[0]
         if self.max_prompts > self.max_instances:
             raise ValueError(f"{self.model_name}: {self.max_prompts} prompts do not fit "
                              f"{self.max_instances} output rows")
         self.model, info = build_rcnn(
             model_name=self.model_name,
-            architecture=params["architecture"],
+            architecture=params.architecture,
             input_size=self.input_size,
             max_detections=self.max_instances,
-            box_score_thresh=float(params.get("box_score_thresh", "0.05")),
+            box_score_thresh=params.box_score_floor,
             settings=settings,
             device=device,
         )
@@ -174,10 +188,10 @@ class PromptableRcnn(BatchedModel):
 
     # -- batch ----------------------------------------------------------------
     def infer(self, inputs):
-        images = to_float_images(inputs["IMAGE"], self.device)
+        images = to_float_images(inputs[IMAGE.name], self.device)
         image_list, _ = self.model.transform(images)
         features = self.model.backbone(image_list.tensors)
-        counts = np.clip(inputs["PROMPT_COUNT"].reshape(len(images), -1)[:, 0], 0, self.max_prompts)
+        counts = np.clip(inputs[PROMPT_COUNT.name].reshape(len(images), -1)[:, 0], 0, self.max_prompts)
         auto = [i for i, c in enumerate(counts) if c == 0]
         prompted = [i for i, c in enumerate(counts) if c > 0]
         rows: dict[int, dict[str, torch.Tensor]] = {}  # batch index -> outputs; every index is auto or prompted
@@ -189,7 +203,7 @@ class PromptableRcnn(BatchedModel):
                 rows[i] = self.automatic_rows(det)
         if prompted:
             feats, sub = _subset(features, image_list, prompted)
-            boxes = [self._prompt_boxes(inputs["PROMPT_BOXES"][i, : counts[i]]) for i in prompted]
+            boxes = [self._prompt_boxes(inputs[PROMPT_BOXES.name][i, : counts[i]]) for i in prompted]
             labels = [self._prompt_labels(inputs, i, counts[i]) for i in prompted]
             for i, row in zip(prompted, self.prompted_rows(feats, boxes, labels, sub.image_sizes), strict=False):
                 rows[i] = row
@@ -203,9 +217,9 @@ class PromptableRcnn(BatchedModel):
                             torch.maximum(t[:, 1], t[:, 3])], dim=1)
 
     def _prompt_labels(self, inputs, i: int, count: int) -> torch.Tensor:
-        if "PROMPT_LABELS" not in inputs:
+        if PROMPT_LABELS.name not in inputs:
             return torch.zeros(count, dtype=torch.int64, device=self.device)
-        return torch.from_numpy(inputs["PROMPT_LABELS"][i, :count].astype(np.int64)).to(self.device)
+        return torch.from_numpy(inputs[PROMPT_LABELS.name][i, :count].astype(np.int64)).to(self.device)
 
     def classify(self, feats, boxes, image_sizes, given: list[torch.Tensor]):
         """Box classifier on the prompt boxes: the category to answer with (the caller's
@@ -232,16 +246,16 @@ class PromptableRcnn(BatchedModel):
     def pack(self, rows: list[dict[str, torch.Tensor]]) -> dict[str, np.ndarray]:
         n = self.max_instances
         names = list(rows[0])
+        dtypes = {t.name: t.numpy_dtype for t in self.head.outputs}
         out: dict[str, list[np.ndarray]] = {name: [] for name in names}
         counts = []
         for row in rows:
             for name in names:
                 value = row[name].detach().cpu().numpy()
-                dtype = np.int32 if name == "LABELS" else np.float32
-                out[name].append(pad_rows(value.astype(dtype), n))
-            counts.append([min(n, len(row["SCORES"]))])
+                out[name].append(pad_rows(value.astype(dtypes[name]), n))
+            counts.append([min(n, len(row[SCORES.name]))])
         arrays = {name: np.stack(values) for name, values in out.items()}
-        arrays["COUNT"] = np.asarray(counts, dtype=np.int32)
+        arrays[COUNT.name] = np.asarray(counts, dtype=np.int32)
         return arrays
 
 

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import torch
 
+from services.modelkit.contract import BOXES, LABELS, MASKS, SCORES
 from services.modelkit.rcnn import PromptableRcnn, split_rows
 
 
 class Segmenter(PromptableRcnn):
     def check_heads(self) -> None:
-        mask_size = self.output_dims("MASKS")[1:]
+        mask_size = self.output_dims(MASKS)[1:]
         # MaskRCNNPredictor doubles the RoI pool resolution (one 2x deconvolution).
         expected = [2 * int(side) for side in self.roi_heads.mask_roi_pool.output_size]
         if mask_size != expected:
@@ -35,10 +36,10 @@ class Segmenter(PromptableRcnn):
 
     def automatic_rows(self, det):
         return {
-            "BOXES": det["boxes"],
-            "SCORES": det["scores"],
-            "LABELS": det["labels"],
-            "MASKS": det["masks"][:, 0],
+            BOXES.name: det["boxes"],
+            SCORES.name: det["scores"],
+            LABELS.name: det["labels"],
+            MASKS.name: det["masks"][:, 0],
         }
 
     def prompted_rows(self, feats, boxes, labels, image_sizes):
@@ -47,7 +48,7 @@ class Segmenter(PromptableRcnn):
         x = rh.mask_predictor(rh.mask_head(rh.mask_roi_pool(feats, boxes, image_sizes)))
         masks = x[torch.arange(len(labels), device=x.device), labels].sigmoid()
         return [
-            {"BOXES": b, "SCORES": s, "LABELS": lab, "MASKS": m}
+            {BOXES.name: b, SCORES.name: s, LABELS.name: lab, MASKS.name: m}
             for b, s, lab, m in zip(boxes, split_rows(scores, boxes), split_rows(labels, boxes),
                                     split_rows(masks, boxes), strict=False)
         ]

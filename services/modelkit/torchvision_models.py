@@ -3,6 +3,7 @@ weights, sized for a fixed square model input."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -10,6 +11,7 @@ import torchvision
 from torchvision.models import get_model_weights
 
 from prelabel.core.models.store import sha256_file
+from services.modelkit.parameters import BoxFloorParameters
 from services.modelkit.settings import ModelSettings
 from services.modelkit.weights import (
     RANDOM,
@@ -19,6 +21,19 @@ from services.modelkit.weights import (
     missing_weights_error,
     random_weights_info,
 )
+
+
+@dataclass(frozen=True, kw_only=True)
+class TorchvisionParameters(BoxFloorParameters):
+    """Parameters of the torchvision R-CNN family models."""
+
+    architecture: str
+    """A torchvision detection builder (e.g. `fasterrcnn_resnet50_fpn_v2`), or one of the
+    builders the implementation defines (services.modelkit.rcnn.LITE_ARCHITECTURES)."""
+
+    box_score_floor: float = 0.001
+    """Candidates the model returns (its box_score_thresh); callers choose their own
+    threshold per request (the service applies it), down to this floor."""
 
 
 def published_file(architecture: str) -> str | None:

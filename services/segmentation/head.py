@@ -20,6 +20,7 @@ worker thread that stops at the call's deadline or cancellation (services.common
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from prelabel.core.errors import InvalidArgument
@@ -30,9 +31,20 @@ from services.common import requests as fields
 from services.common.labeling import LabelFilter, select
 from services.common.letterbox import boxes_to_source, points_to_source
 from services.common.masks import encode_mask
-from services.common.task import Ask, Box, Inference, Prompt, TaskHead
+from services.common.prompts import Prompt
+from services.common.task import Ask, Inference, TaskHead
 from services.common.triton_client import ModelSpec
 from services.common.work import WorkBudget
+from services.modelkit.contract import (
+    BOX_PROMPTS,
+    BOXES,
+    LABELS,
+    MASKS,
+    PROMPT_BOXES,
+    PROMPT_LABELS,
+    PROMPTABLE_MASKS_HEAD,
+    SCORES,
+)
 from services.segmentation.settings import SegmentationSettings
 
 TASK = "segment"
@@ -92,11 +104,13 @@ class SegmentHead(TaskHead):
     response_type = segmentation_pb2.SegmentResponse
     labels_field = "instances"
     prompts_field = "prompts"
+    #: The prompt kinds this task reads from its requests.
+    prompt_kinds = (BOX_PROMPTS,)
     threaded = True  # pasting and encoding masks costs per pixel
     settings: SegmentationSettings
 
     def model_heads(self) -> dict[str, frozenset[str]]:
-        return {self.settings.segmentation_model: frozenset({"promptable_masks"})}
+        return {self.settings.segmentation_model: frozenset({PROMPTABLE_MASKS_HEAD.name})}
 
     def ask(self, request: segmentation_pb2.SegmentRequest) -> Ask:
         opts = options(request)
@@ -107,11 +121,13 @@ class SegmentHead(TaskHead):
         for k, prompt in enumerate(request.prompts):
             if not prompt.HasField("box"):
                 raise InvalidArgument(f"prompts[{k}].box", "is required")
-            prompts.append(Prompt(prompt.box, f"prompts[{k}].box", label=prompt_category(prompt, spec.label_map)[2]))
+            # The category asked of the model; 0 lets the model choose.
+            channel = prompt_category(prompt, spec.label_map)[2]
+            prompts.append(Prompt(f"prompts[{k}].box", {PROMPT_BOXES: prompt.box, PROMPT_LABELS: channel}))
         return prompts
 
-    def check_prompt_boxes(self, boxes: list[Box]) -> None:
-        check_mask_pixels(boxes, self.settings.max_mask_pixels)
+    def check_prompted_work(self, prompts: Sequence[Prompt]) -> None:
+        check_mask_pixels([p.rows[PROMPT_BOXES] for p in prompts], self.settings.max_mask_pixels)
 
     def budget(self, deadline: float) -> WorkBudget:
         return WorkBudget(deadline, self.settings.max_polygon_vertices)
@@ -141,12 +157,12 @@ def _instance(inf: Inference, probs, paste_box, box, cat_id: int, name: str, sco
 def _automatic(inf: Inference, max_mask_pixels: int, budget: WorkBudget) -> list[segmentation_pb2.InstanceMask]:
     """Instances highest score first, until their boxes would cover more than
     `max_mask_pixels` source pixels together."""
-    scores = inf.output("SCORES")
-    chosen = select(scores, inf.count, inf.output("LABELS"), inf.spec.label_map, inf.ask.options.flt)
+    scores = inf.output(SCORES)
+    chosen = select(scores, inf.count, inf.output(LABELS), inf.spec.label_map, inf.ask.options.flt)
     instances = []
     pixels_left = max_mask_pixels
-    for i, cat_id, name in chosen:
-        model_box = inf.output("BOXES")[i]
+    for c in chosen:
+        model_box = inf.output(BOXES)[c.index]
         # The mask grid spans the model's box, which may reach into the letterbox
         # padding: paste with the unclipped source box, report the clipped one.
         paste_box = points_to_source(model_box.reshape(2, 2), inf.letterbox).reshape(4)
@@ -154,7 +170,8 @@ def _automatic(inf: Inference, max_mask_pixels: int, budget: WorkBudget) -> list
         pixels_left -= box_pixels(box)
         if pixels_left < 0:
             break
-        instances.append(_instance(inf, inf.output("MASKS")[i], paste_box, box, cat_id, name, scores[i], budget))
+        instances.append(_instance(inf, inf.output(MASKS)[c.index], paste_box, box, c.category_id, c.category_name,
+                                   scores[c.index], budget))
     return instances
 
 
@@ -163,9 +180,9 @@ def _prompted(inf: Inference, budget: WorkBudget) -> list[segmentation_pb2.Insta
     for k, (box, prompt) in enumerate(zip(inf.boxes, inf.request.prompts, strict=False)):
         cat_id, name, _ = prompt_category(prompt, inf.spec.label_map)
         if not cat_id and not name:
-            cat_id = int(inf.output("LABELS")[k])
+            cat_id = int(inf.output(LABELS)[k])
             # 0: the model could not name the object in the box -- say so, no "class_0".
             name = category_name(inf.spec.label_map, cat_id) if cat_id else ""
-        instances.append(_instance(inf, inf.output("MASKS")[k], box, box, cat_id, name, None, budget,
+        instances.append(_instance(inf, inf.output(MASKS)[k], box, box, cat_id, name, None, budget,
                                    prompt_index=k))
     return instances

@@ -13,8 +13,11 @@ from PIL import Image, ImageDraw, ImageOps
 
 from prelabel.core.labels import COCO_KEYPOINT_NAMES
 from prelabel.v1 import common_pb2, keypoints_pb2
+from services.common.triton_client import ModelSpec
+from services.keypoints.settings import KeypointSettings
 from tests.grpc_helpers import concurrent_counts, invalid_argument_field
 from tests.photos import STORE_AS, encode, photo, photo_bytes, with_orientation
+from tests.unit.triton_models import config_json
 
 pytestmark = pytest.mark.integration
 
@@ -121,6 +124,35 @@ async def test_person_keypoints_stay_inside_their_prompt_box_when_boxes_are_prom
             assert b.y_min - slack_y <= k.y <= b.y_max + slack_y
 
 
+#: Prompt rows of one keypointer inference (PROMPT_BOXES of its config.pbtxt).
+MODEL_ROWS = ModelSpec.from_config(config_json("keypointer")).prompt_capacity
+
+
+@pytest.mark.timeout(300)
+async def test_person_keypoints_answer_every_prompt_in_order_when_there_are_more_than_the_model_rows(
+        keypoint_detector):
+    count = MODEL_ROWS + 8
+    width, height = 640, 300
+    data = drawn_people(width, height)
+    prompts = [box((k % 10) * width / 12, (k // 10) * height / 8, (k % 10) * width / 12 + width / 5,
+                   (k // 10) * height / 8 + height * 0.6) for k in range(count)]
+
+    def ask(boxes):
+        return keypoint_detector.DetectKeypoints(keypoints_pb2.KeypointRequest(
+            image=common_pb2.Image(data=data), prompt_boxes=boxes, labeled_threshold=0.0,
+            review_policy=common_pb2.ReviewPolicy(include_rejected=True)), timeout=RPC_TIMEOUT_S)
+
+    whole, first, rest = await asyncio.gather(ask(prompts), ask(prompts[:MODEL_ROWS]), ask(prompts[MODEL_ROWS:]))
+    assert [i.prompt_index for i in whole.instances] == list(range(count))
+    alone = list(first.instances) + list(rest.instances)
+    assert len(alone) == count
+    for k, (got, want) in enumerate(zip(whole.instances, alone, strict=True)):
+        assert got.detection.box == want.detection.box == prompts[k]
+        assert got.detection.score == want.detection.score, k
+        assert list(got.keypoints) == list(want.keypoints), k
+    assert len({i.keypoints[0].x for i in whole.instances[MODEL_ROWS:]}) > 1, "the second inference's rows are alike"
+
+
 async def test_person_keypoints_follow_the_request_thresholds_when_automatic(keypoint_detector):
     reply = await keypoint_detector.DetectKeypoints(keypoints_pb2.KeypointRequest(
         image=common_pb2.Image(data=photo_bytes("astronaut.png")), kind=PERSON,
@@ -152,7 +184,7 @@ def _boxes(n: int, b=None) -> list:
     ({"image": common_pb2.Image(data=b"\x89PNG\r\n\x1a\n broken")}, "image.data"),
     ({"kind": FACE, "prompt_boxes": _boxes(1)}, "prompt_boxes"),
     ({"kind": 7}, "kind"),
-    ({"prompt_boxes": _boxes(33)}, "prompt_boxes"),
+    ({"prompt_boxes": _boxes(KeypointSettings().max_prompts + 1)}, "prompt_boxes"),
     ({"prompt_boxes": _boxes(1, box(10, 10, 5, 30))}, "prompt_boxes[0]"),
     ({"prompt_boxes": _boxes(2) + _boxes(1, box(10, 10, 30, 10))}, "prompt_boxes[2]"),
     ({"prompt_boxes": _boxes(1, box(10, 10, 30, float("inf")))}, "prompt_boxes[0]"),

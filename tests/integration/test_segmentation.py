@@ -4,6 +4,8 @@ drawn shapes of known geometry, prompted one-mask-per-box, COCO RLE through pyco
 bad requests, batching under concurrent load."""
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
@@ -11,8 +13,11 @@ from pycocotools import mask as coco_mask
 
 from prelabel.core.models.store import read_lock
 from prelabel.v1 import common_pb2, segmentation_pb2
+from services.common.triton_client import ModelSpec
+from services.segmentation.settings import SegmentationSettings
 from tests.grpc_helpers import concurrent_counts, invalid_argument_field
 from tests.photos import encode, photo_bytes
+from tests.unit.triton_models import config_json
 
 pytestmark = pytest.mark.integration
 
@@ -101,6 +106,44 @@ async def test_segment_returns_one_aligned_mask_per_prompt_when_boxes_are_prompt
             {"size": list(instance.mask.size), "counts": instance.mask.counts}))
         assert 0 <= instance.mask_quality <= 1
         assert instance.detection.score == pytest.approx(instance.mask_quality)
+
+
+#: Prompt rows of one segmenter inference (PROMPT_BOXES of its config.pbtxt).
+MODEL_ROWS = ModelSpec.from_config(config_json("segmenter")).prompt_capacity
+
+
+def grid_prompts(width: int, height: int, count: int) -> list[segmentation_pb2.BoxPrompt]:
+    """`count` different boxes over the image; every other one names a category (cup:
+    GrabCut masks it), the rest leave it to the model."""
+    prompts = []
+    for k in range(count):
+        x0, y0 = (k % 8) * width / 10, (k // 8) * height / 7
+        prompts.append(segmentation_pb2.BoxPrompt(box=box(x0, y0, x0 + width / 4, y0 + height / 3),
+                                                  category=common_pb2.Category(id=47 if k % 2 else 0)))
+    return prompts
+
+
+@pytest.mark.timeout(300)
+async def test_segment_answers_every_prompt_in_order_when_there_are_more_than_the_model_rows(segmenter):
+    count = MODEL_ROWS + 8
+    data = drawn_image(400, 300)
+    prompts = grid_prompts(400, 300, count)
+
+    def ask(ps):
+        return segmenter.Segment(segmentation_pb2.SegmentRequest(
+            image=common_pb2.Image(data=data), prompts=ps, mask_threshold=0.3, review_policy=EVERYTHING),
+            timeout=RPC_TIMEOUT_S)
+
+    whole, first, rest = await asyncio.gather(ask(prompts), ask(prompts[:MODEL_ROWS]), ask(prompts[MODEL_ROWS:]))
+    assert [m.prompt_index for m in whole.instances] == list(range(count))
+    alone = list(first.instances) + list(rest.instances)
+    assert len(alone) == count
+    for k, (got, want) in enumerate(zip(whole.instances, alone, strict=True)):
+        assert got.detection.box == want.detection.box == prompts[k].box
+        assert got.detection.category == want.detection.category, k
+        assert (got.mask, got.area, got.mask_quality, got.detection.score) == \
+            (want.mask, want.area, want.mask_quality, want.detection.score), k
+    assert any(m.area for m in whole.instances[MODEL_ROWS:]), "the second inference's masks are all empty"
 
 
 @pytest.mark.parametrize(("width", "height"), [(640, 200), (333, 333)])
@@ -228,7 +271,7 @@ def _prompts(n: int, b=None) -> list:
 
 @pytest.mark.parametrize(("request_fields", "field"), [
     ({"image": common_pb2.Image(data=b"not an image")}, "image.data"),
-    ({"prompts": _prompts(33)}, "prompts"),
+    ({"prompts": _prompts(SegmentationSettings().max_prompts + 1)}, "prompts"),
     ({"prompts": _prompts(1, box(50, 10, 40, 60))}, "prompts[0].box"),  # x_max < x_min
     ({"prompts": _prompts(1) + _prompts(1, box(5, 5, 5, 30))}, "prompts[1].box"),  # zero width
     ({"prompts": [segmentation_pb2.BoxPrompt(box=box(float("nan"), 0, 5, 5))]}, "prompts[0].box"),

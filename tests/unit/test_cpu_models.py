@@ -20,6 +20,7 @@ from services.common.letterbox import (
     points_to_source,
 )
 from tests.geometry import iou
+from tests.mask_oracles import paste_mask
 from tests.photos import photo
 from tests.unit.triton_models import cpu_model, run
 
@@ -151,8 +152,6 @@ def test_movenet_answers_one_row_per_prompt_in_order_when_prompted(keypointer):
 
 def mask_in_source(row: dict, lb: Letterbox, width: int, height: int) -> np.ndarray:
     """Paste a MASKS row (probabilities over its box) into a source-size boolean image."""
-    from services.common.masks import paste_mask
-
     box = points_to_source(row["BOXES"].reshape(2, 2), lb).reshape(4)
     pasted = paste_mask(row["MASKS"], box, width, height)
     full = np.zeros((height, width), bool)

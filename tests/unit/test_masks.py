@@ -8,17 +8,8 @@ from hypothesis import strategies as st
 from pycocotools import mask as coco_mask
 from scipy import ndimage
 
-from services.common.masks import (
-    BinaryMask,
-    binarize,
-    encode_mask,
-    encode_rle,
-    outer_polygons,
-    paste_mask,
-    pixel_span,
-    polygon_area,
-    rle_from_full,
-)
+from services.common.masks import BinaryMask, encode_mask, encode_rle, outer_polygons, pixel_span
+from tests.mask_oracles import binarize, full_mask, paste_mask, polygon_area, rle_from_full
 
 FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
 EIGHT_CONNECTED = ndimage.generate_binary_structure(2, 2)
@@ -49,17 +40,17 @@ def test_encode_mask_round_trips_through_pycocotools_when_masks_are_random(case,
     # uncompressed counts).
     rle = {"size": encoded.rle["size"], "counts": encoded.rle["counts"]}
     assert rle["size"] == [height, width]
-    assert np.array_equal(coco_mask.decode(rle), binary.full())
+    assert np.array_equal(coco_mask.decode(rle), full_mask(binary))
     assert int(coco_mask.area(rle)) == encoded.area == binary.area
     # Byte-identical to pycocotools' own encoder (canonical counts).
-    assert encoded.rle["counts"] == rle_from_full(binary.full())["counts"]
+    assert encoded.rle["counts"] == rle_from_full(full_mask(binary))["counts"]
 
 
 @settings(max_examples=150, deadline=None)
 @given(case=boxed_probabilities(), threshold=st.floats(0.05, 0.95))
 def test_paste_mask_stays_inside_its_box_when_box_crosses_the_border(case, threshold):
     width, height, (x0, y0, x1, y1), probs = case
-    mask = binarize(paste_mask(probs, (x0, y0, x1, y1), width, height), threshold).full()
+    mask = full_mask(binarize(paste_mask(probs, (x0, y0, x1, y1), width, height), threshold))
     ys, xs = np.nonzero(mask)
     if len(xs):
         # Pixel centres inside the box; pixel extents inside the box rounded outwards.
@@ -69,7 +60,7 @@ def test_paste_mask_stays_inside_its_box_when_box_crosses_the_border(case, thres
 
 
 def test_paste_mask_fills_exactly_the_box_pixels_when_probabilities_are_one():
-    mask = binarize(paste_mask(np.ones((28, 28)), (10.2, 5.7, 30.6, 20.4), 40, 30), 0.5).full()
+    mask = full_mask(binarize(paste_mask(np.ones((28, 28)), (10.2, 5.7, 30.6, 20.4), 40, 30), 0.5))
     expected = np.zeros((30, 40), np.uint8)
     expected[6:20, 10:31] = 1  # centres 6.5..19.5 and 10.5..30.5 lie in the box
     assert np.array_equal(mask, expected)
@@ -78,7 +69,7 @@ def test_paste_mask_fills_exactly_the_box_pixels_when_probabilities_are_one():
 def test_paste_mask_keeps_left_and_top_when_the_grid_is_asymmetric():
     probs = np.zeros((28, 28))
     probs[:14, :7] = 1.0  # top half, left quarter of the box
-    mask = binarize(paste_mask(probs, (0, 0, 80, 40), 100, 50), 0.5).full()
+    mask = full_mask(binarize(paste_mask(probs, (0, 0, 80, 40), 100, 50), 0.5))
     ys, xs = np.nonzero(mask)
     assert xs.max() < 80 * 7 / 28 + 2 and ys.max() < 40 * 14 / 28 + 2
     assert xs.min() == 0 and ys.min() == 0
@@ -107,9 +98,9 @@ def test_encode_mask_reports_mean_probability_inside_the_mask_when_probabilities
 
 def test_encode_rle_is_canonical_when_the_crop_spans_the_full_height():
     mask = BinaryMask(np.ones((5, 3), bool), x0=1, y0=0, width=6, height=5)
-    assert encode_rle(mask)["counts"] == rle_from_full(mask.full())["counts"]
+    assert encode_rle(mask)["counts"] == rle_from_full(full_mask(mask))["counts"]
     corner = BinaryMask(np.ones((2, 2), bool), x0=4, y0=3, width=6, height=5)  # ends on the last pixel
-    assert encode_rle(corner)["counts"] == rle_from_full(corner.full())["counts"]
+    assert encode_rle(corner)["counts"] == rle_from_full(full_mask(corner))["counts"]
 
 
 @settings(max_examples=100, deadline=None)
