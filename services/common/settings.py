@@ -62,6 +62,13 @@ class ServiceSettings(BaseSettings):
     anything is decompressed. Images are compressed already, so request compression
     saves little and lets a few KB on the wire cost megabytes (a compression bomb)."""
 
+    image_state_max_bytes: int = 0
+    """Bound of the per-image state a Triton-backed service keeps between requests on the
+    same image (services.common.image_state: decoded, letterboxed inputs; later, image
+    embeddings), least recently used evicted first. 0 disables it (nothing hashed or held):
+    the default of a process whose requests rarely repeat an image; a process that expects
+    repeats sets its own default (keypoints: 64 MiB)."""
+
     max_in_flight: int = 64
     """Admission control: requests beyond this many in flight get RESOURCE_EXHAUSTED."""
 

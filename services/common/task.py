@@ -23,6 +23,7 @@ from prelabel.core.errors import InvalidArgument
 from prelabel.core.review import ReviewPolicy
 from prelabel.v1 import common_pb2
 from services.common import requests as fields
+from services.common.image_state import ImageStateCache
 from services.common.interceptors import time_left
 from services.common.labeling import (
     check_prompt_box_shape,
@@ -143,7 +144,7 @@ def check_prompts(prompts: list[Prompt], spec: ModelSpec, field: str) -> None:
 
 
 async def run_task(head: TaskHead, request, *, triton: TritonClient, metrics: Metrics,
-                   timeout_s: float):
+                   timeout_s: float, image_state: ImageStateCache | None = None):
     deadline = time.monotonic() + timeout_s
     # Validate everything cheap before touching pixels or Triton.
     ask = head.ask(request)
@@ -155,7 +156,7 @@ async def run_task(head: TaskHead, request, *, triton: TritonClient, metrics: Me
 
     metrics.payload.labels(metrics.service, head.rpc).observe(len(request.image.data))
     with metrics.timed("decode"):
-        prepared = await prepare_image_async(request.image.data, spec.image_size, head.settings)
+        prepared = await prepare_image_async(request.image.data, spec.image_size, head.settings, image_state)
     lb = prepared.letterbox
     boxes = [fields.box(p.box, p.field, lb.src_w, lb.src_h) for p in prompts]
     head.check_prompt_boxes(boxes)
@@ -204,6 +205,7 @@ class TaskServicer:
     def __init__(self, head: TaskHead, triton: TritonClient, metrics: Metrics):
         self.head, self.triton, self.metrics = head, triton, metrics
         self.policy = ServedPolicy.from_settings(head.settings, metrics)
+        self.image_state = ImageStateCache(head.settings.image_state_max_bytes, metrics)
 
     async def serve(self, request, context):
         settings = self.head.settings
@@ -211,4 +213,4 @@ class TaskServicer:
         request = self.policy.apply(request)
         fields.priority(request.priority)
         return await run_task(self.head, request, triton=self.triton, metrics=self.metrics,
-                              timeout_s=timeout_s)
+                              timeout_s=timeout_s, image_state=self.image_state)

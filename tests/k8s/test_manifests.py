@@ -569,6 +569,46 @@ def test_base_is_production_safe():
     assert env_value(BASE, dep, c, "PRELABEL_ALLOW_RANDOM_WEIGHTS") == "false"
 
 
+# --------------------------------------------------------------------------- settings
+
+
+def _settings_class(service: str):
+    """The settings class of `python -m services.<service>` (its one ServiceSettings subclass)."""
+    import importlib
+    import inspect
+
+    from services.common.settings import ServiceSettings
+
+    module = importlib.import_module(f"services.{service}.settings")
+    (cls,) = [c for _, c in inspect.getmembers(module, inspect.isclass)
+              if issubclass(c, ServiceSettings) and c.__module__ == module.__name__]
+    return cls
+
+
+def _memory_bytes(quantity: str) -> int:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9}
+    for suffix, factor in units.items():
+        if quantity.endswith(suffix):
+            return int(float(quantity[: -len(suffix)]) * factor)
+    return int(quantity)
+
+
+@pytest.mark.parametrize("target", SERVING)
+def test_per_image_state_fits_in_the_memory_limit(target):
+    """The per-image state bound (image_state_max_bytes: env, else the process's default)
+    takes at most a tenth of the container's memory limit; the rest holds the process and
+    its requests in flight."""
+    bounds = {}
+    for name in MODEL_SERVICES:
+        dep = one(target, "Deployment", name)
+        (c,) = pod_spec(dep)["containers"]
+        value = env_value(target, dep, c, "PRELABEL_IMAGE_STATE_MAX_BYTES")
+        bound = bounds[name] = int(value) if value is not None else _settings_class(name)().image_state_max_bytes
+        limit = _memory_bytes(c["resources"]["limits"]["memory"])
+        assert bound <= limit // 10, f"{target}: {name} keeps up to {bound} bytes of a {limit} byte limit"
+    assert bounds["keypoints"] > 0, "keypoints gets each PreLabel image twice: its cache is on"
+
+
 # --------------------------------------------------------------------------- triton scaling
 
 
