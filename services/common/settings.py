@@ -26,9 +26,6 @@ class ServiceSettings(BaseSettings):
     triton_url: str = "127.0.0.1:8001"
     """Triton gRPC endpoint, host:port."""
 
-    profile: str = "cpu"
-    """Deployment profile: "cpu" (development, CI) or "gpu" (production)."""
-
     require_pretrained: bool = False
     """Production: refuse to start when a model reports random weights."""
 
