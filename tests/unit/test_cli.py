@@ -2,6 +2,7 @@
 parameter and lock guards, exit codes, and the Kubernetes Job's exact argv."""
 from __future__ import annotations
 
+import argparse
 import asyncio
 import fcntl
 import json
@@ -12,14 +13,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from prelabel.cli import (
+from prelabel.annotate import (
     EXIT_FAILED,
     EXIT_LOCKED,
     EXIT_OK,
     EXIT_REJECTED,
-    build_parser,
-    main,
 )
+from prelabel.cli import COMMANDS, build_parser, main
 from prelabel.formats.coco import file_path as coco_file
 from prelabel.inputs import shard_of
 from services.embedded_triton.launcher import free_port
@@ -90,6 +90,11 @@ def test_parser_accepts_the_kubernetes_job_argv_when_read_from_job_yaml():
     assert (args.manifest, args.shard_index, args.shard_count) == ("/data/manifest.txt", 3, 8)
     assert args.router == "router:50051" and args.out == "/out/shard-3"
     assert args.tasks == ["detect", "segment", "keypoints", "faces"]
+
+
+def test_command_table_runs_every_command_when_the_parser_offers_it():
+    (sub,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    assert set(sub.choices) == set(COMMANDS)
 
 
 async def test_annotate_exits_4_with_complete_outputs_when_an_image_is_rejected(tmp_path):
