@@ -9,10 +9,6 @@ from collections.abc import Callable
 POLL_S = 0.01
 
 
-def _timeout(what: str, timeout_s: float) -> TimeoutError:
-    return TimeoutError(f"{what} not true after {timeout_s} s")
-
-
 async def until(condition: Callable[[], object], timeout_s: float = 10.0, poll_s: float = POLL_S,
                 what: str = "condition") -> None:
     """Return once `condition()` is truthy (checked at once, then every `poll_s`, the event
@@ -20,15 +16,6 @@ async def until(condition: Callable[[], object], timeout_s: float = 10.0, poll_s
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:
-            raise _timeout(what, timeout_s)
+            raise TimeoutError(f"{what} not true after {timeout_s} s")
         await asyncio.sleep(poll_s)
 
-
-def until_sync(condition: Callable[[], object], timeout_s: float = 10.0, poll_s: float = POLL_S,
-               what: str = "condition") -> None:
-    """`until` for threads and processes: blocks the calling thread while it polls."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise _timeout(what, timeout_s)
-        time.sleep(poll_s)

@@ -25,6 +25,7 @@ from prelabel.inputs import shard_of
 from services.embedded_triton.launcher import free_port
 from tests.unit.annotate_runs import annotate, photos, start_annotate
 from tests.unit.prelabeler_double import PreLabelerDouble, serve
+from tests.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -132,8 +133,8 @@ async def test_annotate_finishes_images_in_flight_then_exits_143_when_sigterm(tm
         proc = await start_annotate(str(folder), "--out", str(out), "--router", address, "--tasks", "detect",
                                     "--concurrency", "2")
         journal = out / "journal.jsonl"
-        while not (journal.exists() and journal.read_bytes().count(b"\n") >= 2):
-            await asyncio.sleep(0.02)
+        await until(lambda: journal.exists() and journal.read_bytes().count(b"\n") >= 2, timeout_s=30,
+                    what="two images journaled")
         proc.send_signal(signal.SIGTERM)
         log = (await asyncio.wait_for(proc.communicate(), 30))[0].decode()
         assert proc.returncode == 143, log
