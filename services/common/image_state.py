@@ -27,8 +27,10 @@ computes the embedding with one Triton call and later clicks (same image bytes) 
         key, lambda: encode_image(triton, spec.name, prepared.tensor),
         size_of=lambda embedding: embedding.nbytes)
 
-where `encode_image` returns a read-only array. The router keeps one image's
-interactive requests on one replica, so its cache is the one that holds the embedding.
+where `encode_image` returns a read-only array (a task that needs the digest and the
+prepared input both can have prepare_image_async return the digest it computed). The cache
+is per process: one image's interactive requests must reach the same replica (the router's
+job) to find its embedding.
 """
 from __future__ import annotations
 
