@@ -238,8 +238,10 @@ def pull_published(cache_dir: Path, base_url: str | None,
 
 
 # -- verify / list ------------------------------------------------------------------
-def verify(profile: str, cache_dir: Path, lock: dict) -> list[str]:
-    """Problems found (empty: everything of the profile is cached and matches)."""
+def verify(profile: str, cache_dir: Path) -> list[str]:
+    """Problems found (empty: everything of the profile is cached and matches). CPU files
+    are checked against the committed lock (store reads it), GPU files against the hash
+    prefix in their published names."""
     problems = []
     if profile == "cpu":
         for name in catalog.PROFILES["cpu"].converted:
@@ -299,7 +301,7 @@ def run(args: argparse.Namespace) -> int:
             print(list_models(cache_dir, lock))
             return 0
         if args.action == "verify":
-            problems = verify(args.profile, cache_dir, lock)
+            problems = verify(args.profile, cache_dir)
             for problem in problems:
                 print(problem, file=sys.stderr)
             if not problems:

@@ -40,6 +40,19 @@ class Metrics:
         self.payload = Histogram(
             "prelabel_payload_bytes", "Request payload size", ["service", "method"],
             buckets=BYTES_BUCKETS, registry=r)
+        # Per-image state (services.common.image_state), by the kind of derived value.
+        self.image_state_hits = Counter(
+            "prelabel_image_state_hits", "Per-image state found held or being computed for "
+            "another request", ["service", "kind"], registry=r)
+        self.image_state_misses = Counter(
+            "prelabel_image_state_misses", "Per-image state computed (not held, not in progress)",
+            ["service", "kind"], registry=r)
+        self.image_state_evictions = Counter(
+            "prelabel_image_state_evictions", "Per-image state entries evicted to stay within "
+            "image_state_max_bytes (least recently used first)", ["service", "kind"], registry=r)
+        self.image_state_bytes = Gauge(
+            "prelabel_image_state_bytes", "Bytes of per-image state held", ["service", "kind"],
+            registry=r)
 
     @contextmanager
     def timed(self, stage: str):

@@ -28,14 +28,11 @@ class ServiceSettings(BaseSettings):
     triton_url: str = "127.0.0.1:8001"
     """Triton gRPC endpoint, host:port."""
 
-    profile: str = "cpu"
-    """Deployment profile: "cpu" (development, CI) or "gpu" (production)."""
-
     require_pretrained: bool = False
     """Production: refuse to start when a model reports random weights."""
 
     max_image_bytes: int = 20 * 1024 * 1024
-    """Largest encoded image accepted (INVALID_ARGUMENT above it)."""
+    """Largest encoded image accepted, 20 MiB (INVALID_ARGUMENT above it)."""
 
     max_image_pixels: int = 36_000_000
     """Largest width*height accepted, checked from the header before decoding
@@ -47,17 +44,17 @@ class ServiceSettings(BaseSettings):
 
     max_request_fields_bytes: int = 256 * 1024
     """Room for a request's fields other than the image (prompts, review policy, ids)
-    in the derived receive limit."""
+    in the derived receive limit, 256 KiB."""
 
     grpc_max_receive_bytes: int | None = None
     """gRPC receive limit per message, checked after decompression; a larger message
     gets RESOURCE_EXHAUSTED from gRPC itself, with no retry hint (a size error, not
-    overload). None: max_image_bytes + max_request_fields_bytes, so nothing much larger
-    than an acceptable image is ever buffered."""
+    overload). None: max_image_bytes + max_request_fields_bytes (20 MiB + 256 KiB by
+    default), so nothing much larger than an acceptable image is ever buffered."""
 
     grpc_max_send_bytes: int = 32 * 1024 * 1024
-    """Largest response this process sends (and the router accepts from a service):
-    masks and polygons of a large image can exceed the request's size."""
+    """Largest response this process sends (and the router accepts from a service),
+    32 MiB: masks and polygons of a large image can exceed the request's size."""
 
     accept_compressed_requests: bool = False
     """Accept gzip/deflate-compressed requests. Off: such calls end UNIMPLEMENTED before
@@ -68,6 +65,13 @@ class ServiceSettings(BaseSettings):
     """Prompts one request may carry (segmentation, keypoints): as many as the labels a
     request may ask for, so a cascade of one image's detections fits. More than a model's
     prompt rows go to it in several inferences."""
+
+    image_state_max_bytes: int = 0
+    """Bound of the per-image state a Triton-backed service keeps between requests on the
+    same image (services.common.image_state: decoded, letterboxed inputs; later, image
+    embeddings), least recently used evicted first. 0 disables it (nothing hashed or held):
+    the default of a process whose requests rarely repeat an image; a process that expects
+    repeats sets its own default (keypoints: 64 MiB)."""
 
     max_in_flight: int = 64
     """Admission control: requests beyond this many in flight get RESOURCE_EXHAUSTED."""

@@ -25,6 +25,7 @@ import numpy as np
 from prelabel.core.review import ReviewPolicy
 from prelabel.v1 import common_pb2
 from services.common import requests as fields
+from services.common.image_state import ImageStateCache
 from services.common.interceptors import time_left
 from services.common.labeling import count_labels, keep_reviewed, make_detection, uncertainty_of
 from services.common.letterbox import Letterbox
@@ -153,7 +154,7 @@ async def infer(triton: TritonClient, spec: ModelSpec, image: np.ndarray, prompt
 
 
 async def run_task(head: TaskHead, request, *, triton: TritonClient, metrics: Metrics,
-                   timeout_s: float):
+                   timeout_s: float, image_state: ImageStateCache | None = None):
     deadline = time.monotonic() + timeout_s
     # Validate everything cheap before touching pixels or Triton.
     ask = head.ask(request)
@@ -165,7 +166,7 @@ async def run_task(head: TaskHead, request, *, triton: TritonClient, metrics: Me
 
     metrics.payload.labels(metrics.service, head.rpc).observe(len(request.image.data))
     with metrics.timed("decode"):
-        prepared = await prepare_image_async(request.image.data, spec.image_size, head.settings)
+        prepared = await prepare_image_async(request.image.data, spec.image_size, head.settings, image_state)
     lb = prepared.letterbox
     prompts = [placed(p, lb.src_w, lb.src_h) for p in prompts]
     head.check_prompted_work(prompts)
@@ -209,6 +210,7 @@ class TaskServicer:
     def __init__(self, head: TaskHead, triton: TritonClient, metrics: Metrics):
         self.head, self.triton, self.metrics = head, triton, metrics
         self.policy = ServedPolicy.from_settings(head.settings, metrics)
+        self.image_state = ImageStateCache(head.settings.image_state_max_bytes, metrics)
 
     async def serve(self, request, context):
         settings = self.head.settings
@@ -216,4 +218,4 @@ class TaskServicer:
         request = self.policy.apply(request)
         fields.priority(request.priority)
         return await run_task(self.head, request, triton=self.triton, metrics=self.metrics,
-                              timeout_s=timeout_s)
+                              timeout_s=timeout_s, image_state=self.image_state)

@@ -1,7 +1,7 @@
 """Keypoint service against the real embedded tritonserver: MTCNN facial landmarks
 (real weights) on real photos and every EXIF orientation, COCO person keypoints
 (keypointer, CPU profile: MoveNet multipose, real weights) automatic and box-prompted, bad requests,
-batching under concurrent load."""
+batching under concurrent load, one decode for a person and a face request of one image."""
 from __future__ import annotations
 
 import asyncio
@@ -13,8 +13,11 @@ from PIL import Image, ImageDraw, ImageOps
 
 from prelabel.core.labels import COCO_KEYPOINT_NAMES
 from prelabel.v1 import common_pb2, keypoints_pb2
+from services.common.metrics import Metrics
 from services.common.triton_client import ModelSpec
+from services.keypoints.app import build_app
 from services.keypoints.settings import KeypointSettings
+from tests.conftest import running, stub
 from tests.grpc_helpers import concurrent_counts, invalid_argument_field
 from tests.photos import STORE_AS, encode, photo, photo_bytes, with_orientation
 from tests.unit.triton_models import config_json
@@ -215,3 +218,37 @@ async def test_keypointer_model_batches_requests_when_they_arrive_concurrently(k
     assert [len(r.instances) for r in replies if r.image_id in ("1", "2")] == [1, 2]
     assert inferences == 12
     assert executions < inferences, f"{executions} executions for {inferences} inferences: no batching"
+
+
+async def _person_then_face(triton_url: str, data: bytes, image_state_max_bytes: int):
+    """A fresh keypoints service: one person request, then one face request, of `data`.
+    Returns (person reply, face reply, the service's metrics)."""
+    metrics = Metrics("keypoints")
+    settings = KeypointSettings(grpc_port=0, metrics_port=None, triton_url=triton_url,
+                                image_state_max_bytes=image_state_max_bytes)
+    async with running(build_app(settings, metrics)) as address, \
+            stub(address, "keypoints", "KeypointDetectorStub") as detector:
+        replies = [await detector.DetectKeypoints(keypoints_pb2.KeypointRequest(
+            image=common_pb2.Image(data=data, image_id="same"), kind=kind,
+            review_policy=common_pb2.ReviewPolicy(include_rejected=True)), timeout=RPC_TIMEOUT_S)
+            for kind in (PERSON, FACE)]
+    return *replies, metrics
+
+
+def _image_state(metrics: Metrics, name: str) -> float:
+    value = metrics.registry.get_sample_value(
+        f"prelabel_image_state_{name}", {"service": "keypoints", "kind": "letterbox:512x512"})
+    return 0.0 if value is None else value
+
+
+async def test_person_and_face_requests_decode_the_image_once_when_they_carry_the_same_image(triton):
+    data = photo_bytes("astronaut.png")  # both CPU-profile models take 512x512
+    person, face, metrics = await _person_then_face(triton.grpc_url, data, 64 * 1024 * 1024)
+    assert (_image_state(metrics, "misses_total"), _image_state(metrics, "hits_total")) == (1, 1)
+    assert _image_state(metrics, "bytes") == 512 * 512 * 3
+
+    uncached_person, uncached_face, uncached_metrics = await _person_then_face(triton.grpc_url, data, 0)
+    assert (_image_state(uncached_metrics, "misses_total"), _image_state(uncached_metrics, "hits_total")) == (0, 0)
+    assert len(person.instances) > 0 and len(face.instances) == 1
+    assert person == uncached_person
+    assert face == uncached_face

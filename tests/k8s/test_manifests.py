@@ -536,7 +536,6 @@ def test_gpu_overlay_puts_triton_on_gpus(target):
     assert spec["nodeSelector"], "GPU node selector missing"
     assert any(t["key"] == "nvidia.com/gpu" for t in spec["tolerations"])
     config = _common_config(target)
-    assert config["PRELABEL_PROFILE"] == "gpu"
     assert config["PRELABEL_REQUIRE_PRETRAINED"] == "true"
     assert env_value(target, dep, c, "PRELABEL_ALLOW_RANDOM_WEIGHTS") in (None, "false")
     assert one(target, "PersistentVolumeClaim", "prelabel-weights")
@@ -554,7 +553,6 @@ def test_cpu_overlay_has_no_gpu():
         )
     assert triton_arg(c, "--model-config-name") is None
     assert "nodeSelector" not in pod_spec(dep)
-    assert _common_config(CPU)["PRELABEL_PROFILE"] == "cpu"
     # Real weights on the CPU profile too (baked into the image): random never allowed.
     assert env_value(CPU, dep, c, "PRELABEL_ALLOW_RANDOM_WEIGHTS") in (None, "false")
     assert _common_config(CPU)["PRELABEL_REQUIRE_PRETRAINED"] == "true"
@@ -567,6 +565,69 @@ def test_base_is_production_safe():
     dep, c = _triton(BASE)
     assert _common_config(BASE)["PRELABEL_REQUIRE_PRETRAINED"] == "true"
     assert env_value(BASE, dep, c, "PRELABEL_ALLOW_RANDOM_WEIGHTS") == "false"
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def _settings_class(service: str):
+    """The settings class of `python -m services.<service>` (its one ServiceSettings subclass)."""
+    import importlib
+    import inspect
+
+    from services.common.settings import ServiceSettings
+
+    module = importlib.import_module(f"services.{service}.settings")
+    (cls,) = [c for _, c in inspect.getmembers(module, inspect.isclass)
+              if issubclass(c, ServiceSettings) and c.__module__ == module.__name__]
+    return cls
+
+
+def _env_names(target: str, container: dict) -> set[str]:
+    names = {e["name"] for e in container.get("env", [])}
+    configmaps = {c["metadata"]["name"]: c.get("data", {}) for c in objects(target, "ConfigMap")}
+    for source in container.get("envFrom", []):
+        ref = source.get("configMapRef")
+        if ref:
+            names |= set(configmaps.get(ref["name"], {}))
+    return names
+
+
+def _memory_bytes(quantity: str) -> int:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9}
+    for suffix, factor in units.items():
+        if quantity.endswith(suffix):
+            return int(float(quantity[: -len(suffix)]) * factor)
+    return int(quantity)
+
+
+@pytest.mark.parametrize("target", SERVING)
+def test_grpc_processes_get_only_settings_they_read(target):
+    """Every PRELABEL_* variable a gRPC process gets (env or ConfigMap) names one of its
+    settings: a variable nothing reads would be a setting that only looks real."""
+    for name in CPU_SERVICES:
+        dep = one(target, "Deployment", name)
+        (c,) = pod_spec(dep)["containers"]
+        assert c["command"] == ["python", "-m", f"services.{name}"], name
+        fields = {f"PRELABEL_{f.upper()}" for f in _settings_class(name).model_fields}
+        unread = sorted(n for n in _env_names(target, c) if n.startswith("PRELABEL_") and n not in fields)
+        assert not unread, f"{target}: {name} gets {unread}, which no setting of it reads"
+
+
+@pytest.mark.parametrize("target", SERVING)
+def test_per_image_state_fits_in_the_memory_limit(target):
+    """The per-image state bound (image_state_max_bytes: env, else the process's default)
+    takes at most a tenth of the container's memory limit; the rest holds the process and
+    its requests in flight."""
+    bounds = {}
+    for name in MODEL_SERVICES:
+        dep = one(target, "Deployment", name)
+        (c,) = pod_spec(dep)["containers"]
+        value = env_value(target, dep, c, "PRELABEL_IMAGE_STATE_MAX_BYTES")
+        bound = bounds[name] = int(value) if value is not None else _settings_class(name)().image_state_max_bytes
+        limit = _memory_bytes(c["resources"]["limits"]["memory"])
+        assert bound <= limit // 10, f"{target}: {name} keeps up to {bound} bytes of a {limit} byte limit"
+    assert bounds["keypoints"] > 0, "keypoints gets each PreLabel image twice: its cache is on"
 
 
 # --------------------------------------------------------------------------- triton scaling

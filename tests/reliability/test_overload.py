@@ -4,6 +4,7 @@ RESOURCE_EXHAUSTED too."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import shutil
 import time
@@ -24,6 +25,7 @@ from services.embedded_triton.settings import REPO_ROOT, TritonSettings
 from tests.reliability import corpus
 from tests.reliability.conftest import detection_app, detection_process, percentile, triton_inference_count
 from tests.reliability.report import figure
+from tests.waiting import until
 
 MAX_IN_FLIGHT = 4
 KNEE_SECONDS = 4.0
@@ -138,7 +140,12 @@ async def test_detect_answers_every_request_and_sheds_excess_fast_when_offered_t
         before = {c: server_count(c) for c in ("OK", "RESOURCE_EXHAUSTED")}
         rate = OVERLOAD_FACTOR * knee_rps
         sent, outcomes, hung = await open_loop(stub, request, rate, OVERLOAD_SECONDS)
-        await asyncio.sleep(0.2)
+        # The service counts a call just after answering it: wait until it has counted
+        # every OK and RESOURCE_EXHAUSTED the callers got (bounded; a shortfall shows below).
+        answered = sum(o.code in (grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED) for o in outcomes)
+        with contextlib.suppress(TimeoutError):
+            await until(lambda: sum(server_count(c) - before[c] for c in before) >= answered, timeout_s=5,
+                        poll_s=0.05)
         server = {c: server_count(c) - before[c] for c in before}
         # Measured again after: the reference p99 is the worse of the two, so load that
         # other processes put on the machine meanwhile does not count against us.

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from prelabel.cli import EXIT_OK, EXIT_USAGE
+from prelabel.annotate import EXIT_OK, EXIT_USAGE
 from prelabel.core.policy_file import load_policy_file
 from prelabel.core.review import policy_from_proto
 from tests.unit.annotate_runs import annotate, photos

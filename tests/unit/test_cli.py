@@ -2,6 +2,7 @@
 parameter and lock guards, exit codes, and the Kubernetes Job's exact argv."""
 from __future__ import annotations
 
+import argparse
 import asyncio
 import fcntl
 import json
@@ -13,19 +14,19 @@ import grpc
 import pytest
 import yaml
 
-from prelabel.cli import (
+from prelabel.annotate import (
     EXIT_FAILED,
     EXIT_LOCKED,
     EXIT_OK,
     EXIT_REJECTED,
-    build_parser,
-    main,
 )
+from prelabel.cli import COMMANDS, build_parser, main
 from prelabel.formats.coco import file_path as coco_file
 from prelabel.inputs import shard_of
 from services.embedded_triton.launcher import free_port
 from tests.unit.annotate_runs import annotate, photos, start_annotate
 from tests.unit.prelabeler_double import PreLabelerDouble, serve
+from tests.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -93,6 +94,11 @@ def test_parser_accepts_the_kubernetes_job_argv_when_read_from_job_yaml():
     assert args.tasks == ["detect", "segment", "keypoints", "faces"]
 
 
+def test_command_table_runs_every_command_when_the_parser_offers_it():
+    (sub,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    assert set(sub.choices) == set(COMMANDS)
+
+
 async def test_annotate_exits_4_with_complete_outputs_when_an_image_is_rejected(tmp_path):
     folder = photos(tmp_path / "in", ["a.jpg", "b.jpg", "bad.jpg"])
     double = PreLabelerDouble(task_code_for={"bad": grpc.StatusCode.INVALID_ARGUMENT})
@@ -128,8 +134,8 @@ async def test_annotate_finishes_images_in_flight_then_exits_143_when_sigterm(tm
         proc = await start_annotate(str(folder), "--out", str(out), "--router", address, "--tasks", "detect",
                                     "--concurrency", "2")
         journal = out / "journal.jsonl"
-        while not (journal.exists() and journal.read_bytes().count(b"\n") >= 2):
-            await asyncio.sleep(0.02)
+        await until(lambda: journal.exists() and journal.read_bytes().count(b"\n") >= 2, timeout_s=30,
+                    what="two images journaled")
         proc.send_signal(signal.SIGTERM)
         log = (await asyncio.wait_for(proc.communicate(), 30))[0].decode()
         assert proc.returncode == 143, log

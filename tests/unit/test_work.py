@@ -11,6 +11,7 @@ import pytest
 from prelabel.core.errors import DeadlineExceeded, InvalidArgument
 from services.common.masks import BinaryMask, encode_mask, outer_polygons
 from services.common.work import WorkBudget, run_bounded
+from tests.waiting import until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -41,9 +42,10 @@ def test_outer_polygons_refuses_with_invalid_argument_when_vertices_exceed_the_b
 
 
 async def test_run_bounded_stops_the_thread_when_the_caller_is_cancelled():
-    stopped = threading.Event()
+    started, stopped = threading.Event(), threading.Event()
 
     def work(b: WorkBudget):
+        started.set()
         try:
             while True:
                 b.check()
@@ -52,7 +54,7 @@ async def test_run_bounded_stops_the_thread_when_the_caller_is_cancelled():
             stopped.set()
 
     task = asyncio.create_task(run_bounded(work, budget=budget()))
-    await asyncio.sleep(0.05)
+    await until(started.is_set, what="the work running in its thread")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
