@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 
@@ -20,12 +19,10 @@ from services.common.triton_client import TritonClient
 from services.detection.head import DetectHead
 from services.detection.settings import DetectionSettings
 from services.embedded_triton.launcher import free_port
-from services.embedded_triton.settings import TritonSettings
 from tests.geometry import iou
+from tests.gpu_profile import gpu_profile_repository, random_weights_triton
 from tests.grpc_helpers import bad_request_field, concurrent_counts
 from tests.photos import encode, photo, photo_bytes, with_orientation
-from tests.triton_server import running_triton
-from tests.unit.triton_models import REPO_ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -111,19 +108,11 @@ async def test_detect_finds_real_coco_objects_with_pretrained_provenance_when_re
 @pytest.fixture(scope="module")
 def random_triton(tmp_path_factory):
     """A second real tritonserver whose only model has RANDOM weights (allowed for this
-    server alone): torchvision's light Faster R-CNN, which has no weights offline. The
-    default profiles never serve random weights; this is how the refusal is tested."""
-    repo = tmp_path_factory.mktemp("random-repo")
-    model = repo / "coco_detector"
-    shutil.copytree(REPO_ROOT / "model_repository" / "coco_detector" / "1", model / "1")
-    gpu = (REPO_ROOT / "model_repository" / "coco_detector" / "configs" / "gpu.pbtxt").read_text()
-    (model / "config.pbtxt").write_text(
-        gpu.replace("640, 640", "320, 320").replace("count: 2 kind: KIND_GPU", "count: 1 kind: KIND_CPU")
-        .replace("fasterrcnn_resnet50_fpn_v2", "fasterrcnn_mobilenet_v3_large_320_fpn")
-        .replace('"num_threads" value { string_value: "0" }', '"num_threads" value { string_value: "1" }'))
-    log = tmp_path_factory.mktemp("random-triton") / "tritonserver.log"
-    with running_triton(TritonSettings(model_repository=repo, grpc_port=0, http_port=0, metrics_port=0,
-                                       allow_random_weights=True), log) as server:
+    server alone, no real weights to find): the GPU profile's coco_detector on CPU
+    (tests/gpu_profile.py). The default profiles never serve random weights; this is how
+    the refusal is tested."""
+    work = tmp_path_factory.mktemp("random-triton")
+    with random_weights_triton(gpu_profile_repository(work / "model_repository", ["coco_detector"]), work) as server:
         yield server
 
 
