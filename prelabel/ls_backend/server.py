@@ -3,29 +3,43 @@
 
     GET  /health    {"status": "UP", "model_class": "PrelabelBackend"}
     POST /setup     {"project": "<id>.<ts>", "schema": "<View>..."} -> {"model_version": ...}
+                    (502 when Label Studio refuses the backend's token: Label Studio then
+                    refuses the connection, or marks it "Error", with the reason)
     POST /predict   {"tasks": [...], "label_config": "<View>...", "project": ...}
                     -> {"results": [{"result": [...], "score": s, "model_version": v}, ...]}
-                    one prediction per task, in order (an empty result for a task whose
-                    image could not be fetched or labelled: logged and counted)
+                    one entry per task, in order; see below for tasks that fail
     POST /webhook   accepted (200 {}): this backend does not train
     GET  /versions  {"versions": [model_version]}
     GET  /metrics   Prometheus metrics
 
+Label Studio stores every prediction it is given and never asks for that task again, so a
+task whose image cannot be read (Label Studio or the image host refused it, timed out, the
+bytes are not an image) or whose labels came back incomplete (a suite task failed) gets no
+prediction: when every task of the request failed the answer is an error status whose HTTP
+reason phrase is the cause (Label Studio 1.23 shows only `<status> ... Error: <reason> for
+url: ...`: in its log, and to the annotator for interactive pre-annotation) and the body
+lists each task's error; when only some failed, the others get their predictions (200) and
+a failed task's entry is `{"error": ...}` without a "result", which Label Studio logs and
+skips. Either way the task has no prediction and is asked for again once the cause is fixed.
+
 The project's labeling config (from /predict, else the one /setup received) decides the
 tasks asked of the router and the label names returned (project.py). Images are fetched
-only from Label Studio or allow-listed prefixes, with a byte cap (fetch.py). Optional
-basic auth (`PRELABEL_LS_BASIC_AUTH_USER` / `_PASSWORD`, as Label Studio's "basic auth"
-of an ML backend connection).
+only from Label Studio or allow-listed prefixes, with a byte cap (fetch.py), with the token
+of tokens.py. Optional basic auth (`PRELABEL_LS_BASIC_AUTH_USER` / `_PASSWORD`, as Label
+Studio's "basic auth" of an ML backend connection).
 """
 from __future__ import annotations
 
 import base64
+import functools
 import hmac
 import json
 import logging
+import re
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TypedDict
 
@@ -35,10 +49,11 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from prelabel.formats.common import iter_labels, model_tag
 from prelabel.formats.labelstudio import results_of, run_model_version
-from prelabel.ls_backend.fetch import FetchError, fetch_image
+from prelabel.ls_backend.fetch import FetchError, check_token, exchange_token, fetch_image
 from prelabel.ls_backend.project import ConfigError, Project, parse_config, relabel
 from prelabel.ls_backend.settings import LsBackendSettings
-from prelabel.sdk import SyncPreLabelClient
+from prelabel.ls_backend.tokens import LabelStudioToken, TokenError
+from prelabel.sdk import TASK_NAMES, SyncPreLabelClient
 
 log = logging.getLogger("prelabel.ls_backend")
 MODEL_CLASS = "PrelabelBackend"
@@ -59,12 +74,43 @@ class Metrics:
                                          buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 
 
+@dataclass(frozen=True)
+class TaskFailure:
+    """Why one task gets no prediction; `status` is the HTTP status when every task failed."""
+
+    task_id: object
+    status: int
+    message: str
+    outcome: str  # metrics label
+
+
+class BackendError(Exception):
+    """Answered with `status`, the message as the HTTP reason phrase and `body`."""
+
+    def __init__(self, status: int, message: str, body: dict | None = None):
+        super().__init__(message)
+        self.status = status
+        self.body = {"error": message, **(body or {})}
+
+
+#: Router status codes worth retrying as they are (503); any other failure is a 502.
+_RETRYABLE = {"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED", "CANCELLED"}
+
+
+def _router_status(code: str) -> int:
+    if code == "INVALID_ARGUMENT":
+        return 422  # the bytes are not an image the suite can read
+    return 503 if code in _RETRYABLE else 502
+
+
 class Backend:
     """The protocol's logic, without HTTP."""
 
     def __init__(self, settings: LsBackendSettings, client=None):
         self.settings = settings
         self.metrics = Metrics()
+        secret = settings.label_studio_token.get_secret_value().strip() if settings.label_studio_token else ""
+        self.token = LabelStudioToken(secret, functools.partial(exchange_token, settings)) if secret else None
         metadata = [("authorization", f"Bearer {settings.router_token}")] if settings.router_token else []
         ca = None
         if settings.router_ca_file:
@@ -93,10 +139,18 @@ class Backend:
             return self.idle.wait_for(lambda: self.in_flight == 0, timeout_s)
 
     def setup(self, body: dict) -> dict:
+        """Label Studio calls this on connecting and before every batch of predictions: a
+        token it refuses is said here, where Label Studio shows it (connection refused, or
+        the model marked "Error" with this reason)."""
         project_id = str(body.get("project", "")).split(".", 1)[0]
         schema = body.get("schema") or body.get("label_config")
-        if schema:
-            project = parse_config(schema)
+        project = parse_config(schema) if schema else None
+        if self.token is not None:
+            try:
+                check_token(self.settings, self.token)
+            except FetchError as exc:
+                raise BackendError(exc.status, f"cannot read images from Label Studio: {exc}") from None
+        if project is not None:
             with self._lock:
                 self.projects[project_id] = project
         return {"model_version": self.model_version}
@@ -118,41 +172,74 @@ class Backend:
         if len(tasks) > self.settings.max_tasks_per_request:
             raise ConfigError(f"at most {self.settings.max_tasks_per_request} tasks per request")
         project = self._project(body)
-        return {"results": [self.predict_task(task, project) for task in tasks]}
+        answers = [self.predict_task(task, project) for task in tasks]
+        failures = [a for a in answers if isinstance(a, TaskFailure)]
+        if failures and len(failures) == len(answers):
+            first = failures[0]
+            more = f" (and {len(failures) - 1} more tasks)" if len(failures) > 1 else ""
+            raise BackendError(first.status, f"task {first.task_id}: {first.message}{more}",
+                               {"tasks": [{"id": f.task_id, "error": f.message} for f in failures]})
+        return {"results": [{"error": f"task {a.task_id}: {a.message}"} if isinstance(a, TaskFailure) else a
+                            for a in answers]}
 
-    def predict_task(self, task: dict, project: Project) -> dict:
+    def predict_task(self, task: object, project: Project) -> dict | TaskFailure:
+        """The task's prediction, or why it gets none."""
         started = time.monotonic()
-        outcome, regions, scores = "ok", [], []
-        try:
-            url = (task.get("data") or {}).get(project.image_field) if isinstance(task, dict) else None
-            if not isinstance(url, str) or not url:
-                outcome = "bad_task"
-                raise ValueError(f"task has no data.{project.image_field}")
-            image = fetch_image(url, self.settings)
-            response = self.client.prelabel(
-                image, str(task.get("id", "")), project.tasks, include_polygons=project.masks == "polygon",
-                score_threshold=self.settings.score_threshold or None)
-            tags = {model_tag(label.detection.provenance) for label in iter_labels(response)}
-            if tags:
-                self.model_version = run_model_version(tags)
-            raw, _ = results_of(response, project.masks, project.region_controls())
-            regions = relabel(raw, project, self.settings.score_threshold)
-            scores = [r["score"] for r in regions if r["type"] != "keypointlabels" and "score" in r]
-        except FetchError as exc:
-            outcome = "fetch_error"
-            log.warning("task %s: %s", task.get("id") if isinstance(task, dict) else "?", exc)
-        except grpc.RpcError as exc:
-            outcome = "router_error"
-            log.warning("task %s: router: %s", task.get("id"), exc.code() if hasattr(exc, "code") else exc)
-        except ValueError as exc:
-            outcome = outcome if outcome != "ok" else "bad_task"
-            log.warning("task: %s", exc)
-        self.metrics.tasks.labels(outcome).inc()
-        self.metrics.regions.inc(len(regions))
+        answer = self._prediction(task, project)
         self.metrics.predict_seconds.observe(time.monotonic() - started)
-        prediction: dict[str, object] = {"result": regions, "model_version": self.model_version}
-        prediction["score"] = round(sum(scores) / len(scores), 5) if scores else 0.0
-        return prediction
+        if isinstance(answer, TaskFailure):
+            log.warning("task %s: no prediction (%d): %s", answer.task_id, answer.status, answer.message)
+            self.metrics.tasks.labels(answer.outcome).inc()
+        else:
+            self.metrics.tasks.labels("ok").inc()
+            self.metrics.regions.inc(len(answer["result"]))
+        return answer
+
+    def _prediction(self, task: object, project: Project) -> dict | TaskFailure:
+        task_id = task.get("id") if isinstance(task, dict) else None
+        data = task.get("data") if isinstance(task, dict) else None
+        url = data.get(project.image_field) if isinstance(data, dict) else None
+        if not isinstance(url, str) or not url:
+            return TaskFailure(task_id, 422, f"task has no data.{project.image_field}", "bad_task")
+        try:
+            image = fetch_image(url, self.settings, self.token)
+        except FetchError as exc:
+            return TaskFailure(task_id, exc.status, f"cannot read image: {exc}", "fetch_error")
+        try:
+            response = self.client.prelabel(
+                image, str(task_id or ""), project.tasks, include_polygons=project.masks == "polygon",
+                score_threshold=self.settings.score_threshold or None)
+        except grpc.RpcError as exc:
+            code = exc.code().name if hasattr(exc, "code") else "UNKNOWN"
+            details = exc.details() if hasattr(exc, "details") else str(exc)
+            return TaskFailure(task_id, _router_status(code), f"router: {code}: {details}",
+                               "bad_task" if code == "INVALID_ARGUMENT" else "router_error")
+        failed = [r for r in response.task_results if r.code != "OK"]
+        if failed:  # a stored prediction without, say, its masks would never be completed
+            return TaskFailure(task_id, max(_router_status(r.code) for r in failed),
+                               "; ".join(f"{TASK_NAMES.get(r.task, r.task)}: {r.code}: {r.message}" for r in failed),
+                               "router_error")
+        tags = {model_tag(label.detection.provenance) for label in iter_labels(response)}
+        if tags:
+            self.model_version = run_model_version(tags)
+        try:
+            raw, _ = results_of(response, project.masks, project.region_controls())
+        except ValueError as exc:  # an answer without the image's size
+            return TaskFailure(task_id, 502, f"router: {exc}", "router_error")
+        regions = relabel(raw, project, self.settings.score_threshold)
+        scores = [r["score"] for r in regions if r["type"] != "keypointlabels" and "score" in r]
+        return {"result": regions, "model_version": self.model_version,
+                "score": round(sum(scores) / len(scores), 5) if scores else 0.0}
+
+
+_NOT_IN_REASON = re.compile(r"[^\x20-\x7e]+")
+MAX_REASON_CHARS = 400
+
+
+def reason_phrase(message: str) -> str:
+    """`message` as an HTTP reason phrase: one line of printable ASCII, bounded."""
+    phrase = _NOT_IN_REASON.sub(" ", message).strip()
+    return phrase if len(phrase) <= MAX_REASON_CHARS else phrase[:MAX_REASON_CHARS - 3] + "..."
 
 
 def make_handler(backend: Backend):
@@ -165,8 +252,9 @@ def make_handler(backend: Backend):
         def log_message(self, fmt, *args):  # through logging, not stderr
             log.debug("%s " + fmt, self.address_string(), *args)
 
-        def _send(self, code: int, body: bytes, content_type: str = "application/json") -> None:
-            self.send_response(code)
+        def _send(self, code: int, body: bytes, content_type: str = "application/json",
+                  reason: str | None = None) -> None:
+            self.send_response(code, reason)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -177,6 +265,11 @@ def make_handler(backend: Backend):
 
         def _json(self, code: int, obj) -> None:
             self._send(code, json.dumps(obj).encode())
+
+        def _error(self, code: int, message: str, body: dict | None = None) -> None:
+            """An error answer whose reason phrase is the message: Label Studio shows only
+            that (its client's `<code> Server Error: <reason> for url: ...`), not the body."""
+            self._send(code, json.dumps(body or {"error": message}).encode(), reason=reason_phrase(message))
 
         def _authorized(self) -> bool:
             if not settings.basic_auth_user:
@@ -226,11 +319,13 @@ def make_handler(backend: Backend):
                     self._json(200, {})
                 else:
                     self._json(404, {"error": "not found"})
-            except (ValueError, ConfigError) as exc:
-                self._json(400, {"error": str(exc)})
+            except BackendError as exc:
+                self._error(exc.status, str(exc), exc.body)
+            except ValueError as exc:  # ConfigError, a body that is not JSON
+                self._error(400, str(exc))
             except Exception:
                 log.exception("%s failed", path)
-                self._json(500, {"error": "internal error"})
+                self._error(500, "internal error (see the ls-backend log)")
 
     return Handler
 
@@ -266,8 +361,15 @@ def main(host: str | None = None, port: int | None = None) -> int:
     if port is not None:
         overrides["port"] = port
     settings = LsBackendSettings(**overrides)
-    httpd = serve(settings)
-    log.info("ls-backend on http://%s:%d -> router %s", settings.host, httpd.server_address[1], settings.router)
+    try:
+        backend = Backend(settings)
+    except TokenError as exc:
+        log.error("ls-backend: PRELABEL_LS_LABEL_STUDIO_TOKEN: %s", exc)
+        return 2
+    httpd = serve(settings, backend)
+    log.info("ls-backend on http://%s:%d -> router %s; Label Studio %s with %s", settings.host,
+             httpd.server_address[1], settings.router, settings.label_studio_url,
+             f"a {backend.token.kind}" if backend.token else "no token")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

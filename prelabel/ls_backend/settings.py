@@ -1,7 +1,7 @@
 """Settings of `prelabel ls-backend` (environment variables, prefix `PRELABEL_LS_`)."""
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -22,10 +22,12 @@ class LsBackendSettings(BaseSettings):
     #: Base URL of Label Studio: relative image URLs (`/data/local-files/?d=...`,
     #: `/data/upload/...`) are fetched from it, with `label_studio_token`.
     label_studio_url: str = "http://127.0.0.1:8080"
-    #: Label Studio API token ("Token <key>" for legacy tokens; a personal access token
-    #: is sent as "Bearer"), sent only to label_studio_url.
-    label_studio_token: str | None = None
-    label_studio_token_scheme: str = "Token"
+    #: Label Studio token, sent only to label_studio_url (never logged): a personal access
+    #: token (Account & Settings -> Personal Access Token; Label Studio 1.23's default),
+    #: exchanged for short-lived access tokens, or a legacy API token where the organisation
+    #: still enables those. Which one is read from the token itself (tokens.py). Unset: no
+    #: token (images from allowed_url_prefixes only, or a Label Studio serving them openly).
+    label_studio_token: SecretStr | None = None
     #: URL prefixes images may be fetched from besides label_studio_url (e.g. a bucket's
     #: pre-signed URL host `https://bucket.s3.amazonaws.com/`). Anything else is refused:
     #: no SSRF through task data.

@@ -1,28 +1,34 @@
-"""A real Label Studio 1.23 server on loopback (own venv, own data dir) takes what annotate
-writes as it is -- the labeling config, the tasks with predictions, images through its
-local-files storage -- and, connected to `prelabel ls-backend`, asks it for predictions."""
+"""A real Label Studio 1.23 server on loopback (own venv, own data dir), at its default
+settings (legacy API tokens disabled; a personal access token made the way a user makes one),
+takes what annotate writes as it is -- the labeling config, the tasks with predictions,
+images through its local-files storage -- and, connected to `prelabel ls-backend` in front
+of the real suite, asks it for predictions."""
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import requests
 
-from prelabel.ls_backend.server import serve
-from prelabel.ls_backend.settings import LsBackendSettings
-from tests.tools import router_stub
+from tests.photos import photo_path
 from tests.tools import samples as samples_mod
 
 pytestmark = [pytest.mark.tools, pytest.mark.timeout(1500)]
 
-TOKEN = "prelabel-test-token-0123456789"
-START_TIMEOUT_S = 400  # first start migrates a fresh SQLite database (~80 s on 2 busy cores)
+REPO = Path(__file__).resolve().parents[2]
+START_TIMEOUT_S = 400  # first start migrates a fresh SQLite database (26-115 s on 2 busy cores)
+USER, PASSWORD = "test@example.com", "prelabel-pass-1"
 
 
 def free_port() -> int:
@@ -31,9 +37,42 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass(frozen=True)
+class LabelStudio:
+    base: str
+    pat: str  # personal access token, made through Label Studio's own API as its UI does
+    legacy_token: str  # the legacy API token Label Studio also shows (refused at its defaults)
+    log: Path
+
+    def headers(self) -> dict[str, str]:
+        """A fresh access token for each call (they live 5 minutes)."""
+        r = requests.post(self.base + "/api/token/refresh/", json={"refresh": self.pat}, timeout=30)
+        assert r.status_code == 200, r.text
+        return {"Authorization": f"Bearer {r.json()['access']}"}
+
+
+def personal_access_token(base: str) -> tuple[str, str]:
+    """(PAT, legacy token) of the user, made as a user does: log in, Account & Settings ->
+    Personal Access Token -> Create (the UI's `POST /api/token/`)."""
+    with requests.Session() as session:
+        session.get(base + "/user/login/", timeout=30)
+        r = session.post(base + "/user/login/", timeout=30, allow_redirects=False,
+                         data={"email": USER, "password": PASSWORD,
+                               "csrfmiddlewaretoken": session.cookies["csrftoken"]},
+                         headers={"Referer": base + "/user/login/"})
+        assert r.status_code == 302, r.text[-2000:]
+        csrf = {"X-CSRFToken": str(session.cookies["csrftoken"]), "Referer": base + "/"}
+        r = session.post(base + "/api/token/", headers=csrf, timeout=30)
+        assert r.status_code == 201, r.text
+        legacy = session.get(base + "/api/current-user/token", timeout=30)
+        assert legacy.status_code == 200, legacy.text
+        return r.json()["token"], legacy.json()["token"]
+
+
 @pytest.fixture(scope="session")
 def label_studio(tool_python, sample_run, tmp_path_factory):
-    """(base URL, auth headers) of a Label Studio server serving the sample images."""
+    """Label Studio at its defaults, with only the settings docs/tools.md tells a user to
+    set: local-files serving, and ML backends allowed on loopback."""
     _, _, root = sample_run
     bin_dir = tool_python("label-studio").parent
     data = tmp_path_factory.mktemp("label-studio")
@@ -43,17 +82,18 @@ def label_studio(tool_python, sample_run, tmp_path_factory):
            "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": os.path.dirname(root),
            # Label Studio refuses ML backends on private addresses unless told (docs/tools.md)
            "ML_BLOCK_LOCAL_IP": "false", "SSRF_PROTECTION_ENABLED": "false", "SENTRY_DSN": "", "FRONTEND_SENTRY_DSN": ""}
-    log = open(data / "server.log", "wb")  # noqa: SIM115  # closed after the server stops
+    log_path = data / "server.log"
+    log = open(log_path, "wb")  # noqa: SIM115  # closed after the server stops
+    started = time.monotonic()
     proc = subprocess.Popen(
         [str(bin_dir / "label-studio"), "start", "--no-browser", "--internal-host", "127.0.0.1", "-p", str(port),
-         "--data-dir", str(data / "data"), "--username", "test@example.com", "--password", "prelabel-pass-1",
-         "--user-token", TOKEN, "--enable-legacy-api-token"],
+         "--data-dir", str(data / "data"), "--username", USER, "--password", PASSWORD],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
+        deadline = started + START_TIMEOUT_S
         while True:
-            assert proc.poll() is None, (data / "server.log").read_text()[-4000:]
+            assert proc.poll() is None, log_path.read_text()[-4000:]
             try:
                 if requests.get(base + "/health", timeout=2).status_code == 200:
                     break
@@ -61,7 +101,8 @@ def label_studio(tool_python, sample_run, tmp_path_factory):
                 pass
             assert time.monotonic() < deadline, "Label Studio did not start"
             time.sleep(1)
-        yield base, {"Authorization": f"Token {TOKEN}"}
+        print(f"Label Studio started in {time.monotonic() - started:.0f} s")
+        yield LabelStudio(base, *personal_access_token(base), log_path)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -72,27 +113,25 @@ def label_studio(tool_python, sample_run, tmp_path_factory):
         log.close()
 
 
-def new_project(ls, title: str, config: str, storage_path: str) -> int:
-    base, headers = ls
-    r = requests.post(base + "/api/projects", headers=headers, json={"title": title, "label_config": config})
+def new_project(ls: LabelStudio, title: str, config: str, storage_path: str) -> int:
+    r = requests.post(ls.base + "/api/projects", headers=ls.headers(), json={"title": title, "label_config": config})
     assert r.status_code == 201, r.text
     pid = r.json()["id"]
-    r = requests.post(base + "/api/storages/localfiles", headers=headers,
+    r = requests.post(ls.base + "/api/storages/localfiles", headers=ls.headers(),
                       json={"project": pid, "path": storage_path, "use_blob_urls": True, "title": "images"})
     assert r.status_code == 201, r.text
     return pid
 
 
-def tasks_of(ls, pid: int) -> list[dict]:
-    base, headers = ls
-    r = requests.get(base + "/api/tasks", headers=headers, params={"project": pid, "fields": "all", "page_size": 100})
+def tasks_of(ls: LabelStudio, pid: int) -> list[dict]:
+    params: dict[str, str | int] = {"project": pid, "fields": "all", "page_size": 100}
+    r = requests.get(ls.base + "/api/tasks", headers=ls.headers(), params=params)
     assert r.status_code == 200, r.text
     return r.json()["tasks"]
 
 
-def parsed_config(ls, pid: int) -> dict:
-    base, headers = ls
-    return requests.get(f"{base}/api/projects/{pid}", headers=headers).json()["parsed_label_config"]
+def parsed_config(ls: LabelStudio, pid: int) -> dict:
+    return requests.get(f"{ls.base}/api/projects/{pid}", headers=ls.headers()).json()["parsed_label_config"]
 
 
 def check_regions(regions: list[dict], config: dict) -> None:
@@ -110,7 +149,7 @@ def check_regions(regions: list[dict], config: dict) -> None:
 
 def test_label_studio_imports_tasks_and_serves_images_when_config_is_the_written_one(label_studio, sample_run):
     samples, out, root = sample_run
-    base, headers = label_studio
+    base, headers = label_studio.base, label_studio.headers()
     pid = new_project(label_studio, "prelabel import", (out / "labelstudio.xml").read_text(), root)
     r = requests.post(f"{base}/api/projects/{pid}/import", headers=headers,
                       json=json.loads((out / "labelstudio.json").read_text()))
@@ -136,7 +175,7 @@ def test_label_studio_brush_masks_decode_to_the_mask_when_written_as_brush(label
     samples, _, root = sample_run
     out = tmp_path / "brush"
     samples_mod.write(samples, out, formats=["labelstudio"], ls_masks="brush")
-    base, headers = label_studio
+    base, headers = label_studio.base, label_studio.headers()
     pid = new_project(label_studio, "prelabel brush", (out / "labelstudio.xml").read_text(), root)
     r = requests.post(f"{base}/api/projects/{pid}/import", headers=headers,
                       json=json.loads((out / "labelstudio.json").read_text()))
@@ -151,40 +190,129 @@ def test_label_studio_brush_masks_decode_to_the_mask_when_written_as_brush(label
     assert sorted(decoded["areas"]) == areas
 
 
-def test_label_studio_gets_predictions_from_ls_backend_when_connected(label_studio, sample_run):
-    samples, out, root = sample_run
-    base, headers = label_studio
-    grpc_server, router, address = router_stub.start()
-    settings = LsBackendSettings(host="127.0.0.1", port=0, router=address, label_studio_url=base,
-                                 label_studio_token=TOKEN, max_image_bytes=1_000_000)
-    backend = serve(settings)
-    try:
-        url = f"http://127.0.0.1:{backend.server_address[1]}"
-        pid = new_project(label_studio, "prelabel backend", (out / "labelstudio.xml").read_text(), root)
-        bare = [{"data": t["data"]} for t in json.loads((out / "labelstudio.json").read_text())]
-        assert requests.post(f"{base}/api/projects/{pid}/import", headers=headers, json=bare).status_code == 201
 
-        r = requests.post(f"{base}/api/ml", headers=headers, json={"url": url, "project": pid, "title": "prelabel"})
-        assert r.status_code == 201, r.text  # Label Studio checked /health and /setup
-        assert pid in [int(k) for k in backend.backend.projects]
-        ids = [t["id"] for t in tasks_of(label_studio, pid)]
-        r = requests.post(f"{base}/api/dm/actions", headers=headers,
-                          params={"id": "retrieve_tasks_predictions", "project": pid},
-                          json={"selectedItems": {"all": False, "included": ids}})
-        assert r.status_code == 200, r.text
 
-        tasks = tasks_of(label_studio, pid)
-        config = parsed_config(label_studio, pid)
-        assert len(router.requests) == len(samples)  # one router call per task, image fetched from LS
-        assert {tuple(sorted(rq.tasks)) for rq in router.requests} == {(1, 2, 3, 4)}
-        for task in tasks:
-            (prediction,) = task["predictions"]
-            check_regions(prediction["result"], config)
-            assert prediction["model_version"] == "coco_detector@1,face_detector@1"
-            assert {r["type"] for r in prediction["result"]} == {"rectanglelabels", "polygonlabels", "keypointlabels"}
-        metrics = requests.get(url + "/metrics", timeout=5).text
-        assert f'prelabel_ls_tasks_total{{outcome="ok"}} {float(len(samples))}' in metrics
-    finally:
-        backend.shutdown()
-        backend.server_close()
-        grpc_server.stop(0)
+# ---------------------------------------------------------------------- live backend
+
+
+@contextlib.contextmanager
+def ls_backend(ls: LabelStudio, router: str, token: str, log_path: Path):
+    """`prelabel ls-backend` as a user starts it (token in the environment); yields its URL."""
+    port = free_port()
+    env = {**os.environ, "PRELABEL_LS_ROUTER": router, "PRELABEL_LS_LABEL_STUDIO_URL": ls.base,
+           "PRELABEL_LS_LABEL_STUDIO_TOKEN": token}
+    url = f"http://127.0.0.1:{port}"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "prelabel.cli", "ls-backend", "--host", "127.0.0.1",
+                                 "--port", str(port), "-v"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                assert proc.poll() is None, log_path.read_text()[-4000:]
+                try:
+                    if requests.get(url + "/health", timeout=2).status_code == 200:
+                        break
+                except requests.RequestException:
+                    pass
+                assert time.monotonic() < deadline, "ls-backend did not start"
+                time.sleep(0.2)
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+
+def retrieve_predictions(ls: LabelStudio, pid: int, ids: list[int]) -> float:
+    """The Data Manager's "Retrieve Predictions" on `ids`; seconds it took."""
+    started = time.monotonic()
+    params: dict[str, str | int] = {"id": "retrieve_tasks_predictions", "project": pid}
+    r = requests.post(f"{ls.base}/api/dm/actions", headers=ls.headers(), timeout=300, params=params,
+                      json={"selectedItems": {"all": False, "included": ids}})
+    assert r.status_code == 200, r.text  # "Retrieved N predictions" whatever the backend answered
+    return time.monotonic() - started
+
+
+def server_log_after(ls: LabelStudio, offset: int) -> str:
+    with open(ls.log, "rb") as f:
+        f.seek(offset)
+        return f.read().decode(errors="replace")
+
+
+def live_backend_scenario(ls: LabelStudio, config: str, document_root: Path, router: str, logs: Path) -> None:
+    photos = document_root / "live-photos"
+    photos.mkdir()
+    shutil.copy(photo_path("astronaut.png"), photos / "astronaut.png")
+    later = photos / "camera.png"  # not there yet: Label Studio answers 404 for it
+    pid = new_project(ls, "prelabel live", config, str(photos))
+
+    # The legacy token is refused at Label Studio's defaults: ls-backend's /setup says so,
+    # and Label Studio refuses the connection with that reason.
+    with ls_backend(ls, router, ls.legacy_token, logs / "legacy.log") as url:
+        r = requests.post(f"{ls.base}/api/ml", headers=ls.headers(), timeout=120,
+                          json={"url": url, "project": pid, "title": "prelabel"})
+    assert r.status_code == 400 and "legacy token authentication has been disabled" in r.text, r.text
+
+    with ls_backend(ls, router, ls.pat, logs / "backend.log") as url:
+        r = requests.post(f"{ls.base}/api/ml", headers=ls.headers(), timeout=120,
+                          json={"url": url, "project": pid, "title": "prelabel", "is_interactive": True})
+        assert r.status_code == 201 and r.json()["state"] == "CO", r.text  # /health, /setup (token checked)
+        ml_id = r.json()["id"]
+        r = requests.post(f"{ls.base}/api/projects/{pid}/import", headers=ls.headers(), timeout=60, json=[
+            {"data": {"image": "/data/local-files/?d=live-photos/astronaut.png"}},
+            {"data": {"image": "/data/local-files/?d=live-photos/camera.png"}}])
+        assert r.status_code == 201, r.text
+        ids = {Path(t["data"]["image"]).name: t["id"] for t in tasks_of(ls, pid)}
+        good, bad = ids["astronaut.png"], ids["camera.png"]
+        config_of = parsed_config(ls, pid)
+
+        # One request for both: the readable one gets real labels, the other none (its entry
+        # {"error": ...} is logged and skipped by Label Studio).
+        offset = ls.log.stat().st_size
+        took = retrieve_predictions(ls, pid, [good, bad])
+        tasks = {t["id"]: t for t in tasks_of(ls, pid)}
+        (prediction,) = tasks[good]["predictions"]
+        check_regions(prediction["result"], config_of)
+        assert {"rectanglelabels", "polygonlabels", "keypointlabels"} <= {r["type"] for r in prediction["result"]}
+        assert tasks[bad]["predictions"] == []
+        assert f"task {bad}: cannot read image: HTTP 404" in server_log_after(ls, offset)
+        print(f"retrieve predictions, 2 tasks (1 unreadable): {took:.1f} s")
+
+        # Alone, every task of the request failed: an error status whose reason Label Studio
+        # logs, and shows the annotator for interactive pre-annotation; nothing is stored.
+        offset = ls.log.stat().st_size
+        retrieve_predictions(ls, pid, [bad])
+        assert f"Error occurred: 502 Server Error: task {bad}: cannot read image: HTTP 404" in \
+            server_log_after(ls, offset)
+        r = requests.post(f"{ls.base}/api/ml/{ml_id}/interactive-annotating", headers=ls.headers(), timeout=120,
+                          json={"task": bad})
+        assert r.status_code == 200 and f"task {bad}: cannot read image: HTTP 404" in r.json()["errors"][0], r.text
+        assert [t["predictions"] for t in tasks_of(ls, pid) if t["id"] == bad] == [[]]
+
+        # The cause fixed, the task is asked for again and gets its labels; the other is not
+        # asked again.
+        shutil.copy(photo_path("camera.png"), later)
+        took = retrieve_predictions(ls, pid, [good, bad])
+        tasks = {t["id"]: t for t in tasks_of(ls, pid)}
+        assert len(tasks[good]["predictions"]) == 1
+        (prediction,) = tasks[bad]["predictions"]
+        assert prediction["result"], prediction
+        check_regions(prediction["result"], config_of)
+        print(f"retrieve predictions after the fix: {took:.1f} s")
+        metrics = requests.get(url + "/metrics", timeout=10).text
+        assert 'prelabel_ls_tasks_total{outcome="ok"} 2.0' in metrics
+        assert 'prelabel_ls_tasks_total{outcome="fetch_error"} 3.0' in metrics
+    assert ls.pat not in (logs / "backend.log").read_text()  # the token is never logged
+    assert ls.legacy_token not in (logs / "legacy.log").read_text()
+
+
+@pytest.mark.integration
+async def test_label_studio_at_defaults_gets_predictions_from_real_suite_when_connected_with_personal_token(
+        label_studio, sample_run, router_address, tmp_path):
+    """Label Studio at its defaults, a personal access token only, `prelabel ls-backend` in
+    front of the real router (Triton, detection, segmentation, keypoints): a task on a real
+    photo gets real labels; a task whose image cannot be read gets an error and no stored
+    prediction, and is retried once the image is there."""
+    _, out, root = sample_run
+    # blocking HTTP in a thread: the suite's servers run in this event loop
+    await asyncio.to_thread(live_backend_scenario, label_studio, (out / "labelstudio.xml").read_text(),
+                            Path(os.path.dirname(root)), router_address, tmp_path)
