@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from prelabel import formats
 from prelabel.atomic import atomic_write_text
 from prelabel.bulk import BulkOptions, BulkRunner, Tally
+from prelabel.core.limits import MAX_IMAGE_BYTES
 from prelabel.core.policy_file import PolicyFileError, load_policy_file
 from prelabel.core.review import policy_to_proto
 from prelabel.inputs import (
@@ -111,7 +112,7 @@ def add_parser(sub) -> None:
                    help="per-image deadline, and longest silence of the stream (default %(default)s)")
     a.add_argument("--attempts", type=int, default=5,
                    help="tries per image in one run for passing failures (default %(default)s)")
-    a.add_argument("--max-image-bytes", type=int, default=32 * 1024 * 1024)
+    a.add_argument("--max-image-bytes", type=int, default=MAX_IMAGE_BYTES)
     a.add_argument("--ls-image-prefix", default=None,
                    help="prefix of data.image in labelstudio.json (default: Label Studio local files, "
                         "/data/local-files/?d=); e.g. s3://bucket/photos/ for cloud storage")

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from prelabel.core.limits import MAX_IMAGE_ID_BYTES
-from prelabel.core.status import Action, code_from_value, error_action, task_action
+from prelabel.core.limits import MAX_IMAGE_BYTES, MAX_IMAGE_ID_BYTES
+from prelabel.core.status import Action, error_action, task_action, task_code
 from prelabel.inputs import InputImage
 from prelabel.journal import Journal
 from prelabel.sdk import TASK_NAMES, PreLabelClient, StreamStalled
@@ -81,7 +81,7 @@ class BulkOptions:
     timeout_s: float = 120.0
     #: Attempts per image in one run for transient failures.
     attempts: int = 5
-    max_image_bytes: int = 32 * 1024 * 1024
+    max_image_bytes: int = MAX_IMAGE_BYTES
     connect_timeout_s: float = 30.0
     max_stream_breaks: int = 5
     #: Per-image retry backoff: retry_backoff_s * 2^(attempt-1), at most max_backoff_s.
@@ -112,7 +112,7 @@ def classify(response: prelabel_pb2.PreLabelResponse) -> Outcome:
         if not (response.image_size.width and response.image_size.height):
             return Outcome(RETRY, "response without image_size")
         return Outcome(OK, response=response)
-    reason = "; ".join(f"{TASK_NAMES.get(r.task, r.task)}: {code_from_value(r.status).name}: {r.message}"
+    reason = "; ".join(f"{TASK_NAMES.get(r.task, r.task)}: {task_code(r).name}: {r.message}"
                        for r, _ in failed)
     return _outcome([action for _, action in failed], reason)
 

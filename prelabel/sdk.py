@@ -24,11 +24,12 @@ from typing import Any, ClassVar
 import grpc
 
 from prelabel.core import tasks as tasks_registry
+from prelabel.core.review import decision_name
 from prelabel.core.tasks import LabelKind
 from prelabel.v1 import common_pb2, prelabel_pb2, prelabel_pb2_grpc
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
-#: Largest message sent or received: images up to the router's 32 MiB limit, and replies
+#: Largest message sent or received: images up to the router's limit (20 MiB by default), and replies
 #: with many masks.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
@@ -327,12 +328,6 @@ class SyncPreLabelClient(_ClientBase):
 
 # ---------------------------------------------------------------------- plain dicts
 
-REVIEW_NAMES = {
-    common_pb2.REVIEW_DECISION_UNSPECIFIED: "unspecified",
-    common_pb2.REVIEW_DECISION_AUTO_ACCEPT: "auto_accept",
-    common_pb2.REVIEW_DECISION_NEEDS_REVIEW: "needs_review",
-    common_pb2.REVIEW_DECISION_REJECT: "reject",
-}
 WEIGHTS_NAMES = {
     common_pb2.WEIGHTS_UNSPECIFIED: "unspecified",
     common_pb2.WEIGHTS_PRETRAINED: "pretrained",
@@ -348,7 +343,7 @@ def detection_to_dict(detection: common_pb2.Detection, task: str) -> dict[str, A
         "category": detection.category.name,
         "category_id": detection.category.id,
         "score": detection.score,
-        "review": REVIEW_NAMES.get(detection.review, "unspecified"),
+        "review": decision_name(detection.review),
         "box": [b.x_min, b.y_min, b.x_max, b.y_max],
         "model": {"name": p.model_name, "version": p.model_version, "architecture": p.architecture,
                   "weights": WEIGHTS_NAMES.get(p.weights, "unspecified"), "weights_source": p.weights_source},

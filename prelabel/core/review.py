@@ -20,7 +20,13 @@ AUTO_ACCEPT = common_pb2.REVIEW_DECISION_AUTO_ACCEPT
 NEEDS_REVIEW = common_pb2.REVIEW_DECISION_NEEDS_REVIEW
 REJECT = common_pb2.REVIEW_DECISION_REJECT
 
-DECISION_NAMES = {AUTO_ACCEPT: "auto_accept", NEEDS_REVIEW: "needs_review", REJECT: "reject"}
+#: Each decision's name in every output, metric and policy file.
+DECISION_NAMES: dict[int, str] = {common_pb2.REVIEW_DECISION_UNSPECIFIED: "unspecified", AUTO_ACCEPT: "auto_accept",
+                  NEEDS_REVIEW: "needs_review", REJECT: "reject"}
+
+
+def decision_name(decision: int) -> str:
+    return DECISION_NAMES.get(decision, "unspecified")
 
 
 @dataclass(frozen=True)

@@ -104,9 +104,18 @@ def action_for(code: grpc.StatusCode, retry_hint: bool = False) -> Action:
     return meaning.action
 
 
+def task_code(result: prelabel_pb2.TaskResult) -> grpc.StatusCode:
+    """A task result's code. A router older than the `status` field leaves it 0 (OK) and
+    names the code in `code` only: read the name then, so its failures are not taken for
+    successes."""
+    if result.status == 0 and result.code not in ("", "OK"):
+        return getattr(grpc.StatusCode, result.code, grpc.StatusCode.UNKNOWN)
+    return code_from_value(result.status)
+
+
 def task_action(result: prelabel_pb2.TaskResult) -> Action:
     """What a router's task result means for its caller."""
-    return action_for(code_from_value(result.status), result.retry_after_ms > 0)
+    return action_for(task_code(result), result.retry_after_ms > 0)
 
 
 def error_action(exc: grpc.aio.AioRpcError) -> Action:

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from prelabel.core.labels import COCO_CATEGORIES, FACE
+from prelabel.core.review import decision_name
 from prelabel.core.tasks import TASKS, LabelKind, TaskSpec
-from prelabel.sdk import REVIEW_NAMES
 from prelabel.v1 import common_pb2, keypoints_pb2, prelabel_pb2, segmentation_pb2
 
 # Fixed category ids, identical in every shard so shard outputs merge without remapping:
@@ -92,7 +92,7 @@ class Label:
 
     @property
     def review(self) -> str:
-        return REVIEW_NAMES.get(self.detection.review, "unspecified")
+        return decision_name(self.detection.review)
 
     @property
     def needs_review(self) -> bool:

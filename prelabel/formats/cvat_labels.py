@@ -47,8 +47,8 @@ from typing import Any
 
 from prelabel.atomic import atomic_write_text
 from prelabel.core.labels import FACE, PERSON
+from prelabel.core.review import DECISION_NAMES
 from prelabel.core.tasks import TASKS
-from prelabel.sdk import REVIEW_NAMES
 
 FILE_NAME = "cvat_labels.json"
 #: The tasks whose labels are CVAT skeletons.
@@ -57,7 +57,7 @@ BOX_TYPE = "any"
 #: The attributes of every top-level label: the ones each COCO annotation carries.
 ATTRIBUTES: list[dict[str, Any]] = [
     {"name": "review", "mutable": False, "input_type": "select", "default_value": "unspecified",
-     "values": list(REVIEW_NAMES.values())},
+     "values": list(DECISION_NAMES.values())},
     {"name": "model", "mutable": False, "input_type": "text", "default_value": "", "values": [""]},
 ]
 #: Where the skeleton template of a keypoint category draws each point (x, y in 0..100).

@@ -4,6 +4,8 @@ from __future__ import annotations
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from prelabel.core.limits import MAX_IMAGE_BYTES
+
 
 class LsBackendSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PRELABEL_LS_", extra="ignore")
@@ -33,7 +35,7 @@ class LsBackendSettings(BaseSettings):
     #: no SSRF through task data.
     allowed_url_prefixes: list[str] = []
     #: Largest image fetched, bytes; larger ones are refused without reading them whole.
-    max_image_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
+    max_image_bytes: int = Field(default=MAX_IMAGE_BYTES, gt=0)
     #: Seconds to fetch one image.
     fetch_timeout_s: float = Field(default=15.0, gt=0)
     #: Regions below this score are not returned.

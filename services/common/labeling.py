@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from prelabel.core.labels import category_name
-from prelabel.core.review import DECISION_NAMES, ReviewPolicy, image_uncertainty
+from prelabel.core.review import ReviewPolicy, decision_name, image_uncertainty
 from prelabel.v1 import common_pb2
 from services.common.metrics import Metrics
 
@@ -80,4 +80,4 @@ def count_labels(metrics: Metrics, task: str, model: str, detections) -> None:
     """Record one labelled image and its labels by review decision."""
     metrics.images.labels(metrics.service, task).inc()
     for d in detections:
-        metrics.labels.labels(metrics.service, task, model, DECISION_NAMES.get(d.review, "unspecified")).inc()
+        metrics.labels.labels(metrics.service, task, model, decision_name(d.review)).inc()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from prelabel.core.limits import MAX_IMAGE_BYTES
 from services.common.requests import MAX_LABELS_LIMIT
 
 
@@ -31,7 +32,7 @@ class ServiceSettings(BaseSettings):
     require_pretrained: bool = False
     """Production: refuse to start when a model reports random weights."""
 
-    max_image_bytes: int = 20 * 1024 * 1024
+    max_image_bytes: int = MAX_IMAGE_BYTES
     """Largest encoded image accepted, 20 MiB (INVALID_ARGUMENT above it)."""
 
     max_image_pixels: int = 36_000_000

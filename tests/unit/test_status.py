@@ -232,3 +232,12 @@ async def test_relayed_code_becomes_unavailable_naming_it_when_the_caller_cannot
     relayed = status_of(err)
     assert (relayed.code, relayed.message) == (C.UNAVAILABLE, f"{code.name}: {message}")
     assert code not in RELAYED
+
+
+def test_task_action_reads_the_code_name_when_an_older_router_left_status_unset():
+    from prelabel.core.status import task_code
+    old = prelabel_pb2.TaskResult(task=prelabel_pb2.TASK_DETECT, code="INVALID_ARGUMENT", message="bad")
+    assert task_code(old) == grpc.StatusCode.INVALID_ARGUMENT
+    assert task_action(old) == Action.REJECT
+    assert task_code(prelabel_pb2.TaskResult(code="OK")) == grpc.StatusCode.OK
+    assert task_code(prelabel_pb2.TaskResult()) == grpc.StatusCode.OK
