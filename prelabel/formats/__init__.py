@@ -2,7 +2,9 @@
 
 `write_outputs` feeds every finished image, in input order, to one writer per format and
 to the review queue; each writer makes its output appear atomically when closed (coco also
-writes the CVAT labels for its files, formats.cvat_labels).
+writes the CVAT labels for its files, formats.cvat_labels). Which labels each takes:
+formats.common.output_labels (masks of area 0 in none; the review filter in YOLO and Label
+Studio only); one-polygon formats simplify it: formats.polygons.
 """
 from __future__ import annotations
 

@@ -91,6 +91,15 @@ def test_annotate_refuses_when_out_dir_holds_a_run_with_other_tasks(tmp_path, ca
         assert "another --out" in err
 
 
+def test_annotate_help_says_how_a_finished_dir_grows_and_what_the_outputs_take(capsys):
+    with pytest.raises(SystemExit):
+        main(["annotate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "labels just the images its journal does not hold yet, then rewrites the outputs" in text
+    assert "with others it exits 2 naming them; label into another --out, or delete DIR" in text
+    assert "--outputs-review" in text and "--polygon-tolerance" in text
+
+
 def test_annotate_exits_75_when_another_process_holds_the_out_dir(tmp_path):
     out = tmp_path / "out"
     out.mkdir()

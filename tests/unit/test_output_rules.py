@@ -13,7 +13,9 @@ from pycocotools import mask as mask_utils
 
 from prelabel.formats import write_outputs
 from prelabel.formats.coco import file_path as coco_file
+from prelabel.formats.common import DEFAULT_OUTPUTS_REVIEW
 from prelabel.formats.polygons import MAX_VERTICES, simplify
+from prelabel.run_summary import LabelCounts, RunSummary
 from prelabel.v1 import common_pb2, prelabel_pb2
 from services.common.masks import BinaryMask, outer_polygons
 from tests.unit.test_formats import H, W, detection, make_response
@@ -135,3 +137,20 @@ def test_simplify_bounds_the_vertices_when_the_tolerance_alone_would_not():
     ring = np.stack([2000 + radius * np.cos(angles), 2000 + radius * np.sin(angles)], axis=1).reshape(-1).tolist()
     assert len(simplify(ring, 1.0)) // 2 <= MAX_VERTICES
     assert len(simplify(ring, 1.0, max_vertices=50)) // 2 <= 50
+
+
+def test_run_summary_counts_labels_by_task_and_review_and_says_what_the_filter_left_out(tmp_path):
+    counts = LabelCounts(review=DEFAULT_OUTPUTS_REVIEW)
+    rows = list(counts.counting([(1, "x.jpg", "/data/x.jpg", with_rejected_and_empty())]))
+    assert len(rows) == 1  # passed through to the writers
+    assert counts.by_task == {("detect", "auto_accept"): 1, ("detect", "needs_review"): 1, ("detect", "reject"): 1,
+                              ("segment", "auto_accept"): 1, ("segment", "reject"): 1,
+                              ("keypoints", "auto_accept"): 1, ("faces", "auto_accept"): 1}
+    assert counts.train_ready == counts.total - 2
+    text = RunSummary(out_dir="out", images=3, labelled_now=1, labelled_before=1, rejected=1, not_labelled=0,
+                      seconds=2.5, formats=["coco", "yolo"], counts=counts).text()
+    assert "1 labelled in this run, 1 before; 1 rejected, 0 not labelled (see failures.jsonl)" in text
+    assert "labels: 7 in COCO (every review decision); 5 in YOLO and Label Studio" in text
+    (detect,) = [line.split() for line in text.splitlines() if line.strip().startswith("detect")]
+    assert detect == ["detect", "1", "1", "1", "3"]
+    assert "out/coco/" in text and "out/yolo/" in text and "labelstudio.json" not in text
