@@ -139,13 +139,14 @@ def add_parser(sub) -> None:
     a.add_argument("--yolo-val-fraction", type=formats.val_fraction, default=0.0,
                    help="share of images in the YOLO val split, by image-id hash (default: val = train)")
     a.add_argument("--outputs-review", type=_csv(REVIEW_CHOICES), default=list(DEFAULT_OUTPUTS_REVIEW),
-                   help="comma-separated review decisions whose labels go into the YOLO and Label Studio outputs: "
-                        "auto_accept,needs_review,reject (default: auto_accept,needs_review, no rejected draft); the journal and "
-                        "the COCO files keep every label")
+                   help="comma-separated review decisions whose labels go into the YOLO and Label Studio "
+                        "outputs: auto_accept,needs_review,reject (default: auto_accept,needs_review, no "
+                        "rejected draft); the journal and the COCO files keep every label")
     a.add_argument("--polygon-tolerance", type=formats.polygon_tolerance, default=DEFAULT_TOLERANCE_PX,
-                   metavar="PX", help="simplify mask polygons (YOLO segment, Label Studio) so no dropped vertex is "
-                                      f"further than PX pixels from the outline, at most {MAX_VERTICES} vertices; 0 "
-                                      "keeps the traced pixel staircase (default %(default)s); COCO masks stay exact RLE")
+                   metavar="PX",
+                   help="simplify mask polygons (YOLO segment, Label Studio) so no dropped vertex is further than "
+                        f"PX pixels from the outline, at most {MAX_VERTICES} vertices; 0 keeps the traced pixel "
+                        "staircase (default %(default)s); COCO masks stay exact RLE")
     a.add_argument("--tls", action="store_true", help="connect with TLS")
     a.add_argument("--ca-cert", help="PEM roots for TLS (default: system roots)")
     a.add_argument("--client-cert", help="PEM client certificate chain (mTLS)")

@@ -1,5 +1,5 @@
-"""Editable polygons of the masks, for the formats that take one polygon per object (YOLO
-segment lines, Label Studio polygons).
+"""Editable polygons of the masks, for the outputs that take one polygon per object (YOLO
+segment lines, Label Studio polygons, live or bulk, and the CVAT function's polygons).
 
 The segmentation service traces each mask's outer boundary along pixel edges
 (`include_polygons`): exact, but a staircase of 700-1,100 vertices for a person, painful to
@@ -9,9 +9,9 @@ outline, and at most `max_vertices` remain (the tolerance doubles until they do)
 parts (a strap, a leg a few pixels wide) can lose more than their width to 1 px, so where
 the simplified polygon covers the traced one with IoU under MIN_IOU the tolerance halves
 (while the vertex bound allows). A tolerance of 1 px removes the staircase: a person's
-800-1,000 vertices become 60-200 (tests/unit/test_output_rules.py); 0 keeps the traced
-polygon as it is. The masks themselves stay exact RLE in the COCO files and Label Studio
-brush regions.
+700-900 traced vertices become 90-170 on the test photos (tests/unit/test_output_rules.py,
+tests/integration/test_cli_bulk.py); 0 keeps the traced polygon as it is. The masks
+themselves stay exact RLE in the COCO files and Label Studio brush regions.
 
 Done here, on the client, rather than in the service: `prelabel annotate --polygon-tolerance`
 applies without a request field, and the journal keeps the exact polygons.
