@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import fcntl
 import glob
+import hashlib
 import json
 import logging
 import os
@@ -23,6 +24,8 @@ from prelabel.bulk import BulkOptions, BulkRunner, Tally
 from prelabel.core.limits import MAX_IMAGE_BYTES
 from prelabel.core.policy_file import PolicyFileError, load_policy_file
 from prelabel.core.review import policy_to_proto
+from prelabel.formats.common import DEFAULT_OUTPUTS_REVIEW, REVIEW_CHOICES
+from prelabel.formats.polygons import DEFAULT_TOLERANCE_PX, MAX_VERTICES
 from prelabel.inputs import (
     InputError,
     InputImage,
@@ -30,7 +33,8 @@ from prelabel.inputs import (
     expand_inputs,
     select_shard,
 )
-from prelabel.journal import STATUS_OK, STATUS_REJECTED, Journal, response_of
+from prelabel.journal import STATUS_OK, STATUS_REJECTED, Journal, fsync_dir, response_of
+from prelabel.run_summary import LabelCounts, RunSummary
 from prelabel.sdk import DEFAULT_ADDRESS, TASKS, PreLabelClient, parse_tasks
 
 log = logging.getLogger("prelabel")
@@ -40,14 +44,25 @@ DESCRIPTION = """`prelabel` command line.
     prelabel annotate PATH... --out DIR [--tasks detect,segment,keypoints,faces]
         [--manifest FILE] [--shard-index I --shard-count N] [--router HOST:PORT]
         [--concurrency N] [--formats coco,yolo,labelstudio] [--score-threshold X] [--cascade]
-        [--review-policy FILE]
+        [--review-policy FILE] [--outputs-review auto_accept,needs_review] [--polygon-tolerance PX]
+
+Growing folders: run it again on a finished DIR (`_SUCCESS` there) with the same parameters
+and it labels just the images its journal does not hold yet, then rewrites the outputs from
+the journal (every image of the inputs; other output flags, e.g. --formats, rewrite them
+too). The labelling parameters (--tasks, --score-threshold, --cascade, --review-policy, the
+shard) must stay those that started DIR: with others it exits 2 naming them; label into
+another --out, or delete DIR to start over.
+
+Outputs: YOLO and Label Studio take the labels whose review decision --outputs-review names
+(default auto_accept,needs_review: no rejected draft, even when the review policy has
+include_rejected); the journal and the COCO files keep every label, for `prelabel calibrate`.
 
 Exit codes of `annotate`:
-  0   the shard is complete and every image was labelled (also: `DIR/_SUCCESS` was already
-      there, nothing to do);
+  0   the shard is complete and every image was labelled (also: DIR was already complete
+      and up to date, nothing to do);
   1   fatal error (output folder unusable, journal unwritable, unexpected exception);
-  2   usage error (bad flag, input path that names nothing, parameters that differ from
-      the run that started DIR);
+  2   usage error (bad flag, input path that names nothing, labelling parameters that differ
+      from the run that started DIR);
   3   some images failed for a passing reason (router unavailable, timeouts) after their
       retries: listed in DIR/failures.jsonl, no `_SUCCESS`; run again to finish them;
   4   the shard is complete (`_SUCCESS` written) but some images were rejected (bad image,
@@ -123,6 +138,15 @@ def add_parser(sub) -> None:
                    help="Label Studio masks as polygons or brush RLE (default %(default)s)")
     a.add_argument("--yolo-val-fraction", type=formats.val_fraction, default=0.0,
                    help="share of images in the YOLO val split, by image-id hash (default: val = train)")
+    a.add_argument("--outputs-review", type=_csv(REVIEW_CHOICES), default=list(DEFAULT_OUTPUTS_REVIEW),
+                   help="comma-separated review decisions whose labels go into the YOLO and Label Studio "
+                        "outputs: auto_accept,needs_review,reject (default: auto_accept,needs_review, no "
+                        "rejected draft); the journal and the COCO files keep every label")
+    a.add_argument("--polygon-tolerance", type=formats.polygon_tolerance, default=DEFAULT_TOLERANCE_PX,
+                   metavar="PX",
+                   help="simplify mask polygons (YOLO segment, Label Studio) so no dropped vertex is further than "
+                        f"PX pixels from the outline, at most {MAX_VERTICES} vertices; 0 keeps the traced pixel "
+                        "staircase (default %(default)s); COCO masks stay exact RLE")
     a.add_argument("--tls", action="store_true", help="connect with TLS")
     a.add_argument("--ca-cert", help="PEM roots for TLS (default: system roots)")
     a.add_argument("--client-cert", help="PEM client certificate chain (mTLS)")
@@ -168,9 +192,11 @@ def _check_params(out_dir: str, params: dict) -> None:
             previous = json.load(fh)
         if previous != params:
             changed = sorted(k for k in set(previous) | set(params) if previous.get(k) != params.get(k))
+            differences = "; ".join(f"{k}: {previous.get(k)!r} there, {params.get(k)!r} now" for k in changed)
             raise UsageError(
-                f"{out_dir} holds a run with other parameters ({', '.join(changed)}: "
-                f"{ {k: previous.get(k) for k in changed} }); use another --out")
+                f"{out_dir} holds a run with other parameters ({differences}): its journal only fits "
+                f"those, so it cannot take these images. Label into another --out, or delete {out_dir} "
+                "to start over")
     else:
         atomic_write_text(path, json.dumps(params, indent=2) + "\n")
 
@@ -298,12 +324,38 @@ def _review_policy(path: str | None):
         raise UsageError(str(exc)) from None
 
 
+def _read_success(out_dir: str) -> dict | None:
+    """What DIR/_SUCCESS says of the finished shard (None: not finished)."""
+    try:
+        with open(os.path.join(out_dir, SUCCESS_FILE), encoding="utf-8") as fh:
+            summary = json.load(fh)
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        return {}  # unreadable: rewrite it
+    return summary if isinstance(summary, dict) else {}
+
+
+def _unfinish(out_dir: str) -> None:
+    """Remove DIR/_SUCCESS (durably) before DIR changes: until its outputs are rewritten it
+    does not vouch for them."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(out_dir, SUCCESS_FILE))
+        fsync_dir(out_dir)
+
+
+def _outputs_record(args, inputs: list[InputImage], shard: list[InputImage]) -> dict:
+    """What the outputs of DIR are made from: the shard's images and the output flags
+    (kept in _SUCCESS; a finished DIR whose record differs gets its outputs rewritten)."""
+    ids = hashlib.sha256("\n".join(sorted(im.image_id for im in shard)).encode("utf-8", "surrogateescape"))
+    return {"images_sha256": ids.hexdigest(), "formats": args.formats,
+            **formats.options_from_args(args, inputs)}
+
+
 def run(args) -> int:
     """Run `prelabel annotate`; returns its exit code (UsageError: a usage error, exit 2)."""
+    started = time.monotonic()
     out_dir = args.out
-    if os.path.exists(os.path.join(out_dir, SUCCESS_FILE)):
-        log.info("%s/_SUCCESS exists: shard already complete", out_dir)
-        return EXIT_OK
     if args.concurrency < 1 or args.attempts < 1:
         raise UsageError("--concurrency and --attempts must be >= 1")
     if args.score_threshold is not None and not 0.0 <= args.score_threshold <= 1.0:
@@ -323,8 +375,6 @@ def run(args) -> int:
         log.error("another process holds %s", out_dir)
         return EXIT_LOCKED
     try:
-        if os.path.exists(os.path.join(out_dir, SUCCESS_FILE)):  # finished while we waited
-            return EXIT_OK
         _clean_stale_temps(out_dir)
         try:
             inputs = expand_inputs(args.paths, args.manifest)
@@ -335,8 +385,18 @@ def run(args) -> int:
             "tasks": sorted(args.tasks), "score_threshold": args.score_threshold, "cascade": args.cascade,
             "shard_index": args.shard_index, "shard_count": args.shard_count,
             **({"review_policy_id": policy.id} if policy else {})})
+        outputs = _outputs_record(args, inputs, shard)
+        finished_before = _read_success(out_dir)
         with Journal(os.path.join(out_dir, JOURNAL_FILE)) as journal:
             todo = [im for im in shard if im.image_id not in journal.index]
+            labelled_before = sum(1 for im in shard if (e := journal.index.get(im.image_id)) and e.status == STATUS_OK)
+            if finished_before is not None:
+                if not todo and finished_before.get("outputs") == outputs:
+                    log.info("%s is complete and up to date: nothing to do", out_dir)
+                    return EXIT_OK
+                _unfinish(out_dir)
+                log.info("%s was complete: %d new images to label, then the outputs are rewritten", out_dir,
+                         len(todo))
             log.info("shard %d/%d: %d images, %d already done, %d to label", args.shard_index,
                      args.shard_count, len(shard), len(shard) - len(todo), len(todo))
             tally, signum = None, 0
@@ -349,19 +409,31 @@ def run(args) -> int:
                     progress.close()
             journal.sync()
             rejected, not_labelled = _write_failures(out_dir, journal, shard, tally)
+            labelled_now = tally.ok if tally else 0
+
+            def summary(counts: LabelCounts | None) -> RunSummary:
+                return RunSummary(out_dir=out_dir, images=len(shard), labelled_now=labelled_now,
+                                  labelled_before=labelled_before,
+                                  rejected=rejected, not_labelled=not_labelled,
+                                  seconds=time.monotonic() - started, formats=args.formats, counts=counts)
+
+            if signum or not_labelled:
+                print(summary(None).text(), end="", flush=True)
             if signum:
                 return EXIT_SIGTERM if signum == signal.SIGTERM else EXIT_SIGINT
             if not_labelled:
                 log.error("%d images not labelled (see %s); run again to finish them",
                           not_labelled, os.path.join(out_dir, FAILURES_FILE))
                 return EXIT_FAILED
-            written = formats.write_outputs(out_dir, args.formats, _finished(journal, shard),
+            counts = LabelCounts(review=args.outputs_review)
+            written = formats.write_outputs(out_dir, args.formats, counts.counting(_finished(journal, shard)),
                                             tasks=args.tasks, **formats.options_from_args(args, inputs))
-        summary = {"images": len(shard), "labelled": written, "rejected": rejected,
+        success = {"images": len(shard), "labelled": written, "rejected": rejected,
                    "tasks": args.tasks, "formats": args.formats,
-                   "shard_index": args.shard_index, "shard_count": args.shard_count}
-        atomic_write_text(os.path.join(out_dir, SUCCESS_FILE), json.dumps(summary, indent=2) + "\n")
+                   "shard_index": args.shard_index, "shard_count": args.shard_count, "outputs": outputs}
+        atomic_write_text(os.path.join(out_dir, SUCCESS_FILE), json.dumps(success, indent=2) + "\n")
         log.info("shard complete: %d labelled, %d rejected -> %s", written, rejected, out_dir)
+        print(summary(counts).text(), end="", flush=True)
         return EXIT_REJECTED if rejected else EXIT_OK
     finally:
         os.close(lock_fd)

@@ -15,7 +15,8 @@ defaults, the router from $PRELABEL_ROUTER):
 
 What comes back, labels matched by name to the task's labels (CVAT's rule):
   detect     rectangles labelled with the 80 COCO class names;
-  segment    masks (or polygons when CVAT asks with conv_mask_to_poly), same names;
+  segment    masks (or polygons, simplified as formats.polygons says, when CVAT asks with
+             conv_mask_to_poly), same names;
   keypoints  skeletons "person" with the 17 COCO keypoints, visibility as CVAT wants it:
              v=0 -> outside, v=1 -> occluded, v=2 -> visible;
   faces      skeletons "face" with the 5 landmarks.
@@ -36,7 +37,7 @@ from pycocotools import mask as mask_utils
 
 from prelabel.core.tasks import TASK_NAMES, TASKS, LabelKind
 from prelabel.formats.common import OBJECT_NAMES, coco_category_id, iter_labels, selected
-from prelabel.formats.yolo import largest_polygon
+from prelabel.formats.polygons import mask_polygon
 from prelabel.sdk import DEFAULT_ADDRESS, SyncPreLabelClient
 
 #: Spec label ids of the keypoint tasks' skeletons (box labels use their COCO ids, 1..90).
@@ -115,7 +116,7 @@ def shapes_of(response, tasks: list[str], *, conv_mask_to_poly: bool = False, co
             cid = coco_category_id(label.category)
             rle = label.mask.mask
             if conv_mask_to_poly:
-                poly = largest_polygon(label.mask.polygons)
+                poly = mask_polygon(label.mask)  # simplified: the traced staircase is too many vertices to edit
                 if len(poly) >= 6:
                     shapes.append(cvataa.polygon(cid, [float(v) for v in poly], score=score))
             elif rle.counts:

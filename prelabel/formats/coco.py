@@ -26,6 +26,11 @@ takes it as `data_path`):
   any other name seen (stable id, see formats.common), so every shard's list is the same;
   keypoints lists "person" (id 1), faces lists "face" (id 91).
 
+Every label is written whatever its review decision (`prelabel annotate --outputs-review`
+filters the train-ready YOLO and Label Studio outputs only): `prelabel calibrate` and
+`evaluate` need the rejected drafts too. Masks of area 0 are left out, as in every output
+(formats.common.output_labels says why).
+
 COCOeval: person keypoints use COCOeval's default sigmas; face landmarks need
 `params.kpt_oks_sigmas = prelabel.core.tasks.FACES.keypoints.oks_sigmas` (5 values, see
 prelabel.core.labels.FACE_LANDMARK_SIGMAS).
@@ -50,8 +55,8 @@ from prelabel.formats.common import (
     OBJECT_NAMES,
     coco_category_id,
     image_root_dir,
-    iter_labels,
     model_tag,
+    output_labels,
     relative_name,
     schema_for,
     selected,
@@ -223,7 +228,7 @@ class CocoWriter:
         for f in self.files.values():
             f.add_image(image)
             f.note_schema(response)
-        for label in iter_labels(response):
+        for label in output_labels(response):  # every review decision: the files feed calibration
             if label.task.name in self.files:
                 self.files[label.task.name].add_label(label, number)
 

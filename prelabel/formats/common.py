@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import posixpath
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
 from prelabel.core.labels import COCO_CATEGORIES, FACE
-from prelabel.core.review import decision_name
+from prelabel.core.review import DECISION_NAMES, decision_name
 from prelabel.core.tasks import TASKS, LabelKind, TaskSpec
 from prelabel.v1 import common_pb2, keypoints_pb2, prelabel_pb2, segmentation_pb2
 
@@ -22,6 +22,11 @@ COCO_ID_BY_NAME = {name: cid for cid, name in COCO_CATEGORIES.items()}
 #: Contiguous class order for YOLO: the 80 COCO classes in COCO id order (the usual
 #: "coco80" numbering, 0 = person), then face.
 FIXED_NAMES: list[str] = [COCO_CATEGORIES[cid] for cid in sorted(COCO_CATEGORIES)] + [FACE]
+#: The review decisions `prelabel annotate --outputs-review` chooses from.
+REVIEW_CHOICES = [name for name in DECISION_NAMES.values() if name != "unspecified"]
+#: What the train-ready outputs (YOLO, Label Studio) take by default: no rejected draft. The
+#: COCO files keep every label as produced, for calibration (docs/quality.md).
+DEFAULT_OUTPUTS_REVIEW = ("auto_accept", "needs_review")
 #: The box categories of detect and segment: every fixed name but "face", which only the
 #: faces task labels.
 OBJECT_NAMES = [n for n in FIXED_NAMES if n != FACE]
@@ -107,6 +112,30 @@ def iter_labels(response: prelabel_pb2.PreLabelResponse) -> Iterator[Label]:
             yield Label(task, i, task.detection(message),
                         mask=message if task.kind is LabelKind.MASK else None,
                         keypoints=message if task.kind is LabelKind.KEYPOINTS else None)
+
+
+def is_empty_mask(label: Label) -> bool:
+    """A mask label without a single pixel (the box was too small or the mask fell under the
+    threshold everywhere)."""
+    return label.kind is LabelKind.MASK and (label.mask is None or label.mask.area == 0)
+
+
+def output_labels(response: prelabel_pb2.PreLabelResponse,
+                  review: Collection[str] | None = None) -> Iterator[Label]:
+    """The labels an output file takes: iter_labels but masks of area 0, and with `review`
+    (decision names) only the labels whose decision is among them (a label with no decision,
+    "unspecified", always passes: the filter is about what a policy rejected).
+
+    One rule for masks of area 0 in every output (COCO, and through it FiftyOne and
+    datumaro; YOLO; Label Studio): left out. There is nothing to edit, train on or draw,
+    YOLO and Label Studio cannot express an empty region, and as a COCO result it could
+    only ever count as a false positive; the journal keeps it, as it keeps every label."""
+    for label in iter_labels(response):
+        if is_empty_mask(label):
+            continue
+        if review is not None and label.review != "unspecified" and label.review not in review:
+            continue
+        yield label
 
 
 def model_tag(provenance: common_pb2.Provenance) -> str:

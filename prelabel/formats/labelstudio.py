@@ -9,7 +9,8 @@ of the run (`name@version`, sorted, comma-separated; "prelabel" when there was n
 Regions, coordinates in percent of the image, each with its own `score`:
 
 - detect: `rectanglelabels` from `label`;
-- segment: `polygonlabels` from `polygon` (largest polygon of the mask), or with
+- segment: `polygonlabels` from `polygon` (largest polygon of the mask, simplified:
+  formats.polygons, `polygon_tolerance`), or with
   `masks="brush"` `brushlabels` from `brush` (the whole mask in Label Studio's own RLE,
   formats.ls_brush);
 - keypoints / faces: `keypointlabels` from `keypoint` (person) / `face_keypoint` (face: its
@@ -17,6 +18,10 @@ Regions, coordinates in percent of the image, each with its own `score`:
   per point with visibility > 0, linked by `parentID` to its instance's rectangle (the
   matching detect box when one overlaps it with IoU >= 0.7, else a `rectanglelabels` region
   of its own). Label Studio has no visibility flag: hidden points are left out.
+
+The writer takes only the labels whose review decision is in `review` (default
+formats.common.DEFAULT_OUTPUTS_REVIEW: no rejected draft; `prelabel annotate
+--outputs-review`), and never a mask of area 0 (formats.common.output_labels).
 
 Image URLs: by default Label Studio's local-files endpoint,
 `/data/local-files/?d=<root name>/<name>` (URL-quoted), where <name> is the image's path
@@ -37,7 +42,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
 from xml.sax.saxutils import quoteattr
@@ -51,14 +56,16 @@ from prelabel.core.labels import FACE
 from prelabel.core.tasks import FACES, KEYPOINTS, TASKS, LabelKind, TaskSpec
 from prelabel.formats import ls_brush
 from prelabel.formats.common import (
+    DEFAULT_OUTPUTS_REVIEW,
     FIXED_NAMES,
     image_root_dir,
     iter_labels,
     model_tag,
+    output_labels,
     relative_name,
     selected,
 )
-from prelabel.formats.yolo import largest_polygon
+from prelabel.formats.polygons import DEFAULT_TOLERANCE_PX, mask_polygon
 from prelabel.v1 import prelabel_pb2
 
 FILE_NAME = "labelstudio.json"
@@ -102,8 +109,10 @@ def image_url(prefix: str, name: str) -> str:
 
 
 def results_of(response: prelabel_pb2.PreLabelResponse, masks: str = "polygon",
-               controls: Controls = Controls()) -> tuple[list[dict], list[float]]:
-    """Label Studio regions of one response, and the scores of its labels."""
+               controls: Controls = Controls(), *, review: Collection[str] | None = None,
+               polygon_tolerance: float = DEFAULT_TOLERANCE_PX) -> tuple[list[dict], list[float]]:
+    """Label Studio regions of one response, and the scores of its labels; `review`: the
+    decisions taken (None: all)."""
     w, h = response.image_size.width, response.image_size.height
     if not w or not h:
         raise ValueError(f"response for {response.image_id!r} has no image size")
@@ -120,7 +129,7 @@ def results_of(response: prelabel_pb2.PreLabelResponse, masks: str = "polygon",
     result: list[dict] = []
     scores: list[float] = []
     detections = []  # (region id, label) of detect boxes, for keypoint parents
-    for label in iter_labels(response):
+    for label in output_labels(response, review):
         rid = f"{label.task.name}-{label.index}"
         score = round(float(label.detection.score), 5)
         if label.kind is LabelKind.BOX:
@@ -135,7 +144,7 @@ def results_of(response: prelabel_pb2.PreLabelResponse, masks: str = "polygon",
                            "value": {"format": "rle", "rle": ls_brush.encode(np.asarray(mask)),
                                      "brushlabels": [label.category]}, "score": score})
         elif label.kind is LabelKind.MASK and label.mask is not None:
-            poly = largest_polygon(label.mask.polygons)
+            poly = mask_polygon(label.mask, polygon_tolerance)
             if not poly:
                 continue
             points = [[_pct(poly[i], w), _pct(poly[i + 1], h)] for i in range(0, len(poly) - 1, 2)]
@@ -169,10 +178,11 @@ def results_of(response: prelabel_pb2.PreLabelResponse, masks: str = "polygon",
 
 
 def task_of(image_id: str, response: prelabel_pb2.PreLabelResponse, *, url: str | None = None,
-            masks: str = "polygon", model_version: str | None = None) -> dict:
+            masks: str = "polygon", model_version: str | None = None, review: Collection[str] | None = None,
+            polygon_tolerance: float = DEFAULT_TOLERANCE_PX) -> dict:
     """One Label Studio task with its prediction (`model_version`: the run's, else this
-    response's models)."""
-    result, scores = results_of(response, masks)
+    response's models; `review`: the decisions taken, None: all)."""
+    result, scores = results_of(response, masks, review=review, polygon_tolerance=polygon_tolerance)
     if model_version is None:
         model_version = run_model_version({model_tag(label.detection.provenance) for label in iter_labels(response)})
     prediction: dict[str, object] = {"model_version": model_version, "result": result}
@@ -222,7 +232,9 @@ def labeling_config(tasks: Sequence[str], *, masks: str = "polygon", extra_names
 
 class LabelStudioWriter:
     def __init__(self, out_dir: str | os.PathLike, *, tasks: Sequence[str] = (), image_prefix: str | None = None,
-                 image_root: str = "", ls_masks: str = "polygon", **_: object):
+                 image_root: str = "", ls_masks: str = "polygon",
+                 review: Collection[str] | None = DEFAULT_OUTPUTS_REVIEW,
+                 polygon_tolerance: float = DEFAULT_TOLERANCE_PX, **_: object):
         if ls_masks not in MASK_MODES:
             raise ValueError(f"ls_masks must be one of {MASK_MODES}")
         self.out_dir = os.fspath(out_dir)
@@ -230,6 +242,8 @@ class LabelStudioWriter:
         self.prefix = LOCAL_FILES_PREFIX if image_prefix is None else image_prefix
         self.image_root = image_root
         self.masks = ls_masks
+        self.review = review
+        self.polygon_tolerance = polygon_tolerance
         # The spool stays open until close().
         self._spool = tempfile.TemporaryFile("w+", encoding="utf-8", dir=self.out_dir)  # noqa: SIM115
         self._models: set[str] = set()
@@ -247,7 +261,8 @@ class LabelStudioWriter:
 
     def add(self, number: int, image_id: str, path: str, response: prelabel_pb2.PreLabelResponse) -> None:
         url = image_url(self.prefix, self._name(image_id))
-        task = task_of(image_id, response, url=url, masks=self.masks, model_version="")
+        task = task_of(image_id, response, url=url, masks=self.masks, model_version="", review=self.review,
+                       polygon_tolerance=self.polygon_tolerance)
         for label in iter_labels(response):
             self._models.add(model_tag(label.detection.provenance))
             if label.category not in FIXED_NAMES:

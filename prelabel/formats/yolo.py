@@ -26,8 +26,11 @@ All coordinates are normalised by the image size and clipped to [0, 1]; visibili
 COCO's 0/1/2 (0: point written as 0 0 0). Detect and segment classes are contiguous: the
 80 COCO classes in COCO id order (the usual coco80 numbering, 0 = person), 80 = face, then
 names outside that list in order of first appearance. Segmentation uses the largest
-polygon of each mask (YOLO has one polygon per object); polygons come from the router
-(`include_polygons`); masks without one are left out. Ultralytics reads no GIF: such
+polygon of each mask (YOLO has one polygon per object), simplified (formats.polygons,
+`polygon_tolerance`); polygons come from the router (`include_polygons`); masks without one,
+and masks of area 0, are left out. Only labels whose review decision is in `review` are
+written (default formats.common.DEFAULT_OUTPUTS_REVIEW: no rejected draft; the COCO files
+keep them all). Ultralytics reads no GIF: such
 inputs are linked but skipped by its loader.
 
 The tree is built under a temp folder and moved into place at close.
@@ -39,11 +42,13 @@ import hashlib
 import itertools
 import os
 import shutil
+from collections.abc import Collection
 from typing import TextIO
 
 from prelabel.atomic import swap_in_folder
 from prelabel.core.tasks import LabelKind, TaskSpec
-from prelabel.formats.common import FIXED_NAMES, iter_labels, relative_name, selected
+from prelabel.formats.common import DEFAULT_OUTPUTS_REVIEW, FIXED_NAMES, output_labels, relative_name, selected
+from prelabel.formats.polygons import DEFAULT_TOLERANCE_PX, mask_polygon
 from prelabel.v1 import prelabel_pb2
 
 DIR_NAME = "yolo"
@@ -77,19 +82,6 @@ def flip_idx(names: list[str]) -> list[int]:
     return out
 
 
-def largest_polygon(polygons) -> list[float]:
-    best, best_area = [], -1.0
-    for poly in polygons:
-        pts = list(poly.points)
-        if len(pts) < 6:
-            continue
-        xs, ys = pts[0::2], pts[1::2]
-        area = abs(sum(xs[i] * ys[i - 1] - xs[i - 1] * ys[i] for i in range(len(xs)))) / 2
-        if area > best_area:
-            best, best_area = pts, area
-    return best
-
-
 def _n(value: float, size: int) -> str:
     return f"{min(max(value / size, 0.0), 1.0):.6f}"
 
@@ -99,20 +91,23 @@ def _box(box, w: int, h: int) -> list[str]:
             _n(box.x_max - box.x_min, w), _n(box.y_max - box.y_min, h)]
 
 
-def lines_for(response: prelabel_pb2.PreLabelResponse, task: TaskSpec, class_of) -> list[str]:
-    """The YOLO label lines of one image for one task's sub-dataset; `class_of(name)` -> int."""
+def lines_for(response: prelabel_pb2.PreLabelResponse, task: TaskSpec, class_of, *,
+              review: Collection[str] | None = DEFAULT_OUTPUTS_REVIEW,
+              polygon_tolerance: float = DEFAULT_TOLERANCE_PX) -> list[str]:
+    """The YOLO label lines of one image for one task's sub-dataset; `class_of(name)` -> int;
+    `review`: the decisions written (None: all)."""
     w, h = response.image_size.width, response.image_size.height
     if not w or not h:
         raise ValueError(f"response for {response.image_id!r} has no image size")
     lines = []
-    for label in iter_labels(response):
+    for label in output_labels(response, review):
         if label.task is not task:
             continue
         box = label.detection.box
         if label.kind is LabelKind.BOX:
             lines.append(" ".join([str(class_of(label.category)), *_box(box, w, h)]))
         elif label.kind is LabelKind.MASK:
-            poly = largest_polygon(label.mask.polygons) if label.mask is not None else []
+            poly = mask_polygon(label.mask, polygon_tolerance) if label.mask is not None else []
             if poly:
                 coords = [_n(v, w if i % 2 == 0 else h) for i, v in enumerate(poly)]
                 lines.append(" ".join([str(class_of(label.category)), *coords]))
@@ -131,7 +126,8 @@ def _yaml_str(s: str) -> str:
 
 class YoloWriter:
     def __init__(self, out_dir: str | os.PathLike, *, tasks: list[str], image_root: str = "",
-                 val_fraction: float = 0.0, **_: object):
+                 val_fraction: float = 0.0, review: Collection[str] | None = DEFAULT_OUTPUTS_REVIEW,
+                 polygon_tolerance: float = DEFAULT_TOLERANCE_PX, **_: object):
         self.out_dir = os.fspath(out_dir)
         self.final = os.path.join(self.out_dir, DIR_NAME)
         self.tmp = os.path.join(self.out_dir, f".{DIR_NAME}.tmp-{os.getpid()}")
@@ -139,6 +135,8 @@ class YoloWriter:
         self.tasks = selected(tasks)
         self.image_root = image_root
         self.val_fraction = val_fraction
+        self.review = review
+        self.polygon_tolerance = polygon_tolerance
         self._names = list(FIXED_NAMES)
         self._class = {n: i for i, n in enumerate(self._names)}
         self._used: set[str] = set()  # label paths taken
@@ -179,7 +177,8 @@ class YoloWriter:
         self._n_val += split == "val"
         for task in self.tasks:
             kind = task.yolo_kind
-            lines = lines_for(response, task, self.class_of)
+            lines = lines_for(response, task, self.class_of, review=self.review,
+                              polygon_tolerance=self.polygon_tolerance)
             instances = task.labels(response)
             if task.keypoints is not None and instances and instances[0].keypoints:
                 self._kp_names[kind] = [kp.name for kp in instances[0].keypoints]

@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
 
 from prelabel.formats.coco import file_path as coco_file
+from prelabel.formats.common import DEFAULT_OUTPUTS_REVIEW, output_labels
+from prelabel.journal import response_of
 from tests.tools import router_stub
 from tests.tools import samples as samples_mod
 
@@ -53,10 +56,15 @@ def test_annotate_outputs_load_in_ultralytics_and_datumaro_when_written_by_the_c
     samples, out, _ = annotated
     yolo = run_probe("ultralytics", "ultralytics_load.py", *[out / "yolo" / k / "data.yaml"
                                                              for k in ("detect", "segment", "pose", "faces")])
-    for kind, per_image in (("detect", 2), ("segment", 1), ("pose", 1), ("faces", 1)):
+    kinds = {"detect": "detect", "segment": "segment", "keypoints": "pose", "faces": "faces"}
+    responses = [response_of(json.loads(line)) for line in (out / "journal.jsonl").read_text().splitlines()]
+    expected = Counter(kinds[label.task.name] for r in responses
+                       for label in output_labels(r, DEFAULT_OUTPUTS_REVIEW))  # no rejected draft
+    assert expected["detect"] == 2 * len(samples) - 2  # the stub rejects the person box of two images
+    for kind in kinds.values():
         splits = yolo[kind]["splits"]
         parts = ["train"] if yolo[kind]["val_is_train"] else ["train", "val"]
-        assert sum(splits[p]["instances"] for p in parts) == per_image * len(samples), kind
+        assert sum(splits[p]["instances"] for p in parts) == expected[kind], kind
     for task, fmt in (("detect", "coco_instances"), ("keypoints", "coco_person_keypoints")):
         got = run_probe("cvat", "datumaro_import.py", fmt, coco_file(out, task))
         assert len(got["items"]) == len(samples), task

@@ -34,12 +34,29 @@ REPO = Path(__file__).resolve().parents[2]
 NO_ROUTER = "127.0.0.1:1"  # nothing listens there: any attempt to call it would fail
 
 
-def test_annotate_exits_zero_without_work_when_success_marker_exists(tmp_path):
+def test_annotate_exits_zero_touching_nothing_when_the_shard_is_complete_and_up_to_date(tmp_path):
+    folder = photos(tmp_path / "in", ["a.jpg"])
+    other = (shard_of(str(folder / "a.jpg"), 2) + 1) % 2  # a shard with no image: no router needed
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "_SUCCESS").write_text("{}")
-    assert main(["annotate", str(tmp_path / "does-not-exist"), "--out", str(out), "--router", NO_ROUTER]) == EXIT_OK
-    assert sorted(os.listdir(out)) == ["_SUCCESS"]
+    args = ["annotate", str(folder), "--out", str(out), "--router", NO_ROUTER, "--no-progress",
+            "--shard-index", str(other), "--shard-count", "2"]
+    assert main(args) == EXIT_OK
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    assert main(args) == EXIT_OK
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == mtimes
+
+
+def test_annotate_rewrites_the_outputs_when_a_complete_shard_is_run_with_other_output_flags(tmp_path):
+    folder = photos(tmp_path / "in", ["a.jpg"])
+    other = (shard_of(str(folder / "a.jpg"), 2) + 1) % 2
+    out = tmp_path / "out"
+    args = ["annotate", str(folder), "--out", str(out), "--router", NO_ROUTER, "--no-progress",
+            "--shard-index", str(other), "--shard-count", "2"]
+    assert main(args + ["--formats", "coco"]) == EXIT_OK
+    assert not (out / "labelstudio.json").exists()
+    assert main(args + ["--formats", "coco,labelstudio"]) == EXIT_OK
+    assert (out / "labelstudio.json").exists()
+    assert json.loads((out / "_SUCCESS").read_text())["outputs"]["formats"] == ["coco", "labelstudio"]
 
 
 def test_annotate_completes_shard_when_no_image_hashes_to_it(tmp_path):
@@ -63,11 +80,24 @@ def test_annotate_refuses_when_out_dir_holds_a_run_with_other_tasks(tmp_path, ca
     args = ["annotate", str(folder), "--out", str(tmp_path / "out"), "--router", NO_ROUTER, "--no-progress",
             "--shard-index", str(other), "--shard-count", "2"]
     assert main(args + ["--tasks", "detect"]) == EXIT_OK
-    os.unlink(tmp_path / "out" / "_SUCCESS")
-    with pytest.raises(SystemExit) as info:
-        main(args + ["--tasks", "detect,faces"])
-    assert info.value.code == 2
-    assert "other parameters (tasks" in capsys.readouterr().err
+    for finished in (True, False):  # a complete shard or one still under way
+        if not finished:
+            os.unlink(tmp_path / "out" / "_SUCCESS")
+        with pytest.raises(SystemExit) as info:
+            main(args + ["--tasks", "detect,faces"])
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert "other parameters (tasks: ['detect'] there, ['detect', 'faces'] now)" in err
+        assert "another --out" in err
+
+
+def test_annotate_help_says_how_a_finished_dir_grows_and_what_the_outputs_take(capsys):
+    with pytest.raises(SystemExit):
+        main(["annotate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "labels just the images its journal does not hold yet, then rewrites the outputs" in text
+    assert "with others it exits 2 naming them; label into another --out, or delete DIR" in text
+    assert "--outputs-review" in text and "--polygon-tolerance" in text
 
 
 def test_annotate_exits_75_when_another_process_holds_the_out_dir(tmp_path):
@@ -106,12 +136,30 @@ async def test_annotate_exits_4_with_complete_outputs_when_an_image_is_rejected(
     async with serve(double) as address:
         code, log = await annotate(str(folder), "--out", str(out), "--router", address, "--tasks", "detect")
         assert code == EXIT_REJECTED, log
-        assert (await annotate(str(folder), "--out", str(out), "--router", address))[0] == EXIT_OK
+        assert (await annotate(str(folder), "--out", str(out), "--router", address, "--tasks", "detect"))[0] == EXIT_OK
     (failure,) = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
     assert failure["image_id"].endswith("bad.jpg") and failure["retryable"] is False
     assert json.loads((out / "_SUCCESS").read_text())["rejected"] == 1
     files = [img["file_name"] for img in json.loads(Path(coco_file(out, "detect")).read_text())["images"]]
     assert sorted(os.path.basename(f) for f in files) == ["a.jpg", "b.jpg"]
+
+
+async def test_annotate_labels_only_the_new_images_when_run_again_on_a_complete_shard(tmp_path):
+    folder = photos(tmp_path / "in", ["a.jpg", "b.jpg"])
+    out = tmp_path / "out"
+    double = PreLabelerDouble()
+    async with serve(double) as address:
+        args = (str(folder), "--out", str(out), "--router", address, "--tasks", "detect")
+        assert (await annotate(*args))[0] == EXIT_OK
+        photos(folder, ["c.jpg", "d.jpg", "e.jpg"])
+        code, log = await annotate(*args)
+    assert code == EXIT_OK, log
+    assert double.stream_received == {str(folder / n): 1 for n in ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"]}
+    assert "2 already done, 3 to label" in log, log
+    assert "3 labelled in this run, 2 before" in log, log  # the end-of-run summary
+    files = [img["file_name"] for img in json.loads(Path(coco_file(out, "detect")).read_text())["images"]]
+    assert sorted(files) == ["a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"]
+    assert json.loads((out / "_SUCCESS").read_text())["labelled"] == 5
 
 
 async def test_annotate_exits_3_without_success_when_router_is_unreachable(tmp_path):
