@@ -81,6 +81,8 @@ MASK_MODES = ("polygon", "brush")
 RECTANGLE, POLYGON, BRUSH, KEYPOINT, FACE_KEYPOINT = "label", "polygon", "brush", "keypoint", "face_keypoint"
 #: Per-region controls: the region's review decision (Choices), where its labels came from (TextArea).
 REVIEW, SOURCE = "review", "source"
+#: Result types that belong to a region (same id) rather than being one.
+PER_REGION_TYPES = ("choices", "textarea")
 REVIEW_CHOICES = tuple(DECISION_NAMES[d] for d in (AUTO_ACCEPT, NEEDS_REVIEW, REJECT))
 #: The KeyPointLabels control of each keypoint task (its kind, a Controls field, and its
 #: default name): one each, since face landmark names repeat person ones.

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from prelabel.formats.labelstudio import PER_REGION_TYPES
 from tests.photos import photo_path
 from tests.tools import samples as samples_mod
 
@@ -139,7 +140,7 @@ def check_regions(regions: list[dict], config: dict) -> None:
     keypoint's and mask's parent is a rectangle of the same prediction; a per-region result
     (review, source) belongs to a region of it."""
     rectangles = {r["id"] for r in regions if r["type"] == "rectanglelabels"}
-    shapes = {r["id"] for r in regions if r["type"] not in ("choices", "textarea")}
+    shapes = {r["id"] for r in regions if r["type"] not in PER_REGION_TYPES}
     for region in regions:
         control = config[region["from_name"]]
         assert region["to_name"] in control["to_name"]
@@ -293,7 +294,9 @@ def live_backend_scenario(ls: LabelStudio, config: str, document_root: Path, rou
         tasks = {t["id"]: t for t in tasks_of(ls, pid)}
         (prediction,) = tasks[good]["predictions"]
         check_regions(prediction["result"], config_of)
-        assert {"rectanglelabels", "polygonlabels", "keypointlabels"} <= {r["type"] for r in prediction["result"]}
+        # regions, and per region its review decision and the tasks that labelled its object
+        assert {"rectanglelabels", "polygonlabels", "keypointlabels", "choices", "textarea"} <= \
+            {r["type"] for r in prediction["result"]}
         assert tasks[bad]["predictions"] == []
         assert f"task {bad}: cannot read image: HTTP 404" in server_log_after(ls, offset)
         print(f"retrieve predictions, 2 tasks (1 unreadable): {took:.1f} s")

@@ -19,7 +19,7 @@ from prelabel.formats import ls_brush, write_outputs
 from prelabel.formats.coco import CocoWriter
 from prelabel.formats.coco import file_path as coco_file
 from prelabel.formats.common import FACE_COCO_ID, FIXED_NAMES, coco_category_id, image_root_of, relative_name
-from prelabel.formats.labelstudio import labeling_config, task_of
+from prelabel.formats.labelstudio import PER_REGION_TYPES, labeling_config, task_of
 from prelabel.formats.yolo import dataset_name, flip_idx
 from prelabel.v1 import common_pb2, prelabel_pb2
 
@@ -272,9 +272,6 @@ def test_dataset_name_stays_inside_the_dataset_when_id_climbs_up():
 # ---------------------------------------------------------------------------- Label Studio
 
 
-PER_REGION = ("choices", "textarea")  # results attached to a region (same id)
-
-
 def test_labelstudio_regions_are_in_percent_when_box_is_known():
     r = make_response()
     r.masks[0].detection.box.CopyFrom(r.detections[0].box)  # cascade mode: the mask's box is the prompt box
@@ -282,7 +279,7 @@ def test_labelstudio_regions_are_in_percent_when_box_is_known():
     assert task["data"]["image"] == "/data/local-files/?d=imgs/x.jpg"
     assert task["data"]["uncertainty"] == 0.5 and task["data"]["needs_review"] == 1
     (prediction,) = task["predictions"]
-    regions = {r["id"]: r for r in prediction["result"] if r["type"] not in PER_REGION}
+    regions = {r["id"]: r for r in prediction["result"] if r["type"] not in PER_REGION_TYPES}
     person = regions["detect-0"]
     assert person["type"] == "rectanglelabels" and person["value"]["rectanglelabels"] == ["person"]
     assert person["value"]["x"] == pytest.approx(100 / W * 100, abs=1e-3)
@@ -304,7 +301,7 @@ def test_labelstudio_regions_are_in_percent_when_box_is_known():
     assert {r["from_name"] for r in face_kps} == {"face_keypoint"} != {r["from_name"] for r in person_kps}
     assert "keypoints-0" not in regions  # no duplicate person rectangle
     # Per region: its own review decision, and every task's label of its object.
-    per_region = {(r["id"], r["type"]): r["value"] for r in prediction["result"] if r["type"] in PER_REGION}
+    per_region = {(r["id"], r["type"]): r["value"] for r in prediction["result"] if r["type"] in PER_REGION_TYPES}
     assert per_region[("detect-0", "choices")]["choices"] == ["needs_review"]
     assert per_region[("segment-0", "choices")]["choices"] == ["auto_accept"]
     assert per_region[("detect-0", "choices")]["x"] == person["value"]["x"]  # the region's geometry beside
