@@ -180,9 +180,11 @@ def results_of(response: prelabel_pb2.PreLabelResponse, masks: str = "polygon",
     result: list[dict] = []
     scores: list[float] = []
     for obj in group_objects(response):
+        # The object's rectangle: its detect box, else its keypoint instance's box.
         box_label = obj.of_kind(LabelKind.BOX) or obj.of_kind(LabelKind.KEYPOINTS)
-        parent = rectangle(box_label) if box_label is not None else None
-        if parent is not None and box_label is not None:
+        parent = None
+        if box_label is not None:
+            parent = rectangle(box_label)
             result.append(parent)
             # the rectangle speaks for the object: every label of it in its source lines
             result.extend(per_region(parent, box_label, obj.labels))
