@@ -159,7 +159,7 @@ def render(item: Item, max_side: int = 800) -> Rendering:
     width = max(2, round(max(image.size) / 300))
     font = _font(max(11, round(max(image.size) / 45)))
     schemas = {tuple(s.keypoint_names): list(s.skeleton) for s in item.response.keypoint_schemas}
-    objects = group_objects(item.response)
+    objects = group_objects(iter_labels(item.response))
     captions: list[tuple[Box, list[CaptionPart]]] = []
     for obj in objects:
         mask_label = obj.of_kind(LabelKind.MASK)

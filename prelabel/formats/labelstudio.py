@@ -179,7 +179,7 @@ def results_of(response: prelabel_pb2.PreLabelResponse, masks: str = "polygon",
 
     result: list[dict] = []
     scores: list[float] = []
-    for obj in group_objects(response):
+    for obj in group_objects(iter_labels(response)):
         # The object's rectangle: its detect box, else its keypoint instance's box.
         box_label = obj.of_kind(LabelKind.BOX) or obj.of_kind(LabelKind.KEYPOINTS)
         parent = None

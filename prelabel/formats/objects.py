@@ -11,12 +11,12 @@ labels faces). Train-ready formats (COCO, YOLO) keep one annotation per task lab
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from prelabel.core.geometry import proto_box_iou
 from prelabel.core.tasks import TASKS, LabelKind
-from prelabel.formats.common import Label, iter_labels
-from prelabel.v1 import prelabel_pb2
+from prelabel.formats.common import Label
 
 GROUP_MIN_IOU = 0.5
 
@@ -40,18 +40,18 @@ class LabelledObject:
         return next((label for label in self.labels if label.kind is kind), None)
 
 
-def group_objects(response: prelabel_pb2.PreLabelResponse, min_iou: float = GROUP_MIN_IOU) -> list[LabelledObject]:
-    """The response's labels grouped into objects (see the module docstring), in the order
-    their anchors come in the response."""
+def group_objects(labels: Iterable[Label], min_iou: float = GROUP_MIN_IOU) -> list[LabelledObject]:
+    """Labels of one image (formats.common.iter_labels, or the subset an output takes)
+    grouped into objects (see the module docstring), in the order their anchors come."""
     by_task: dict[str, list[Label]] = {t.name: [] for t in TASKS}
-    for label in iter_labels(response):
+    for label in labels:
         by_task[label.task.name].append(label)
     groups: list[list[Label]] = []
     for task in TASKS:
-        labels = by_task[task.name]
+        of_task = by_task[task.name]
         candidates = sorted(
             ((proto_box_iou(group[0].detection.box, label.detection.box), i, g)
-             for i, label in enumerate(labels) for g, group in enumerate(groups)
+             for i, label in enumerate(of_task) for g, group in enumerate(groups)
              if group[0].category == label.category),
             key=lambda c: -c[0])
         placed: set[int] = set()
@@ -60,8 +60,8 @@ def group_objects(response: prelabel_pb2.PreLabelResponse, min_iou: float = GROU
             if iou < min_iou:
                 break
             if i not in placed and g not in filled:
-                groups[g].append(labels[i])
+                groups[g].append(of_task[i])
                 placed.add(i)
                 filled.add(g)
-        groups.extend([label] for i, label in enumerate(labels) if i not in placed)
+        groups.extend([label] for i, label in enumerate(of_task) if i not in placed)
     return [LabelledObject(tuple(group)) for group in groups]

@@ -135,7 +135,7 @@ async def test_preview_draws_one_region_per_object_with_captions_apart_when_real
 
     grouped = 0
     for item in read_journal(str(run / "journal.jsonl")):
-        objects = group_objects(item.response)
+        objects = group_objects(iter_labels(item.response))
         labels = list(iter_labels(item.response))
         grouped += len(labels) - len(objects)
         drawn = render(item, 800)
