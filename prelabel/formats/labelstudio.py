@@ -8,16 +8,25 @@ and `data.needs_review` (sortable and filterable in the Data Manager), and one p
 of the run (`name@version`, sorted, comma-separated; "prelabel" when there was none).
 Regions, coordinates in percent of the image, each with its own `score`:
 
-- detect: `rectanglelabels` from `label`;
+One object labelled by several tasks (a person: detect box, segment mask, keypoints) is one
+rectangle with the others as its children (formats.objects groups them by box IoU):
+
+- detect: `rectanglelabels` from `label`, the object's region;
 - segment: `polygonlabels` from `polygon` (largest polygon of the mask, simplified:
   formats.polygons, `polygon_tolerance`), or with
   `masks="brush"` `brushlabels` from `brush` (the whole mask in Label Studio's own RLE,
-  formats.ls_brush);
+  formats.ls_brush), with `parentID` the object's rectangle when it has one;
 - keypoints / faces: `keypointlabels` from `keypoint` (person) / `face_keypoint` (face: its
   landmark names repeat person ones, and one control cannot hold a label twice), one region
-  per point with visibility > 0, linked by `parentID` to its instance's rectangle (the
-  matching detect box when one overlaps it with IoU >= 0.7, else a `rectanglelabels` region
-  of its own). Label Studio has no visibility flag: hidden points are left out.
+  per point with visibility > 0, with `parentID` the object's rectangle (the detect box it
+  was grouped with, else a `rectanglelabels` region of the instance's own box). Label
+  Studio has no visibility flag: hidden points are left out.
+
+Per region (rectangles and masks; Label Studio shows them for the selected region, and an
+annotator can change them): `review` (Choices: auto_accept / needs_review / reject, the
+region's own decision) and `source` (TextArea: one line per label of the object -- task,
+category, score, decision, model -- so the rectangle of a person says what segment and
+keypoints made of it too).
 
 The writer takes only the labels whose review decision is in `review` (default
 formats.common.DEFAULT_OUTPUTS_REVIEW: no rejected draft; `prelabel annotate
@@ -35,7 +44,8 @@ Storage with path <image root> (the config's comment names both). With another p
 
 The labeling config holds every label the served models can produce (the 80 COCO classes,
 face, and any other name of the run), the 17 person keypoints and the 5 face landmarks,
-with one control per region kind the run's tasks produce.
+with one control per region kind the run's tasks produce, and the per-region `review` and
+`source` controls.
 """
 from __future__ import annotations
 
@@ -51,13 +61,14 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from prelabel.atomic import AtomicFile, atomic_write_text
-from prelabel.core.geometry import proto_box_iou
 from prelabel.core.labels import FACE
+from prelabel.core.review import AUTO_ACCEPT, DECISION_NAMES, NEEDS_REVIEW, REJECT
 from prelabel.core.tasks import FACES, KEYPOINTS, TASKS, LabelKind, TaskSpec
 from prelabel.formats import ls_brush
 from prelabel.formats.common import (
     DEFAULT_OUTPUTS_REVIEW,
     FIXED_NAMES,
+    Label,
     image_root_dir,
     iter_labels,
     model_tag,
@@ -65,6 +76,7 @@ from prelabel.formats.common import (
     relative_name,
     selected,
 )
+from prelabel.formats.objects import group_objects
 from prelabel.formats.polygons import DEFAULT_TOLERANCE_PX, mask_polygon
 from prelabel.v1 import prelabel_pb2
 
@@ -74,12 +86,16 @@ LOCAL_FILES_PREFIX = "/data/local-files/?d="
 MASK_MODES = ("polygon", "brush")
 #: Control (`from_name`) of each region kind; the image object is `image`.
 RECTANGLE, POLYGON, BRUSH, KEYPOINT, FACE_KEYPOINT = "label", "polygon", "brush", "keypoint", "face_keypoint"
+#: Per-region controls: the region's review decision (Choices), where its labels came from (TextArea).
+REVIEW, SOURCE = "review", "source"
+#: Result types that belong to a region (same id) rather than being one.
+PER_REGION_TYPES = ("choices", "textarea")
+REVIEW_CHOICES = tuple(DECISION_NAMES[d] for d in (AUTO_ACCEPT, NEEDS_REVIEW, REJECT))
 #: The KeyPointLabels control of each keypoint task (its kind, a Controls field, and its
 #: default name): one each, since face landmark names repeat person ones.
 KEYPOINT_CONTROLS = {KEYPOINTS.name: KEYPOINT, FACES.name: FACE_KEYPOINT}
 #: Keypoint region size, percent of the image width.
 KEYPOINT_WIDTH_PCT = 0.5
-PARENT_MIN_IOU = 0.7
 
 
 def _pct(value: float, size: int) -> float:
@@ -96,6 +112,8 @@ class Controls:
     brush: str = BRUSH
     keypoint: str = KEYPOINT
     face_keypoint: str = FACE_KEYPOINT
+    review: str = REVIEW  # "" where the project has no such control: not written
+    source: str = SOURCE
 
     def keypoints_of(self, task: TaskSpec) -> str:
         """The control of a keypoint task's points."""
@@ -108,72 +126,96 @@ def image_url(prefix: str, name: str) -> str:
     return prefix + (quote(name, safe="/") if prefix.endswith("=") else name)
 
 
+def source_line(label: Label) -> str:
+    """Which task, model, score and review decision a label came from, for a person."""
+    return (f"{label.task.name}: {label.category} {label.detection.score:.2f} {label.review}"
+            f" ({model_tag(label.detection.provenance)})")
+
+
 def results_of(response: prelabel_pb2.PreLabelResponse, masks: str = "polygon",
                controls: Controls = Controls(), *, review: Collection[str] | None = None,
                polygon_tolerance: float = DEFAULT_TOLERANCE_PX) -> tuple[list[dict], list[float]]:
-    """Label Studio regions of one response, and the scores of its labels; `review`: the
-    decisions taken (None: all)."""
+    """Label Studio results of one response, object by object (formats.objects), and the
+    scores of its labels; `review`: the decisions taken (None: all)."""
     w, h = response.image_size.width, response.image_size.height
     if not w or not h:
         raise ValueError(f"response for {response.image_id!r} has no image size")
     common = {"to_name": controls.image, "original_width": w, "original_height": h, "image_rotation": 0}
 
-    def rectangle(rid, label):
+    def rid_of(label: Label) -> str:
+        return f"{label.task.name}-{label.index}"
+
+    def rectangle(label: Label) -> dict:
         box = label.detection.box
-        return {"id": rid, "type": "rectanglelabels", "from_name": controls.rectangle, **common,
+        return {"id": rid_of(label), "type": "rectanglelabels", "from_name": controls.rectangle, **common,
                 "value": {"x": _pct(box.x_min, w), "y": _pct(box.y_min, h),
                           "width": _pct(box.x_max - box.x_min, w), "height": _pct(box.y_max - box.y_min, h),
                           "rotation": 0, "rectanglelabels": [label.category]},
                 "score": round(float(label.detection.score), 5)}
 
-    result: list[dict] = []
-    scores: list[float] = []
-    detections = []  # (region id, label) of detect boxes, for keypoint parents
-    for label in output_labels(response, review):
-        rid = f"{label.task.name}-{label.index}"
+    def mask_region(label: Label) -> dict | None:
+        assert label.mask is not None
         score = round(float(label.detection.score), 5)
-        if label.kind is LabelKind.BOX:
-            result.append(rectangle(rid, label))
-            detections.append((rid, label))
-        elif label.kind is LabelKind.MASK and label.mask is not None and masks == "brush":
+        if masks == "brush":
             rle = label.mask.mask
             if not rle.counts:
-                continue
+                return None
             mask = mask_utils.decode({"size": list(rle.size), "counts": rle.counts})
-            result.append({"id": rid, "type": "brushlabels", "from_name": controls.brush, **common,
-                           "value": {"format": "rle", "rle": ls_brush.encode(np.asarray(mask)),
-                                     "brushlabels": [label.category]}, "score": score})
-        elif label.kind is LabelKind.MASK and label.mask is not None:
-            poly = mask_polygon(label.mask, polygon_tolerance)
-            if not poly:
-                continue
-            points = [[_pct(poly[i], w), _pct(poly[i + 1], h)] for i in range(0, len(poly) - 1, 2)]
-            result.append({"id": rid, "type": "polygonlabels", "from_name": controls.polygon, **common,
-                           "value": {"points": points, "closed": True, "polygonlabels": [label.category]},
-                           "score": score})
-        elif label.kind is LabelKind.KEYPOINTS and label.keypoints is not None:
-            parent = max(
-                ((proto_box_iou(d.detection.box, label.detection.box), prid) for prid, d in detections
-                 if d.category == label.category),
-                default=(0.0, None),
-            )
-            if parent[0] >= PARENT_MIN_IOU:
-                parent_id = parent[1]
-            else:
-                parent_id = rid
-                result.append(rectangle(rid, label))
-            control = controls.keypoints_of(label.task)
-            for k, kp in enumerate(label.keypoints.keypoints):
-                if kp.visibility == 0:
+            return {"id": rid_of(label), "type": "brushlabels", "from_name": controls.brush, **common,
+                    "value": {"format": "rle", "rle": ls_brush.encode(np.asarray(mask)),
+                              "brushlabels": [label.category]}, "score": score}
+        poly = mask_polygon(label.mask, polygon_tolerance)
+        if not poly:
+            return None
+        points = [[_pct(poly[i], w), _pct(poly[i + 1], h)] for i in range(0, len(poly) - 1, 2)]
+        return {"id": rid_of(label), "type": "polygonlabels", "from_name": controls.polygon, **common,
+                "value": {"points": points, "closed": True, "polygonlabels": [label.category]}, "score": score}
+
+    def per_region(region: dict, own: Label, labels: Sequence[Label]) -> list[dict]:
+        """The region's review decision (`own`'s) and where its object's labels came from,
+        as per-region results (same id as the region, its geometry beside; brush masks
+        without their RLE twice)."""
+        geometry = {k: v for k, v in region["value"].items() if k not in (region["type"], "rle", "format")}
+        out = []
+        if controls.review and own.review in REVIEW_CHOICES:
+            out.append({"id": region["id"], "type": "choices", "from_name": controls.review, **common,
+                        "value": {**geometry, "choices": [own.review]}})
+        if controls.source:
+            out.append({"id": region["id"], "type": "textarea", "from_name": controls.source, **common,
+                        "value": {**geometry, "text": [source_line(label) for label in labels]}})
+        return out
+
+    result: list[dict] = []
+    scores: list[float] = []
+    for obj in group_objects(output_labels(response, review)):
+        # The object's rectangle: its detect box, else its keypoint instance's box.
+        box_label = obj.of_kind(LabelKind.BOX) or obj.of_kind(LabelKind.KEYPOINTS)
+        parent = None
+        if box_label is not None:
+            parent = rectangle(box_label)
+            result.append(parent)
+            # the rectangle speaks for the object: every label of it in its source lines
+            result.extend(per_region(parent, box_label, obj.labels))
+        for label in obj.labels:
+            if label.kind is LabelKind.MASK:
+                region = mask_region(label)
+                if region is None:
                     continue
-                result.append({"id": f"{rid}-kp{k}", "type": "keypointlabels", "from_name": control,
-                               **common, "parentID": parent_id,
-                               "value": {"x": _pct(kp.x, w), "y": _pct(kp.y, h), "width": KEYPOINT_WIDTH_PCT,
-                                         "keypointlabels": [kp.name]},
-                               "score": round(float(kp.score), 5)})
-        else:
-            continue
-        scores.append(float(label.detection.score))
+                if parent is not None:
+                    region["parentID"] = parent["id"]
+                result.append(region)
+                result.extend(per_region(region, label, [label]))
+            elif label.kind is LabelKind.KEYPOINTS and label.keypoints is not None and parent is not None:
+                control = controls.keypoints_of(label.task)
+                for k, kp in enumerate(label.keypoints.keypoints):
+                    if kp.visibility == 0:
+                        continue
+                    result.append({"id": f"{rid_of(label)}-kp{k}", "type": "keypointlabels", "from_name": control,
+                                   **common, "parentID": parent["id"],
+                                   "value": {"x": _pct(kp.x, w), "y": _pct(kp.y, h), "width": KEYPOINT_WIDTH_PCT,
+                                             "keypointlabels": [kp.name]},
+                                   "score": round(float(kp.score), 5)})
+            scores.append(float(label.detection.score))
     return result, scores
 
 
@@ -226,6 +268,11 @@ def labeling_config(tasks: Sequence[str], *, masks: str = "polygon", extra_names
             kps = (keypoint_names or {}).get(task.name, task.keypoints.names)
             parts.append(f'  <KeyPointLabels name="{KEYPOINT_CONTROLS[task.name]}" toName="image">{_labels(kps)}'
                          f'\n  </KeyPointLabels>')
+    # Per-region: shown for the selected region (its review decision, the tasks that labelled it).
+    choices = "".join(f'\n    <Choice value="{c}"/>' for c in REVIEW_CHOICES)
+    parts.append(f'  <Choices name="{REVIEW}" toName="image" perRegion="true" choice="single-radio">{choices}'
+                 f'\n  </Choices>')
+    parts.append(f'  <TextArea name="{SOURCE}" toName="image" perRegion="true" rows="3"/>')
     parts.append("</View>")
     return "\n".join(parts) + "\n"
 

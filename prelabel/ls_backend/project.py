@@ -11,6 +11,10 @@ control, under which label names".
   attribute (comma-separated) when present, else by its own `value`; case-insensitive.
   Suite labels without a matching project label are not returned (Label Studio would
   show them unlabelled).
+- Per region (formats.labelstudio): a `perRegion` `<Choices>` offering the review decisions
+  (auto_accept, needs_review, reject) gets each region's decision; a `perRegion`
+  `<TextArea name="source">` the tasks that labelled its object. A project without them gets
+  the regions alone.
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from dataclasses import dataclass, field
 from prelabel.core.labels import COCO_KEYPOINT_NAMES, FACE_LANDMARK_NAMES
 from prelabel.core.tasks import TASKS, LabelKind, TaskSpec
 from prelabel.formats.common import OBJECT_NAMES
-from prelabel.formats.labelstudio import KEYPOINT_CONTROLS, Controls
+from prelabel.formats.labelstudio import KEYPOINT_CONTROLS, PER_REGION_TYPES, REVIEW_CHOICES, SOURCE, Controls
 
 MAX_CONFIG_BYTES = 1024 * 1024
 #: Categories whose boxes only a keypoint task labels (faces: the detector has none).
@@ -45,6 +49,8 @@ class Project:
     image: str  # the Image tag's name
     image_field: str  # task data key of the image URL
     controls: dict[str, Control]
+    review: str = ""  # the per-region Choices of review decisions ("" where none)
+    source: str = ""  # the per-region TextArea of the labels' sources ("" where none)
 
     def control(self, kind: str) -> Control | None:
         return next((c for c in self.controls.values() if c.kind == kind), None)
@@ -79,7 +85,8 @@ class Project:
             return c.name if c is not None else ""
 
         return Controls(image=self.image, rectangle=name("rectangle"), polygon=name("polygon"),
-                        brush=name("brush"), keypoint=name("keypoint"), face_keypoint=name("face_keypoint"))
+                        brush=name("brush"), keypoint=name("keypoint"), face_keypoint=name("face_keypoint"),
+                        review=self.review, source=self.source)
 
 
 _KIND_OF_TAG = {"rectanglelabels": "rectangle", "polygonlabels": "polygon", "brushlabels": "brush",
@@ -99,9 +106,16 @@ def parse_config(xml: str) -> Project:
         raise ConfigError("labeling config has no <Image name=...>")
     image_field = (image.get("value") or "$image").lstrip("$")
     controls: dict[str, Control] = {}
+    review = source = ""
     for el in root.iter():
         kind = _KIND_OF_TAG.get(el.tag.lower())
         name = el.get("name")
+        if el.get("perRegion") == "true" and el.get("toName") == image_name and name:
+            if el.tag.lower() == "choices" and not review and \
+                    set(REVIEW_CHOICES) <= {c.get("value") for c in el if c.tag.lower() == "choice"}:
+                review = name
+            elif el.tag.lower() == "textarea" and name == SOURCE:
+                source = name
         if kind is None or el.get("toName") != image_name or not name:
             continue
         labels: dict[str, str] = {}
@@ -120,7 +134,7 @@ def parse_config(xml: str) -> Project:
     if not controls:
         raise ConfigError("labeling config has no RectangleLabels, PolygonLabels, BrushLabels or "
                           "KeyPointLabels on its image")
-    return Project(image_name, image_field, controls)
+    return Project(image_name, image_field, controls, review, source)
 
 
 def relabel(regions: list[dict], project: Project, score_threshold: float = 0.0) -> list[dict]:
@@ -128,7 +142,12 @@ def relabel(regions: list[dict], project: Project, score_threshold: float = 0.0)
     the project's labels; regions the project has no control or label for are dropped,
     and keypoints whose parent box was dropped lose the link."""
     out = []
+    per_region = []  # review / source results: kept with their region
     for region in regions:
+        if region["type"] in PER_REGION_TYPES:
+            if region["from_name"] and region["from_name"] in (project.review, project.source):
+                per_region.append(region)
+            continue
         control = project.controls.get(region["from_name"])
         if control is None or region.get("score", 1.0) < score_threshold:
             continue
@@ -143,4 +162,4 @@ def relabel(regions: list[dict], project: Project, score_threshold: float = 0.0)
     for region in out:
         if "parentID" in region and region["parentID"] not in kept:
             region.pop("parentID")
-    return out
+    return out + [r for r in per_region if r["id"] in kept]

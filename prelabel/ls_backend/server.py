@@ -48,7 +48,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from prelabel.formats.common import iter_labels, model_tag
-from prelabel.formats.labelstudio import results_of, run_model_version
+from prelabel.formats.labelstudio import PER_REGION_TYPES, results_of, run_model_version
 from prelabel.ls_backend.fetch import FetchError, check_token, exchange_token, fetch_image
 from prelabel.ls_backend.project import ConfigError, Project, parse_config, relabel
 from prelabel.ls_backend.settings import LsBackendSettings
@@ -192,7 +192,7 @@ class Backend:
             self.metrics.tasks.labels(answer.outcome).inc()
         else:
             self.metrics.tasks.labels("ok").inc()
-            self.metrics.regions.inc(len(answer["result"]))
+            self.metrics.regions.inc(sum(r["type"] not in PER_REGION_TYPES for r in answer["result"]))
         return answer
 
     def _prediction(self, task: object, project: Project) -> dict | TaskFailure:

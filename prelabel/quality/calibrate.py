@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from prelabel.core.review import Band, ReviewPolicy
+from prelabel.core.review import BUILT_IN_POLICY, Band, ReviewPolicy
 from prelabel.quality.bounds import CLOPPER_PEARSON, lower_bound, min_n_to_reach, upper_bound
 
 GRID_STEP = 0.005
@@ -163,6 +163,8 @@ def calibrate(samples: dict[tuple[str, str], tuple[Any, Any]], s: Settings) -> C
         usable = [r for r in per_task if r.category == cat and r.accept_at is not None]
         if not usable:
             fallback[cat] = "; ".join(f"{r.task}: {r.note}" for r in per_task if r.category == cat)
+            if cat in BUILT_IN_POLICY.by_category:  # a stricter built-in band (faces) stays
+                by_category[cat] = BUILT_IN_POLICY.by_category[cat]
             continue
         # calibrate_class sets both edges, or neither (support below min_support)
         by_category[cat] = Band(accept_at=max(r.accept_at for r in usable if r.accept_at is not None),

@@ -16,15 +16,21 @@ Human effort saved, over the judged tasks, against drawing every kept object by 
     actions = review_cost * (reviewed drafts that were right)      # a look, then accept
             + (reviewed drafts that were wrong)                    # fixed or deleted
             + (auto-accepted drafts that were wrong)               # found later, fixed
-            + (objects the drafts missed)                          # drawn from scratch
+            + (objects drawn from scratch)                         # drawn
     effort saved = 1 - actions / (truth objects)
+
+where the objects drawn are the missed ones (no kept draft matched them) less those a kept
+draft of another category was relabelled into: a relabel is one action (counted among the
+wrong drafts), not a fix plus a drawing. `missed` itself (in the operating points) still
+counts every object no draft of its category found.
 
 with drawing an object as the unit of work and `review_cost` (default 0.5) the cost of
 checking a right draft relative to drawing it.
 
 Output in --out: report.json, report.md and curves/<task>_<category>.png (precision of
-the drafts scoring >= t, against t, with the served accept_at), when matplotlib is
-installed.
+the drafts scoring >= t, against t, with where the served accept_at lies: the drafts carry
+their decisions, not the bands, so it is drawn as the interval between the highest score
+not auto-accepted and the lowest auto-accepted one), when matplotlib is installed.
 """
 from __future__ import annotations
 
@@ -163,6 +169,7 @@ def operating_points(m: Matching, task: str, category: str | None = None) -> dic
         "missed": sum(not t.found for t in ts),
         "share_reviewed": _rate(len(review), kept),
         "served_accept_at_max": round(min(d.score for d in auto), 4) if auto else None,
+        "served_accept_at_above": round(max(d.score for d in review + rejected), 4) if review or rejected else None,
     }
 
 
@@ -171,13 +178,16 @@ def effort(m: Matching, review_cost: float) -> dict:
     reviewed_wrong = sum(not d.correct for d in m.drafts if d.review == NEEDS_REVIEW)
     auto_wrong = sum(not d.correct for d in m.drafts if d.review == AUTO_ACCEPT)
     missed = sum(not t.found for t in m.truths)
+    relabelled = sum(t.relabelled for t in m.truths)
+    drawn = missed - relabelled
     objects = len(m.truths)
-    actions = review_cost * reviewed_right + reviewed_wrong + auto_wrong + missed
+    actions = review_cost * reviewed_right + reviewed_wrong + auto_wrong + drawn
     return {
-        "formula": "1 - (review_cost * reviewed_right + reviewed_wrong + auto_accepted_wrong + missed) "
+        "formula": "1 - (review_cost * reviewed_right + reviewed_wrong + auto_accepted_wrong + drawn) "
                    "/ truth_objects",
         "review_cost": review_cost, "reviewed_right": reviewed_right, "reviewed_wrong": reviewed_wrong,
-        "auto_accepted_wrong": auto_wrong, "missed": missed, "truth_objects": objects,
+        "auto_accepted_wrong": auto_wrong, "drawn": drawn, "missed": missed,
+        "fixed_by_relabelling": relabelled, "truth_objects": objects,
         "actions": round(actions, 2),
         "effort_saved": round(1 - actions / objects, 4) if objects else None,
     }
@@ -233,7 +243,8 @@ def markdown(report: dict) -> str:
              f"object at IoU/OKS >= {i['iou']} (strict: {i['strict_iou']}).", "",
              f"**Human effort saved: {_fmt(e['effort_saved'])}** = {e['formula']}, with review_cost "
              f"{e['review_cost']}: reviewed right {e['reviewed_right']}, reviewed wrong {e['reviewed_wrong']}, "
-             f"auto-accepted wrong {e['auto_accepted_wrong']}, missed {e['missed']}, of "
+             f"auto-accepted wrong {e['auto_accepted_wrong']}, drawn {e['drawn']} (missed {e['missed']}, "
+             f"less {e['fixed_by_relabelling']} fixed by relabelling a wrong draft), of "
              f"{e['truth_objects']} objects.", ""]
     cols = ["AP", "AP50", "AP75", "drafts", "auto_accepted", "auto_accept_precision", "auto_accept_error_rate",
             "auto_accept_error_rate_strict", "needs_review", "share_reviewed", "recall_kept", "missed"]
@@ -268,6 +279,30 @@ def precision_curve(scores: np.ndarray, correct: np.ndarray, grid: np.ndarray) -
     return out
 
 
+@dataclass(frozen=True)
+class AcceptSpan:
+    """Where the served accept_at of a class lies, as its drafts' decisions show it."""
+
+    low: float
+    high: float
+    legend: str
+
+
+def served_accept_at_span(above: float | None, at_most: float | None) -> AcceptSpan | None:
+    """From the highest score not auto-accepted (`above`) and the lowest auto-accepted one
+    (`at_most`): the served accept_at is in (above, at_most]."""
+    if at_most is None and above is None:
+        return None
+    low, high = (0.0 if above is None else above), (1.0 if at_most is None else at_most)
+    if at_most is None:
+        legend = f"served accept_at > {low:.2f} (none auto-accepted)"
+    elif above is None:
+        legend = f"served accept_at <= {high:.2f} (none reviewed)"
+    else:
+        legend = f"served accept_at in ({low:.2f}, {high:.2f}]"
+    return AcceptSpan(low, high, legend + "\nfrom the drafts' decisions")
+
+
 def plot_curves(m: Matching, report: dict, out_dir: str) -> list[str]:
     try:
         import matplotlib
@@ -282,9 +317,10 @@ def plot_curves(m: Matching, report: dict, out_dir: str) -> list[str]:
     for (task, cat), (scores, correct) in sorted(m.samples().items()):
         fig, ax = plt.subplots(figsize=(5, 3.5))
         ax.plot(grid, precision_curve(scores, correct, grid), label="precision of drafts >= t")
-        served = report["tasks"].get(task, {}).get("classes", {}).get(cat, {}).get("served_accept_at_max")
-        if served is not None:
-            ax.axvline(served, color="grey", linestyle="--", label=f"served accept_at <= {served:.2f}")
+        row = report["tasks"].get(task, {}).get("classes", {}).get(cat, {})
+        span = served_accept_at_span(row.get("served_accept_at_above"), row.get("served_accept_at_max"))
+        if span is not None:
+            ax.axvspan(span.low, span.high, color="grey", alpha=0.3, label=span.legend)
         ax.set(xlabel="score threshold t", ylabel="precision", ylim=(0, 1.02), xlim=(0, 1),
                title=f"{task} / {cat} ({len(scores)} drafts)")
         ax.legend(loc="lower right", fontsize=8)

@@ -17,7 +17,8 @@ without one is an error, of the kind a reviewer would have made:
 - deleted: nothing like it was kept.
 
 A truth object no kept draft (auto-accepted or needs-review) matched was added by a
-human: missed. A task without a single truth object (humans labelled boxes only, say)
+human: missed -- unless a kept draft overlapping it was relabelled to its category, which
+fixed it (`relabelled`: one edit, not a drawing; the draft still counts as wrong). A task without a single truth object (humans labelled boxes only, say)
 is not judged. Which truth objects a task is judged against: those of that task when
 the file says (annotate's per-task file names, or a `task` field; keypoints: persons with
 a labelled point); otherwise detect: every object but faces (only those without a mask,
@@ -63,6 +64,7 @@ class TruthOutcome:
     task: str
     category: str
     found: bool  # matched by a kept (not rejected) draft at `iou`
+    relabelled: bool = False  # not found, but a kept relabelled draft overlapping it fixed it
 
 
 @dataclass
@@ -181,6 +183,11 @@ def _greedy(sim: np.ndarray, drafts: list[Ann], truths: list[Ann], threshold: fl
     return match, taken_by
 
 
+def _relabel_target(i: int, sim: np.ndarray, drafts: list[Ann], truths: list[Ann]) -> int:
+    """The object of another category a relabelled draft overlaps most."""
+    return max((j for j, t in enumerate(truths) if t.category != drafts[i].category), key=lambda j: sim[i, j])
+
+
 def _error_kind(i: int, sim: np.ndarray, drafts: list[Ann], truths: list[Ann], threshold: float) -> str:
     same = [sim[i, j] for j, t in enumerate(truths) if t.category == drafts[i].category]
     other = [sim[i, j] for j, t in enumerate(truths) if t.category != drafts[i].category]
@@ -220,12 +227,16 @@ def match(drafts: Drafts, truth: Truth, iou: float = 0.5, strict_iou: float = 0.
             sim = similarity(task, ds, ts, height, width)
             m, _ = _greedy(sim, ds, ts, iou)
             m_strict, _ = _greedy(sim, ds, ts, strict_iou)
+            relabelled = set()
             for i, a in enumerate(ds):
+                error = "" if m[i] >= 0 else _error_kind(i, sim, ds, ts, iou)
+                if error == "relabelled" and a.review != REJECT:
+                    relabelled.add(_relabel_target(i, sim, ds, ts))
                 out.drafts.append(DraftOutcome(
                     image=dkey, task=task, category=a.category, score=a.score, review=a.review,
-                    correct=m[i] >= 0, correct_strict=m_strict[i] >= 0,
-                    error="" if m[i] >= 0 else _error_kind(i, sim, ds, ts, iou)))
+                    correct=m[i] >= 0, correct_strict=m_strict[i] >= 0, error=error))
             found = {m[i] for i, a in enumerate(ds) if m[i] >= 0 and a.review != REJECT}
-            out.truths.extend(TruthOutcome(image=dkey, task=task, category=t.category, found=j in found)
+            out.truths.extend(TruthOutcome(image=dkey, task=task, category=t.category, found=j in found,
+                                           relabelled=j in relabelled and j not in found)
                               for j, t in enumerate(ts))
     return out

@@ -1,4 +1,4 @@
-"""The review policy a process serves: built-in defaults, or its policy file
+"""The review policy a process serves: built-in defaults (review.BUILT_IN_POLICY), or its policy file
 (prelabel.core.policy_file), re-read when it changes -- checked at most every
 `review_policy_reload_s` on the next request -- keeping the old policy when the new file
 is bad."""
@@ -9,7 +9,7 @@ import os
 import time
 
 from prelabel.core.policy_file import PolicyFile, PolicyFileError, load_policy_file
-from prelabel.core.review import ReviewPolicy, policy_to_proto, resolve
+from prelabel.core.review import BUILT_IN_POLICY, policy_to_proto, resolve
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ class ServedPolicy:
         self.metrics = metrics
         self._checked = time.monotonic()
         self._stamp: tuple | None = None
-        self.current = PolicyFile(policy=ReviewPolicy())
+        self.current = PolicyFile(policy=BUILT_IN_POLICY)
         if self.path:
             self._stamp = self._file_stamp()
             self.current = load_policy_file(self.path)  # a bad file stops start-up here

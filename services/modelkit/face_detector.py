@@ -7,8 +7,10 @@ Output BOXES     fp32 [B, N, 4]   model-input pixels     SCORES fp32 [B, N]
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,6 +19,21 @@ from services.modelkit.contract import BOXES, COUNT, IMAGE, LANDMARKS, SCORES
 from services.modelkit.parameters import ModelParameters, require
 from services.modelkit.triton_base import BatchedModel, pad_rows
 from services.modelkit.weights import PRETRAINED, WeightsInfo
+
+#: The MTCNN stages' weight files inside the facenet-pytorch wheel, in the order hashed.
+STAGE_FILES = ("pnet.pt", "rnet.pt", "onet.pt")
+LICENSE = "MIT (facenet-pytorch)"
+
+
+def mtcnn_weights_sha256(data_dir: Path) -> str:
+    """One digest of the three stage files, as served: sha256 of their bytes in
+    STAGE_FILES order (each file's length first, so no two layouts hash alike)."""
+    digest = hashlib.sha256()
+    for name in STAGE_FILES:
+        data = (data_dir / name).read_bytes()
+        digest.update(len(data).to_bytes(8, "big"))
+        digest.update(data)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,6 +52,7 @@ class FaceDetector(BatchedModel[MtcnnParameters]):
     parameters_class = MtcnnParameters
 
     def load(self, params: MtcnnParameters, settings, device):
+        import facenet_pytorch
         from facenet_pytorch import MTCNN
 
         self.max_faces = self.output_dims(SCORES)[0]
@@ -47,8 +65,9 @@ class FaceDetector(BatchedModel[MtcnnParameters]):
         )
         self.mtcnn.eval()
         version = metadata.version("facenet-pytorch")
-        return WeightsInfo(kind=PRETRAINED, source=f"facenet-pytorch {version} (MTCNN)",
-                           architecture="mtcnn")
+        digest = mtcnn_weights_sha256(Path(facenet_pytorch.__file__).parent / "data")
+        return WeightsInfo(kind=PRETRAINED, source=f"facenet-pytorch {version} (MTCNN) sha256:{digest[:12]}",
+                           architecture="mtcnn", sha256=digest, license=LICENSE)
 
     def infer(self, inputs):
         images = torch.from_numpy(inputs[IMAGE.name]).to(self.device)

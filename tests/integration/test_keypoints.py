@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+from pathlib import Path
 
+import facenet_pytorch
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageOps
@@ -17,6 +19,7 @@ from services.common.metrics import Metrics
 from services.common.triton_client import ModelSpec
 from services.keypoints.app import build_app
 from services.keypoints.settings import KeypointSettings
+from services.modelkit.face_detector import mtcnn_weights_sha256
 from tests.conftest import running, stub
 from tests.grpc_helpers import concurrent_counts, invalid_argument_field
 from tests.photos import STORE_AS, encode, photo, photo_bytes, with_orientation
@@ -62,6 +65,11 @@ async def test_face_landmarks_fall_inside_the_face_in_a_plausible_layout_when_ph
     assert list(reply.schema.keypoint_names) == ["left_eye", "right_eye", "nose", "mouth_left", "mouth_right"]
     assert reply.provenance.model_name == "face_detector"
     assert reply.provenance.weights == common_pb2.WEIGHTS_PRETRAINED
+    # Every label says which weights made it: the stage files inside the installed wheel.
+    digest = mtcnn_weights_sha256(Path(facenet_pytorch.__file__).parent / "data")
+    assert reply.provenance.weights_sha256 == digest
+    assert reply.provenance.weights_source.endswith(f"sha256:{digest[:12]}")
+    assert "MIT" in reply.provenance.license
     assert len(reply.instances) == 1
     face = reply.instances[0]
     assert face.detection.category.name == "face" and face.detection.score > 0.99

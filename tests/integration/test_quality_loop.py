@@ -16,7 +16,7 @@ import pytest
 
 from prelabel.core.geometry import box_iou_xywh as iou
 from prelabel.core.policy_file import load_policy_file
-from prelabel.core.review import AUTO_ACCEPT, NEEDS_REVIEW, REJECT
+from prelabel.core.review import AUTO_ACCEPT, BUILT_IN_POLICY, NEEDS_REVIEW, REJECT
 from prelabel.quality.drafts import load_drafts
 from prelabel.v1 import common_pb2, prelabel_pb2, prelabel_pb2_grpc
 from tests.conftest import REPO_ROOT, serving
@@ -99,13 +99,15 @@ async def test_quality_loop_runs_annotate_evaluate_calibrate_serve_when_real_ser
     errors = sum(t["all"]["auto_accepted"] - t["all"]["auto_accepted_right"] for t in report["tasks"].values())
     assert errors == (1 if deleted else 0)
 
-    # 4. calibrate: too little data here, so every class keeps the default band, listed.
+    # 4. calibrate: too little data here, so every class keeps its built-in band (faces the
+    #    stricter one), listed.
     written = tmp_path / "policy.yaml"
     code, log = await cli("calibrate", "--drafts", str(out), "--truth", str(tmp_path / "corrected.json"),
                           "--out", str(written), "--min-support", "1000")
     assert code == 0, log
     calibrated = load_policy_file(written)
-    assert calibrated.provenance["images"] == len(PHOTOS) and calibrated.policy.by_category == {}
+    assert calibrated.provenance["images"] == len(PHOTOS) and set(calibrated.policy.by_category) == {"face"}
+    assert calibrated.policy.band("face").accept_at == pytest.approx(BUILT_IN_POLICY.band("face").accept_at)
     assert {m.split("@")[0] for m in calibrated.provenance["models"]} >= {"coco_detector", "face_detector"}
 
     # 5. serve it: a router with the file reports its id.

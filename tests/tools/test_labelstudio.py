@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from prelabel.formats.labelstudio import PER_REGION_TYPES
 from tests.photos import photo_path
 from tests.tools import samples as samples_mod
 
@@ -136,15 +137,22 @@ def parsed_config(ls: LabelStudio, pid: int) -> dict:
 
 def check_regions(regions: list[dict], config: dict) -> None:
     """Every region names a control of the project and one of that control's labels; every
-    keypoint's parent is a region of the same prediction."""
-    ids = {r["id"] for r in regions}
+    keypoint's and mask's parent is a rectangle of the same prediction; a per-region result
+    (review, source) belongs to a region of it."""
+    rectangles = {r["id"] for r in regions if r["type"] == "rectanglelabels"}
+    shapes = {r["id"] for r in regions if r["type"] not in PER_REGION_TYPES}
     for region in regions:
         control = config[region["from_name"]]
+        assert region["to_name"] in control["to_name"]
+        if region["type"] == "textarea":
+            assert region["id"] in shapes and region["value"]["text"], region
+            continue
         (label,) = region["value"][region["type"]]
         assert label in control["labels"], region
-        assert region["to_name"] in control["to_name"]
-        if region["type"] == "keypointlabels":
-            assert region.get("parentID") in ids, region
+        if region["type"] == "choices":
+            assert region["id"] in shapes, region
+        if region["type"] == "keypointlabels" or "parentID" in region:
+            assert region.get("parentID") in rectangles, region
 
 
 def test_label_studio_imports_tasks_and_serves_images_when_config_is_the_written_one(label_studio, sample_run):
@@ -167,7 +175,22 @@ def test_label_studio_imports_tasks_and_serves_images_when_config_is_the_written
         image = requests.get(base + task["data"]["image"], headers=headers, timeout=10)
         assert image.status_code == 200 and image.headers["Content-Type"].startswith("image/"), task["data"]
         assert image.content == Path(task["data"]["image_id"]).read_bytes()
-    assert kinds == {"rectanglelabels", "polygonlabels", "keypointlabels"}
+    assert kinds == {"rectanglelabels", "polygonlabels", "keypointlabels", "choices", "textarea"}
+    # One object, several tasks: each person is one rectangle, its mask and keypoints its
+    # children, and the rectangle's source lines name every task that labelled it.
+    for task in tasks:
+        result = task["predictions"][0]["result"]
+        persons = [r["id"] for r in result if r["type"] == "rectanglelabels" and r["value"]["rectanglelabels"] == ["person"]]
+        if not persons:
+            continue
+        assert len(persons) == 1, result
+        children = {r["type"] for r in result if r.get("parentID") == persons[0]}
+        assert children == {"polygonlabels", "keypointlabels"}, result
+        (source,) = [r["value"]["text"] for r in result if r["id"] == persons[0] and r["type"] == "textarea"]
+        # detect, segment, keypoints -- or, where an output's review filter left a rejected
+        # detect box out, the keypoints' own box speaking for segment and keypoints
+        assert [line.split(":")[0] for line in source] in (["detect", "segment", "keypoints"],
+                                                            ["segment", "keypoints"]), source
 
 
 def test_label_studio_brush_masks_decode_to_the_mask_when_written_as_brush(label_studio, sample_run, tmp_path,
@@ -180,10 +203,12 @@ def test_label_studio_brush_masks_decode_to_the_mask_when_written_as_brush(label
     r = requests.post(f"{base}/api/projects/{pid}/import", headers=headers,
                       json=json.loads((out / "labelstudio.json").read_text()))
     assert r.status_code == 201, r.text
-    regions = [r for t in tasks_of(label_studio, pid) for r in t["predictions"][0]["result"]
-               if r["type"] == "brushlabels"]
+    config = parsed_config(label_studio, pid)
+    results = [t["predictions"][0]["result"] for t in tasks_of(label_studio, pid)]
+    for result in results:
+        check_regions(result, config)
+    regions = [r for result in results for r in result if r["type"] == "brushlabels"]
     assert len(regions) == sum(len(s.response.masks) for s in samples)
-    check_regions(regions, parsed_config(label_studio, pid))
     (tmp_path / "brush.json").write_text(json.dumps(regions))
     decoded = run_probe("label-studio", "ls_brush_decode.py", tmp_path / "brush.json")  # Label Studio's decoder
     areas = sorted(int(m.area) for s in samples for m in s.response.masks)
@@ -272,7 +297,9 @@ def live_backend_scenario(ls: LabelStudio, config: str, document_root: Path, rou
         tasks = {t["id"]: t for t in tasks_of(ls, pid)}
         (prediction,) = tasks[good]["predictions"]
         check_regions(prediction["result"], config_of)
-        assert {"rectanglelabels", "polygonlabels", "keypointlabels"} <= {r["type"] for r in prediction["result"]}
+        # regions, and per region its review decision and the tasks that labelled its object
+        assert {"rectanglelabels", "polygonlabels", "keypointlabels", "choices", "textarea"} <= \
+            {r["type"] for r in prediction["result"]}
         assert tasks[bad]["predictions"] == []
         assert f"task {bad}: cannot read image: HTTP 404" in server_log_after(ls, offset)
         print(f"retrieve predictions, 2 tasks (1 unreadable): {took:.1f} s")

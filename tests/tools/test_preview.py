@@ -2,6 +2,7 @@
 Chromium renders: one card per image, most uncertain first, pictures visible."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import shutil
@@ -16,6 +17,7 @@ from PIL import Image
 
 from prelabel.journal import Journal
 from prelabel.preview import REVIEW_COLOURS
+from tests.photos import photo_path
 from tests.tools import samples as samples_mod
 
 pytestmark = [pytest.mark.tools, pytest.mark.timeout(600)]
@@ -104,3 +106,57 @@ def test_preview_draws_the_last_record_and_the_most_uncertain_when_journal_is_to
     ids = re.findall(r'data-image-id="([^"]+)"', Path(page).read_text())
     assert ids[0] == samples[0].image_id and len(ids) == 2
     assert (run / "journal.jsonl").read_bytes() == before  # read-only
+
+
+REAL_PHOTOS = ["astronaut.png", "motorcycle_left.png", "coffee.png", "rocket.jpg", "chelsea.png", "horse.png"]
+
+
+@pytest.mark.integration
+async def test_preview_draws_one_region_per_object_with_captions_apart_when_real_suite_labelled_photos(
+        router_address, chromium, tmp_path):
+    """Real photos through the real suite (every task): one caption per object, none over
+    another, fewer objects than labels where tasks agree (a person's box, mask and keypoints),
+    masks visible; the page screenshot is kept (`preview.png` in the test's folder) to look at."""
+    from prelabel.formats.common import iter_labels
+    from prelabel.formats.objects import group_objects
+    from prelabel.preview import MASK_ALPHA, read_journal, render
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in REAL_PHOTOS:
+        shutil.copy(photo_path(name), photos / name)
+    run = tmp_path / "run"
+    annotate = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "prelabel.cli", "annotate", str(photos), "--out", str(run), "--router", router_address,
+        "--tasks", "detect,segment,keypoints,faces", "--formats", "coco", "--no-progress", cwd=REPO,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    log, _ = await asyncio.wait_for(annotate.communicate(), 600)
+    assert annotate.returncode == 0, log.decode(errors="replace")
+
+    grouped = 0
+    for item in read_journal(str(run / "journal.jsonl")):
+        objects = group_objects(iter_labels(item.response))
+        labels = list(iter_labels(item.response))
+        grouped += len(labels) - len(objects)
+        drawn = render(item, 800)
+        assert len(drawn.captions) == len(objects), item.image_id
+        for i, a in enumerate(drawn.captions):
+            assert not any(a.overlaps(b) for b in drawn.captions[i + 1:]), item.image_id
+        if item.image_id.endswith("astronaut.png"):
+            # the astronaut: detect, segment and keypoints of her are one object
+            person = [o for o in objects if o.category == "person"]
+            assert [label.task.name for label in person[0].labels] == ["detect", "segment", "keypoints"]
+            # her mask is filled at MASK_ALPHA: the review colour shows through
+            pixels = np.asarray(drawn.image).reshape(-1, 3).astype(int)
+            mask_review = person[0].labels[1].review
+            colour = np.array(REVIEW_COLOURS[mask_review])
+            assert MASK_ALPHA >= 0.4 and (np.abs(pixels - colour).sum(axis=1) < 30).sum() > 500
+    assert grouped > 0
+
+    done = subprocess.run([sys.executable, "-m", "prelabel.cli", "preview", str(run)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    page = run / "preview" / "index.html"
+    shot = tmp_path / "preview.png"
+    await asyncio.to_thread(headless, chromium, f"--screenshot={shot}", "--window-size=1700,2400", page.as_uri())
+    assert np.asarray(Image.open(shot).convert("RGB")).std() > 20

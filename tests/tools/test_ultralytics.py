@@ -58,3 +58,12 @@ def test_ultralytics_loads_datasets_when_names_are_absolute_paths_and_split(tmp_
         parts = ["train"] if found[kind]["val_is_train"] else ["train", "val"]
         assert sum(splits[p]["images"] for p in parts) == len(samples), kind
         assert sum(splits[p]["instances"] for p in parts) == expected_counts(samples)[kind], kind
+
+
+def test_ultralytics_trains_and_plots_its_results_when_dataset_is_annotates(sample_run, run_probe, tmp_path):
+    # One epoch of a tiny model: the run must reach its result plots (polars reads results.csv).
+    _, out, _ = sample_run
+    found = run_probe("ultralytics", "ultralytics_train.py", out / "yolo" / "detect" / "data.yaml", tmp_path / "runs",
+                      timeout=600)
+    assert {"results.csv", "results.png", "confusion_matrix.png"} <= set(found["files"])
+    assert found["results_csv_rows"] == 2  # header + the one epoch

@@ -3,7 +3,7 @@ uniform on [0, 1], a draft with score s right with probability p(s)."""
 import numpy as np
 import pytest
 
-from prelabel.core.review import Band
+from prelabel.core.review import BUILT_IN_POLICY, Band
 from prelabel.quality.bounds import CLOPPER_PEARSON, WILSON, clopper_pearson_lower, clopper_pearson_upper, wilson_lower
 from prelabel.quality.calibrate import Settings, calibrate, calibrate_class
 
@@ -80,6 +80,14 @@ def test_calibrate_keeps_default_band_and_lists_class_when_support_is_below_mini
     assert "giraffe" in result.fallback and "support 50 < min_support 200" in result.fallback["giraffe"]
     assert result.policy.band("giraffe") == Band(0.85, 0.3)
     assert "car" in result.policy.by_category and result.policy.band("car").accept_at < 0.85
+
+
+def test_calibrate_keeps_the_stricter_built_in_face_band_when_faces_lack_support():
+    rng = np.random.default_rng(0)
+    samples = {("faces", "face"): drafts(rng, 50, 0.1)}
+    result = calibrate(samples, Settings(min_support=200, default=Band(0.85, 0.3)))
+    assert "face" in result.fallback
+    assert result.policy.band("face") == BUILT_IN_POLICY.band("face") != Band(0.85, 0.3)
 
 
 def test_calibrate_gives_shared_category_the_strictest_band_when_tasks_differ():

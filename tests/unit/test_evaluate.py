@@ -14,7 +14,7 @@ from prelabel.core.labels import COCO_KEYPOINT_NAMES
 from prelabel.core.policy_file import load_policy_file
 from prelabel.journal import Journal
 from prelabel.quality.drafts import load_drafts
-from prelabel.quality.evaluate import Options, evaluate
+from prelabel.quality.evaluate import Options, evaluate, served_accept_at_span
 from prelabel.quality.match import match, pair_images
 from prelabel.quality.truth import load_truth
 from prelabel.v1 import common_pb2, keypoints_pb2, prelabel_pb2
@@ -174,8 +174,16 @@ def test_evaluate_counts_reviewer_edits_when_truth_is_in_each_format(fmt, drafts
     assert classes["bicycle"]["missed"] == 1 and classes["bicycle"]["drafts"] == 0
     assert classes["dog"]["AP50"] == pytest.approx(1.0)  # the kept dog outranks the deleted one
     assert classes["truck"]["AP"] == 0.0
-    e = report["effort"]  # 0.5 * 1 reviewed right + 1 reviewed wrong + 3 auto wrong + 3 missed
-    assert e["actions"] == pytest.approx(7.5) and e["effort_saved"] == pytest.approx(1 - 7.5 / 8, abs=1e-4)
+    # 0.5 * 1 reviewed right + 1 reviewed wrong + 3 auto wrong + 2 drawn: of the 3 missed, the
+    # truck was fixed by relabelling the car draft (already counted among the wrong drafts).
+    e = report["effort"]
+    assert (e["missed"], e["fixed_by_relabelling"], e["drawn"]) == (3, 1, 2)
+    assert e["actions"] == pytest.approx(6.5) and e["effort_saved"] == pytest.approx(1 - 6.5 / 8, abs=1e-4)
+    # The served accept_at (0.85 here) lies between the highest reviewed and the lowest accepted score.
+    person = classes["person"]
+    assert (person["served_accept_at_above"], person["served_accept_at_max"]) == (0.5, 0.9)
+    span = served_accept_at_span(person["served_accept_at_above"], person["served_accept_at_max"])
+    assert span is not None and (span.low, span.high) == (0.5, 0.9) and "(0.50, 0.90]" in span.legend
 
 
 def test_evaluate_judges_keypoints_by_oks_when_truth_is_cvat_keypoints_export(drafts_dir, tmp_path):

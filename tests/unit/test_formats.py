@@ -19,7 +19,7 @@ from prelabel.formats import ls_brush, write_outputs
 from prelabel.formats.coco import CocoWriter
 from prelabel.formats.coco import file_path as coco_file
 from prelabel.formats.common import FACE_COCO_ID, FIXED_NAMES, coco_category_id, image_root_of, relative_name
-from prelabel.formats.labelstudio import labeling_config, task_of
+from prelabel.formats.labelstudio import PER_REGION_TYPES, labeling_config, task_of
 from prelabel.formats.yolo import dataset_name, flip_idx
 from prelabel.v1 import common_pb2, prelabel_pb2
 
@@ -273,11 +273,13 @@ def test_dataset_name_stays_inside_the_dataset_when_id_climbs_up():
 
 
 def test_labelstudio_regions_are_in_percent_when_box_is_known():
-    task = task_of("imgs/x.jpg", make_response(), url="/data/local-files/?d=imgs/x.jpg")
+    r = make_response()
+    r.masks[0].detection.box.CopyFrom(r.detections[0].box)  # cascade mode: the mask's box is the prompt box
+    task = task_of("imgs/x.jpg", r, url="/data/local-files/?d=imgs/x.jpg")
     assert task["data"]["image"] == "/data/local-files/?d=imgs/x.jpg"
     assert task["data"]["uncertainty"] == 0.5 and task["data"]["needs_review"] == 1
     (prediction,) = task["predictions"]
-    regions = {r["id"]: r for r in prediction["result"]}
+    regions = {r["id"]: r for r in prediction["result"] if r["type"] not in PER_REGION_TYPES}
     person = regions["detect-0"]
     assert person["type"] == "rectanglelabels" and person["value"]["rectanglelabels"] == ["person"]
     assert person["value"]["x"] == pytest.approx(100 / W * 100, abs=1e-3)
@@ -288,15 +290,25 @@ def test_labelstudio_regions_are_in_percent_when_box_is_known():
 
     polygon = regions["segment-0"]
     assert polygon["value"]["points"][0] == pytest.approx([150 / W * 100, 100 / H * 100], abs=1e-3)
+    assert polygon["parentID"] == "detect-0"  # one object: the mask is the person's box's child
 
     keypoints = [r for r in prediction["result"] if r["type"] == "keypointlabels"]
     person_kps = [r for r in keypoints if r["id"].startswith("keypoints-")]
     assert len(person_kps) == sum(1 for i in range(17) if i % 3)  # visibility 0 is left out
-    assert {r["parentID"] for r in person_kps} == {"detect-0"}  # its detect box (IoU >= 0.7)
+    assert {r["parentID"] for r in person_kps} == {"detect-0"}  # its detect box
     face_kps = [r for r in keypoints if r["id"].startswith("faces-")]
     assert {r["parentID"] for r in face_kps} == {"faces-0"} and "faces-0" in regions
     assert {r["from_name"] for r in face_kps} == {"face_keypoint"} != {r["from_name"] for r in person_kps}
     assert "keypoints-0" not in regions  # no duplicate person rectangle
+    # Per region: its own review decision, and every task's label of its object.
+    per_region = {(r["id"], r["type"]): r["value"] for r in prediction["result"] if r["type"] in PER_REGION_TYPES}
+    assert per_region[("detect-0", "choices")]["choices"] == ["needs_review"]
+    assert per_region[("segment-0", "choices")]["choices"] == ["auto_accept"]
+    assert per_region[("detect-0", "choices")]["x"] == person["value"]["x"]  # the region's geometry beside
+    assert [line.split(":")[0] for line in per_region[("detect-0", "textarea")]["text"]] == \
+        ["detect", "segment", "keypoints"]
+    assert per_region[("detect-0", "textarea")]["text"][0] == "detect: person 0.60 needs_review (coco_detector@1)"
+    assert {i for i, _ in per_region} == {"detect-0", "detect-1", "segment-0", "faces-0"}  # no per-point ones
     assert prediction["model_version"] == "coco_detector@1"
     assert 0 < prediction["score"] <= 1
 
@@ -322,12 +334,19 @@ def test_labelstudio_config_lists_every_label_when_written(tmp_path):
     view = ET.fromstring(config)
     controls = {c.get("name"): [label.get("value") for label in c] for c in view if c.tag.endswith("Labels")}
     assert set(controls) == {"label", "polygon", "keypoint", "face_keypoint"}
+    per_region = {c.get("name"): c for c in view if c.get("perRegion") == "true"}
+    assert [c.get("value") for c in per_region["review"]] == ["auto_accept", "needs_review", "reject"]
+    assert per_region["source"].tag == "TextArea"
     assert set(FIXED_NAMES) | {"widget"} == set(controls["label"])
     assert controls["keypoint"] == COCO_KEYPOINT_NAMES and controls["face_keypoint"] == FACE_LANDMARK_NAMES
     regions = json.loads((tmp_path / "labelstudio.json").read_text())[0]["predictions"][0]["result"]
     for region in regions:  # every region's label is in its control
-        (value,) = region["value"][region["type"]]
-        assert value in controls[region["from_name"]], region
+        if region["type"] == "choices":
+            (value,) = region["value"]["choices"]
+            assert value in [c.get("value") for c in per_region[region["from_name"]]]
+        elif region["type"] != "textarea":
+            (value,) = region["value"][region["type"]]
+            assert value in controls[region["from_name"]], region
 
 
 def test_labelstudio_writes_brush_rle_when_masks_are_brush():

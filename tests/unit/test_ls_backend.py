@@ -13,12 +13,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from prelabel.formats.labelstudio import PER_REGION_TYPES, labeling_config, results_of
 from prelabel.ls_backend.fetch import FetchError, Source, fetch_image, resolve
 from prelabel.ls_backend.project import ConfigError, parse_config, relabel
 from prelabel.ls_backend.server import Backend, reason_phrase, serve
 from prelabel.ls_backend.settings import LsBackendSettings
 from prelabel.ls_backend.tokens import REFRESH_MARGIN_S, LabelStudioToken, TokenError
-from prelabel.v1 import prelabel_pb2
+from prelabel.v1 import common_pb2, prelabel_pb2
 
 CONFIG = """<View>
   <Image name="img" value="$photo"/>
@@ -53,6 +54,27 @@ def test_relabel_drops_regions_the_project_cannot_hold_when_labels_are_missing()
     out = relabel(regions, project)
     assert [r["id"] for r in out] == ["a", "d"]
     assert out[0]["value"]["rectanglelabels"] == ["Mug"] and "parentID" not in out[1]
+
+
+def test_relabel_keeps_per_region_review_and_source_when_project_has_them_and_their_region_is_kept():
+    written = labeling_config(["detect", "segment", "keypoints", "faces"])  # what annotate writes
+    project = parse_config(written)
+    assert (project.review, project.source) == ("review", "source")
+    r = prelabel_pb2.PreLabelResponse(image_id="x")
+    r.image_size.width, r.image_size.height = 100, 100
+    for name, box in (("person", (10, 10, 50, 90)), ("widget", (60, 10, 90, 50))):
+        d = r.detections.add(score=0.9, review=common_pb2.REVIEW_DECISION_NEEDS_REVIEW)
+        d.category.name = name
+        d.box.x_min, d.box.y_min, d.box.x_max, d.box.y_max = box
+    regions, _ = results_of(r, project.masks, project.region_controls())
+    out = relabel(regions, project)
+    assert [(x["id"], x["type"]) for x in out] == [("detect-0", "rectanglelabels"), ("detect-0", "choices"),
+                                                   ("detect-0", "textarea")]  # the widget has no label here
+    assert out[1]["value"]["choices"] == ["needs_review"]
+    # A project without them: the regions alone.
+    plain = parse_config(CONFIG)
+    assert (plain.review, plain.source) == ("", "")
+    assert all(x["type"] not in PER_REGION_TYPES for x in results_of(r, plain.masks, plain.region_controls())[0])
 
 
 def test_parse_config_refuses_when_no_control_targets_the_image():

@@ -14,6 +14,7 @@ from pycocotools import mask as mask_utils
 from prelabel.formats import write_outputs
 from prelabel.formats.coco import file_path as coco_file
 from prelabel.formats.common import DEFAULT_OUTPUTS_REVIEW
+from prelabel.formats.labelstudio import PER_REGION_TYPES
 from prelabel.formats.polygons import MAX_VERTICES, simplify
 from prelabel.run_summary import LabelCounts, RunSummary
 from prelabel.v1 import common_pb2, prelabel_pb2
@@ -52,7 +53,8 @@ def outputs(tmp_path: Path, **options) -> dict:
     coco = {t: json.loads(Path(coco_file(tmp_path, t)).read_text())["annotations"] for t in ("detect", "segment")}
     yolo = {k: (tmp_path / "yolo" / k / "labels" / "x.txt").read_text().splitlines() for k in ("detect", "segment")}
     (task,) = json.loads((tmp_path / "labelstudio.json").read_text())
-    regions = [r for r in task["predictions"][0]["result"] if r["id"].split("-")[0] in ("detect", "segment")]
+    regions = [r for r in task["predictions"][0]["result"]
+               if r["id"].split("-")[0] in ("detect", "segment") and r["type"] not in PER_REGION_TYPES]
     return {"coco": {t: sorted(a["attributes"]["review"] for a in anns) for t, anns in coco.items()},
             "coco_areas": [a["area"] for a in coco["segment"]],
             "yolo": {k: len(lines) for k, lines in yolo.items()},

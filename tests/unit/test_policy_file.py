@@ -4,7 +4,7 @@ import json
 import pytest
 
 from prelabel.core.policy_file import PolicyFileError, load_policy_file, write_policy_file
-from prelabel.core.review import Band, ReviewPolicy, policy_from_proto
+from prelabel.core.review import AUTO_ACCEPT, BUILT_IN_POLICY, NEEDS_REVIEW, Band, ReviewPolicy, policy_from_proto
 from prelabel.v1 import common_pb2, detection_pb2
 from services.common.metrics import Metrics
 from services.common.served_policy import ServedPolicy
@@ -97,7 +97,16 @@ def test_served_policy_reloads_and_keeps_old_when_new_file_is_bad(tmp_path):
 
 def test_served_policy_serves_built_in_defaults_when_no_file():
     served = ServedPolicy(None)
-    assert served.current.id == ReviewPolicy().id and served.source == "built-in defaults"
+    assert served.current.id == BUILT_IN_POLICY.id and served.source == "built-in defaults"
+
+
+def test_served_policy_is_stricter_for_faces_when_no_file():
+    # MTCNN's false face on a brake disc scored 0.87: reviewed, while an object at 0.87 is accepted.
+    request = detection_pb2.DetectRequest()
+    policy = policy_from_proto(ServedPolicy(None).apply(request).review_policy)
+    assert policy.id == BUILT_IN_POLICY.id
+    assert policy.band("face").decide(0.87) == NEEDS_REVIEW and policy.band("face").decide(0.95) == AUTO_ACCEPT
+    assert policy.band("person").decide(0.87) == AUTO_ACCEPT
 
 
 def test_policy_id_is_the_same_when_bands_went_through_the_wire_as_float32():
