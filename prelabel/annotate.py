@@ -31,7 +31,7 @@ from prelabel.inputs import (
     select_shard,
 )
 from prelabel.journal import STATUS_OK, STATUS_REJECTED, Journal, response_of
-from prelabel.sdk import DEFAULT_ADDRESS, TASKS, PreLabelClient, parse_tasks
+from prelabel.sdk import DEFAULT_ADDRESS, TASKS, PreLabelClient, bearer_metadata, parse_tasks
 
 log = logging.getLogger("prelabel")
 
@@ -40,14 +40,15 @@ DESCRIPTION = """`prelabel` command line.
     prelabel annotate PATH... --out DIR [--tasks detect,segment,keypoints,faces]
         [--manifest FILE] [--shard-index I --shard-count N] [--router HOST:PORT]
         [--concurrency N] [--formats coco,yolo,labelstudio] [--score-threshold X] [--cascade]
-        [--review-policy FILE]
+        [--review-policy FILE] [--token-file FILE]
 
 Exit codes of `annotate`:
   0   the shard is complete and every image was labelled (also: `DIR/_SUCCESS` was already
       there, nothing to do);
   1   fatal error (output folder unusable, journal unwritable, unexpected exception);
   2   usage error (bad flag, input path that names nothing, parameters that differ from
-      the run that started DIR);
+      the run that started DIR); or the router refused the run itself (UNAUTHENTICATED,
+      PERMISSION_DENIED: the token; UNIMPLEMENTED): stopped at once, nothing retried;
   3   some images failed for a passing reason (router unavailable, timeouts) after their
       retries: listed in DIR/failures.jsonl, no `_SUCCESS`; run again to finish them;
   4   the shard is complete (`_SUCCESS` written) but some images were rejected (bad image,
@@ -61,6 +62,9 @@ FAILURES_FILE = "failures.jsonl"
 SUCCESS_FILE = "_SUCCESS"
 PARAMS_FILE = "params.json"
 LOCK_FILE = ".lock"
+
+#: Environment variable with the router's bearer token (`--token-file` wins).
+TOKEN_ENV = "PRELABEL_TOKEN"
 
 EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_FAILED, EXIT_REJECTED, EXIT_LOCKED = 0, 1, 2, 3, 4, 75
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143
@@ -131,6 +135,9 @@ def add_parser(sub) -> None:
                    help="how long to wait for another process holding --out (default %(default)s)")
     a.add_argument("--no-progress", action="store_true", help="no progress bar")
     a.add_argument("-v", "--verbose", action="store_true")
+    a.add_argument("--token-file", metavar="FILE",
+                   help=f"file holding the router's bearer token (PRELABEL_AUTH_TOKENS); default: "
+                        f"${TOKEN_ENV}. Sent as `authorization: Bearer`, never logged")
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -180,6 +187,28 @@ def _read_pem(path: str | None) -> bytes | None:
         return None
     with open(path, "rb") as fh:
         return fh.read()
+
+
+def _bearer_token(path: str | None) -> str | None:
+    """The token from --token-file (surrounding blanks and the final newline dropped) or
+    $PRELABEL_TOKEN; None when neither is given. A bad one is a usage error that never
+    repeats it."""
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                token: str | None = fh.read().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"--token-file {path}: {getattr(exc, 'strerror', None) or type(exc).__name__}") from None
+        source = f"--token-file {path}"
+    else:
+        token, source = os.environ.get(TOKEN_ENV), f"${TOKEN_ENV}"
+        if token is None:
+            return None
+    try:
+        bearer_metadata(token or "")
+    except ValueError as exc:
+        raise UsageError(f"{source}: {exc}") from None
+    return token
 
 
 def _write_failures(out_dir: str, journal: Journal, shard: list[InputImage], tally: Tally | None) -> tuple[int, int]:
@@ -260,7 +289,8 @@ async def _label(args, journal: Journal, todo: list[InputImage], progress: _Prog
         review_policy=policy_to_proto(args.loaded_review_policy.policy) if args.loaded_review_policy else None)
     client = PreLabelClient(
         args.router, timeout_s=args.timeout_s, tls=args.tls, root_certificates=_read_pem(args.ca_cert),
-        certificate_chain=_read_pem(args.client_cert), private_key=_read_pem(args.client_key))
+        certificate_chain=_read_pem(args.client_cert), private_key=_read_pem(args.client_key),
+        token=args.bearer_token)
     runner = BulkRunner(client, journal, options, on_done=progress)
     loop = asyncio.get_running_loop()
     run = asyncio.ensure_future(runner.run(todo))
@@ -313,6 +343,7 @@ def run(args) -> int:
         raise UsageError("give image paths, folders, globs or --manifest")
     # Read once: the policy params.json records is the one sent.
     policy = args.loaded_review_policy = _review_policy(args.review_policy)
+    args.bearer_token = _bearer_token(args.token_file)
     try:
         check_shard(args.shard_index, args.shard_count)
     except InputError as exc:
@@ -349,6 +380,10 @@ def run(args) -> int:
                     progress.close()
             journal.sync()
             rejected, not_labelled = _write_failures(out_dir, journal, shard, tally)
+            if tally is not None and tally.stopped is not None:
+                log.error("the router refused this run (%s): no image can succeed so; check the token "
+                          "(--token-file or $%s), what it may call, and --router", tally.stopped, TOKEN_ENV)
+                return EXIT_USAGE
             if signum:
                 return EXIT_SIGTERM if signum == signal.SIGTERM else EXIT_SIGINT
             if not_labelled:

@@ -14,8 +14,10 @@ Failures, per image, by the status table (prelabel.core.status):
   cannot be read, or it is larger than the limit: *rejected*, journaled, never tried again;
 - any other task error (UNAVAILABLE, DEADLINE_EXCEEDED, ...): tried again after a backoff,
   up to `attempts` times in this run, then reported as a *failure* and left unjournaled,
-  so the next run tries it again. The codes the table says stop a run (UNAUTHENTICATED,
-  PERMISSION_DENIED, UNIMPLEMENTED) are retried so for now.
+  so the next run tries it again;
+- the codes the table says stop a run (UNAUTHENTICATED, PERMISSION_DENIED, UNIMPLEMENTED:
+  no request of this run can succeed), for an image or for the stream: the run ends at
+  once (`Tally.stopped` says why); the images in flight are finished, nothing else is sent.
 A stream that breaks, stalls or ends early costs nothing already answered: the images it
 still had outstanding are retried each over its own unary PreLabel call (so an image that
 breaks the stream is isolated and gets its own status), the rest go on a new stream after
@@ -46,12 +48,12 @@ log = logging.getLogger(__name__)
 #: File errors that make an image unreadable for good (others, e.g. EIO, are retried).
 PERMANENT_ERRNOS = frozenset({errno.ENOENT, errno.EACCES, errno.EISDIR, errno.ENOTDIR, errno.ELOOP})
 
-OK, REJECTED, RETRY = "ok", "rejected", "retry"
+OK, REJECTED, RETRY, STOP = "ok", "rejected", "retry", "stop"
 
 
 @dataclass(frozen=True)
 class Outcome:
-    kind: str  # OK / REJECTED / RETRY
+    kind: str  # OK / REJECTED / RETRY / STOP
     reason: str = ""
     response: prelabel_pb2.PreLabelResponse | None = None
     overload: bool = False  # RETRY because the suite is overloaded
@@ -130,8 +132,10 @@ def classify_error(exc: grpc.aio.AioRpcError) -> Outcome:
 
 
 def _outcome(actions: list[Action], reason: str) -> Outcome:
-    """REJECTED when every failure is the image's own; RETRY otherwise (STOP too, until
-    the run can stop on it), overloaded when any failure says so."""
+    """STOP when any failure says no request can succeed; REJECTED when every failure is
+    the image's own; RETRY otherwise, overloaded when any failure says so."""
+    if any(a is Action.STOP for a in actions):
+        return Outcome(STOP, reason)
     kind = REJECTED if all(a is Action.REJECT for a in actions) else RETRY
     return Outcome(kind, reason, overload=any(a is Action.BACKOFF for a in actions))
 
@@ -156,6 +160,8 @@ class Tally:
     ok: int = 0
     rejected: int = 0
     failures: dict[str, Failure] = field(default_factory=dict)
+    #: Why the run stopped early because no request could succeed (a STOP code), or None.
+    stopped: str | None = None
 
 
 class BulkRunner:
@@ -204,6 +210,8 @@ class BulkRunner:
             self.tally.rejected += 1
             self.on_done(REJECTED)
             return
+        if outcome.kind == STOP:
+            self._stop_run(outcome.reason)
         if outcome.overload and self.limit > 1:
             self.limit //= 2
             self._successes = 0
@@ -219,6 +227,13 @@ class BulkRunner:
         log.info("retrying %s in %.1fs (attempt %d): %s", image.image_id, delay, attempts + 1, outcome.reason)
         self._delayed += 1
         asyncio.get_running_loop().call_later(delay, self._requeue, image)
+
+    def _stop_run(self, reason: str) -> None:
+        """A STOP code: no request of this run can succeed (credentials, permissions)."""
+        if self.tally.stopped is None:
+            log.error("stopping the run: %s", reason)
+            self.tally.stopped = reason
+        self.stop()
 
     def _requeue(self, image: InputImage) -> None:
         self._delayed -= 1
@@ -300,6 +315,10 @@ class BulkRunner:
                     raise StreamStalled(f"stream ended with {len(inflight)} images unanswered")
             except (grpc.aio.AioRpcError, StreamStalled, asyncio.TimeoutError) as exc:
                 self._last_error = _describe(exc)
+                if isinstance(exc, grpc.aio.AioRpcError) and error_action(exc) is Action.STOP:
+                    self._suspects.extend(inflight.values())
+                    self._stop_run(self._last_error)
+                    break
                 log.warning("stream broke (%s); the %d images it had outstanding go over unary calls",
                             self._last_error, len(inflight))
                 self._suspects.extend(inflight.values())
@@ -313,7 +332,10 @@ class BulkRunner:
         return self.tally
 
     def _give_up_on_rest(self) -> None:
-        reason = "not labelled: " + ("run interrupted" if self._stopping else f"router unavailable ({self._last_error})")
+        if self.tally.stopped is not None:
+            reason = f"not labelled: run stopped ({self.tally.stopped})"
+        else:
+            reason = "not labelled: " + ("run interrupted" if self._stopping else f"router unavailable ({self._last_error})")
         # Delayed retries still pending when we stop are left for the next run too; they are
         # in no list here, which is fine: anything unjournaled is simply done next time.
         for image in [*self._suspects, *self._queue]:

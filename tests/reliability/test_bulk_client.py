@@ -1,0 +1,141 @@
+"""`prelabel annotate` (its own process) against a real router over a real detection
+service and a dedicated tritonserver (face_detector only, quick to start): the router's
+token auth, file names that are not UTF-8, and a Triton SIGKILL + restart in the middle of
+a run."""
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from services.embedded_triton.launcher import EmbeddedTriton, free_port
+from services.embedded_triton.settings import TritonSettings
+from tests.conftest import REPO_ROOT, serving
+from tests.reliability.conftest import detection_app, sigkill_triton
+
+pytestmark = [pytest.mark.integration]
+
+MODEL = "face_detector"
+#: Tokens of the auth router: one may call everything, one only Detect (not PreLabelStream).
+BULK_TOKEN, VIEWER_TOKEN = "bulk-7f3a9c", "viewer-52d1e0"
+
+
+@pytest.fixture(scope="module")
+def face_triton(tmp_path_factory):
+    log_path = tmp_path_factory.mktemp("bulk-triton") / "tritonserver.log"
+    server = EmbeddedTriton(TritonSettings(grpc_port=0, http_port=0, metrics_port=0, models=[MODEL]),
+                            log_path=log_path)
+    server.start()
+    yield server
+    if server.process is not None:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+async def detection_address(face_triton):
+    async with detection_app(face_triton.grpc_url, models=[MODEL], default_model=MODEL) as (_, address):
+        yield address
+
+
+def router(detection: str, **settings):
+    """The real router over `detection` (segmentation and keypoints: nothing listens; the
+    runs here ask for `detect` only)."""
+    return serving("router", "RouterSettings", detection_addr=detection,
+                   segmentation_addr=f"127.0.0.1:{free_port()}", keypoints_addr=f"127.0.0.1:{free_port()}",
+                   **settings)
+
+
+@pytest.fixture(scope="module")
+async def router_address(detection_address):
+    async with router(detection_address) as address:
+        yield address
+
+
+def jpeg(index: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (64, 48), (index % 256, (index * 7) % 256, 90)).save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def small_images(folder: Path, count: int, names: list[bytes] = ()) -> list[str]:
+    """`count` small JPEGs (img-NNN.jpg) plus one per raw file name in `names`; returns
+    the image ids annotate gives them (the paths, os.fsdecode'd)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [os.path.join(os.fsencode(folder), f"img-{i:03d}.jpg".encode()) for i in range(count)]
+    paths += [os.path.join(os.fsencode(folder), name) for name in names]
+    for i, path in enumerate(paths):
+        with open(path, "wb") as fh:
+            fh.write(jpeg(i))
+    return [os.fsdecode(p) for p in paths]
+
+
+async def start_annotate(*args: str, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
+    environment = {k: v for k, v in os.environ.items() if k != "PRELABEL_TOKEN"}
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "prelabel.cli", "annotate", "--no-progress", "--tasks", "detect", *args,
+        cwd=REPO_ROOT, env={**environment, **(env or {})},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+
+
+async def annotate(*args: str, env: dict[str, str] | None = None, timeout_s: float = 120) -> tuple[int, str]:
+    proc = await start_annotate(*args, env=env)
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
+    return proc.returncode, out.decode(errors="replace")
+
+
+def journal_records(out: Path) -> list[dict]:
+    path = out / "journal.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_bytes().split(b"\n")[:-1]]
+
+
+def failures(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "failures.jsonl").read_bytes().splitlines()]
+
+
+def files_text(out: Path) -> str:
+    return "".join(p.read_bytes().decode(errors="replace") for p in out.rglob("*") if p.is_file())
+
+
+@pytest.mark.timeout(300)
+async def test_annotate_sends_its_token_and_stops_with_exit_2_when_the_router_refuses_it(
+        detection_address, tmp_path):
+    ids = small_images(tmp_path / "in", 3)
+    folder = str(tmp_path / "in")
+    (tmp_path / "token").write_text(BULK_TOKEN + "\n")
+    async with router(detection_address, auth_tokens={BULK_TOKEN: ["*"], VIEWER_TOKEN: ["Detect"]}) as address:
+        refused = {"no token": ((), None, "UNAUTHENTICATED"),
+                   "unknown token": ((), {"PRELABEL_TOKEN": "not-a-token-9e1"}, "UNAUTHENTICATED"),
+                   "token without PreLabelStream": ((), {"PRELABEL_TOKEN": VIEWER_TOKEN}, "PERMISSION_DENIED")}
+        for case, (args, env, code_name) in refused.items():
+            out = tmp_path / case.replace(" ", "-")
+            started = time.monotonic()
+            code, log = await annotate(folder, "--out", str(out), "--router", address, *args, env=env)
+            assert code == 2, (case, log)
+            assert time.monotonic() - started < 30, case  # at once, not after every image's retries
+            assert code_name in log and "run again" not in log, (case, log)
+            assert not journal_records(out) and not (out / "_SUCCESS").exists()
+            lines = failures(out)
+            assert sorted(f["image_id"] for f in lines) == sorted(ids), case
+            assert all(code_name in f["reason"] for f in lines), (case, lines)
+            for secret in (VIEWER_TOKEN, "not-a-token-9e1"):
+                assert secret not in log and secret not in files_text(out), case
+
+        by_file, by_env = tmp_path / "by-file", tmp_path / "by-env"
+        code, log = await annotate(folder, "--out", str(by_file), "--router", address,
+                                   "--token-file", str(tmp_path / "token"))
+        assert code == 0, log
+        code, env_log = await annotate(folder, "--out", str(by_env), "--router", address,
+                                       env={"PRELABEL_TOKEN": BULK_TOKEN})
+        assert code == 0, env_log
+    for out, text in ((by_file, log), (by_env, env_log)):
+        assert sorted(r["image_id"] for r in journal_records(out)) == sorted(ids)
+        assert BULK_TOKEN not in text and BULK_TOKEN not in files_text(out)
