@@ -30,7 +30,7 @@ from prelabel.inputs import (
     expand_inputs,
     select_shard,
 )
-from prelabel.journal import STATUS_OK, STATUS_REJECTED, Journal, response_of
+from prelabel.journal import STATUS_OK, STATUS_REJECTED, Journal, json_text, response_of
 from prelabel.sdk import DEFAULT_ADDRESS, TASKS, PreLabelClient, bearer_metadata, parse_tasks
 
 log = logging.getLogger("prelabel")
@@ -231,7 +231,7 @@ def _write_failures(out_dir: str, journal: Journal, shard: list[InputImage], tal
                     "reason": failure.reason if failure else "not labelled: run ended before it",
                     "attempts": failure.attempts if failure else 0}
             not_labelled += 1
-        lines.append(json.dumps(line, ensure_ascii=False) + "\n")
+        lines.append(json_text(line) + "\n")
     atomic_write_text(os.path.join(out_dir, FAILURES_FILE), "".join(lines))
     return rejected, not_labelled
 

@@ -142,7 +142,11 @@ def _outcome(actions: list[Action], reason: str) -> Outcome:
 
 def read_image(image: InputImage, max_bytes: int) -> bytes | Outcome:
     """The image's bytes, or the Outcome that ends it without a call."""
-    if len(image.image_id.encode("utf-8")) > MAX_IMAGE_ID_BYTES:
+    try:
+        id_bytes = len(image.image_id.encode("utf-8"))
+    except UnicodeEncodeError:  # a file name that is not UTF-8 (surrogate escapes)
+        return Outcome(REJECTED, "file name is not valid UTF-8, which an image id must be: rename the file")
+    if id_bytes > MAX_IMAGE_ID_BYTES:
         return Outcome(REJECTED, f"image id is longer than {MAX_IMAGE_ID_BYTES} bytes")
     try:
         with open(image.path, "rb") as fh:

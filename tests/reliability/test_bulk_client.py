@@ -18,7 +18,7 @@ from PIL import Image
 from services.embedded_triton.launcher import EmbeddedTriton, free_port
 from services.embedded_triton.settings import TritonSettings
 from tests.conftest import REPO_ROOT, serving
-from tests.reliability.conftest import detection_app, sigkill_triton
+from tests.reliability.conftest import detection_app
 
 pytestmark = [pytest.mark.integration]
 
@@ -139,3 +139,49 @@ async def test_annotate_sends_its_token_and_stops_with_exit_2_when_the_router_re
     for out, text in ((by_file, log), (by_env, env_log)):
         assert sorted(r["image_id"] for r in journal_records(out)) == sorted(ids)
         assert BULK_TOKEN not in text and BULK_TOKEN not in files_text(out)
+
+
+LATIN1_NAME = b"caf\xe9.jpg"  # "café.jpg" in Latin-1: not UTF-8
+
+
+def check_one_rejected(out: Path, bad_id: str, good_ids: list[str]) -> None:
+    records = {r["image_id"]: r for r in journal_records(out)}
+    assert sorted(records) == sorted([*good_ids, bad_id])  # each once
+    assert records[bad_id]["status"] == "rejected" and "UTF-8" in records[bad_id]["reason"]
+    assert all(records[i]["status"] == "ok" for i in good_ids)
+    (failure,) = failures(out)
+    assert failure["image_id"] == bad_id and failure["retryable"] is False
+    assert os.fsencode(failure["path"]).endswith(LATIN1_NAME)  # the file can be found from it
+
+
+@pytest.mark.timeout(300)
+async def test_annotate_rejects_one_image_when_its_file_name_is_not_utf8(router_address, tmp_path):
+    ids = small_images(tmp_path / "in", 4, names=[LATIN1_NAME])
+    good, bad = ids[:-1], ids[-1]
+    folder = str(tmp_path / "in")
+
+    code, log = await annotate(folder, "--out", str(tmp_path / "folder"), "--router", router_address)
+    assert code == 4, log  # done, one image rejected
+    check_one_rejected(tmp_path / "folder", bad, good)
+    assert json.loads((tmp_path / "folder" / "_SUCCESS").read_text())["rejected"] == 1
+
+    # Two shards: the name is hashed (its bytes), so it lands in exactly one shard.
+    shard_codes, shard_ids = [], []
+    for index in (0, 1):
+        out = tmp_path / f"shard-{index}"
+        code, log = await annotate(folder, "--out", str(out), "--router", router_address,
+                                   "--shard-count", "2", "--shard-index", str(index))
+        shard_codes.append(code)
+        shard_ids += [r["image_id"] for r in journal_records(out)]
+        assert code in (0, 4), log
+    assert sorted(shard_codes) == [0, 4], shard_codes  # the shard holding the bad name says so
+    assert sorted(shard_ids) == sorted(ids)
+
+    # A manifest line with those bytes: the same one rejected image (ids are the lines).
+    manifest = tmp_path / "in" / "manifest.txt"
+    manifest.write_bytes(b"".join(os.path.basename(os.fsencode(i)) + b"\n" for i in ids))
+    code, log = await annotate("--manifest", str(manifest), "--out", str(tmp_path / "manifest"),
+                               "--router", router_address)
+    assert code == 4, log
+    check_one_rejected(tmp_path / "manifest", os.fsdecode(LATIN1_NAME),
+                       [os.path.basename(i) for i in good])
