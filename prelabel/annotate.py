@@ -40,7 +40,7 @@ DESCRIPTION = """`prelabel` command line.
     prelabel annotate PATH... --out DIR [--tasks detect,segment,keypoints,faces]
         [--manifest FILE] [--shard-index I --shard-count N] [--router HOST:PORT]
         [--concurrency N] [--formats coco,yolo,labelstudio] [--score-threshold X] [--cascade]
-        [--review-policy FILE] [--token-file FILE]
+        [--review-policy FILE] [--token-file FILE] [--patience-s S]
 
 Exit codes of `annotate`:
   0   the shard is complete and every image was labelled (also: `DIR/_SUCCESS` was already
@@ -49,8 +49,9 @@ Exit codes of `annotate`:
   2   usage error (bad flag, input path that names nothing, parameters that differ from
       the run that started DIR); or the router refused the run itself (UNAUTHENTICATED,
       PERMISSION_DENIED: the token; UNIMPLEMENTED): stopped at once, nothing retried;
-  3   some images failed for a passing reason (router unavailable, timeouts) after their
-      retries: listed in DIR/failures.jsonl, no `_SUCCESS`; run again to finish them;
+  3   some images failed for a passing reason (timeouts, the suite unavailable for longer
+      than --patience-s) after their retries: listed in DIR/failures.jsonl, no `_SUCCESS`;
+      run again to finish them;
   4   the shard is complete (`_SUCCESS` written) but some images were rejected (bad image,
       unreadable file): listed in DIR/failures.jsonl, left out of the outputs;
   75  another process holds DIR (its lock) -- e.g. a pod still terminating;
@@ -138,6 +139,10 @@ def add_parser(sub) -> None:
     a.add_argument("--token-file", metavar="FILE",
                    help=f"file holding the router's bearer token (PRELABEL_AUTH_TOKENS); default: "
                         f"${TOKEN_ENV}. Sent as `authorization: Bearer`, never logged")
+    a.add_argument("--patience-s", type=float, default=600.0,
+                   help="how long the run holds its images while the suite answers UNAVAILABLE (Triton "
+                        "restarting, a rollout), probing with one, before it gives up on them "
+                        "(default %(default)s)")
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -286,6 +291,7 @@ async def _label(args, journal: Journal, todo: list[InputImage], progress: _Prog
         tasks=tasks, window=args.concurrency, score_threshold=args.score_threshold, cascade=args.cascade,
         include_polygons="segment" in args.tasks, timeout_s=args.timeout_s, attempts=args.attempts,
         max_image_bytes=args.max_image_bytes, connect_timeout_s=min(30.0, args.timeout_s),
+        patience_s=args.patience_s,
         review_policy=policy_to_proto(args.loaded_review_policy.policy) if args.loaded_review_policy else None)
     client = PreLabelClient(
         args.router, timeout_s=args.timeout_s, tls=args.tls, root_certificates=_read_pem(args.ca_cert),
@@ -336,6 +342,8 @@ def run(args) -> int:
         return EXIT_OK
     if args.concurrency < 1 or args.attempts < 1:
         raise UsageError("--concurrency and --attempts must be >= 1")
+    if not args.patience_s >= 0:
+        raise UsageError("--patience-s must be >= 0")
     if args.score_threshold is not None and not 0.0 <= args.score_threshold <= 1.0:
         # Checked here: the router would reject every image for it, and rejections stick.
         raise UsageError("--score-threshold must be in [0, 1]")

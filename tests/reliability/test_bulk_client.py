@@ -18,13 +18,17 @@ from PIL import Image
 from services.embedded_triton.launcher import EmbeddedTriton, free_port
 from services.embedded_triton.settings import TritonSettings
 from tests.conftest import REPO_ROOT, serving
-from tests.reliability.conftest import detection_app
+from tests.reliability.conftest import detection_app, sigkill_triton
+from tests.reliability.report import figure
 
 pytestmark = [pytest.mark.integration]
 
 MODEL = "face_detector"
 #: Tokens of the auth router: one may call everything, one only Detect (not PreLabelStream).
 BULK_TOKEN, VIEWER_TOKEN = "bulk-7f3a9c", "viewer-52d1e0"
+#: The Triton restart run: images, how many are journaled before the kill, how long Triton
+#: stays dead (then ~15 s to start again).
+RESTART_IMAGES, DONE_BEFORE_KILL, OUTAGE_S = 300, 30, 30.0
 
 
 @pytest.fixture(scope="module")
@@ -185,3 +189,46 @@ async def test_annotate_rejects_one_image_when_its_file_name_is_not_utf8(router_
     assert code == 4, log
     check_one_rejected(tmp_path / "manifest", os.fsdecode(LATIN1_NAME),
                        [os.path.basename(i) for i in good])
+
+
+# Last in the module: it kills and restarts the module's Triton.
+@pytest.mark.timeout(480)
+async def test_annotate_labels_every_image_once_when_triton_is_killed_for_30s_mid_run(
+        face_triton, router_address, tmp_path, record):
+    ids = small_images(tmp_path / "in", RESTART_IMAGES)
+    out = tmp_path / "out"
+    started = time.monotonic()
+    proc = await start_annotate(str(tmp_path / "in"), "--out", str(out), "--router", router_address,
+                                "--concurrency", "4")
+    while len(journal_records(out)) < DONE_BEFORE_KILL:
+        assert proc.returncode is None, (await proc.communicate())[0].decode()
+        assert time.monotonic() - started < 180, "no progress"
+        await asyncio.sleep(0.05)
+
+    killed_at = time.monotonic()
+    await asyncio.to_thread(sigkill_triton, face_triton)
+    done_at_kill = len(journal_records(out))
+    await asyncio.sleep(OUTAGE_S)
+    done_at_restart = len(journal_records(out))
+    assert proc.returncode is None, "the run ended while Triton was down"
+    await asyncio.to_thread(face_triton.stop)  # cleans up after the kill
+    await asyncio.to_thread(face_triton.start)  # same ports
+    triton_back_at = time.monotonic()
+    output, _ = await asyncio.wait_for(proc.communicate(), 300)
+    log = output.decode(errors="replace")
+    ended_at = time.monotonic()
+
+    records = journal_records(out)
+    twice = len(records) - len({r["image_id"] for r in records})
+    record("bulk_triton_restart",
+           images=figure(RESTART_IMAGES, "images", note="64x48 JPEGs, detect, --concurrency 4"),
+           journaled_at_kill=figure(done_at_kill, "images"),
+           triton_down_s=figure(triton_back_at - killed_at, "s", note="30 s dead + restart"),
+           run_end_after_triton_back_s=figure(ended_at - triton_back_at, "s"),
+           exit_code=figure(proc.returncode, "", "0", proc.returncode == 0),
+           journaled_twice=figure(twice, "images", "0", twice == 0))
+    assert proc.returncode == 0, log
+    assert sorted(r["image_id"] for r in records) == sorted(ids)  # every image, each once
+    assert all(r["status"] == "ok" for r in records)
+    assert done_at_kill < RESTART_IMAGES and done_at_restart < RESTART_IMAGES  # the outage was felt
+    assert "the suite is unavailable" in log and "the suite answers again" in log, log

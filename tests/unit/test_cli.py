@@ -117,13 +117,14 @@ async def test_annotate_exits_4_with_complete_outputs_when_an_image_is_rejected(
 async def test_annotate_exits_3_without_success_when_router_is_unreachable(tmp_path):
     folder = photos(tmp_path / "in", ["a.jpg"])
     out = tmp_path / "out"
-    # --timeout-s bounds the connection wait too; 5 tries without progress, then give up.
+    # --timeout-s bounds each connection wait; an unreachable router is a suite that is
+    # down: the run waits for it up to --patience-s, then gives up.
     code, log = await annotate(str(folder), "--out", str(out), "--router", f"127.0.0.1:{free_port()}",
-                               "--timeout-s", "0.5")
+                               "--timeout-s", "0.5", "--patience-s", "2")
     assert code == EXIT_FAILED, log
     assert not (out / "_SUCCESS").exists() and not (out / "coco").exists()
     (failure,) = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
-    assert failure["retryable"] is True and "router unavailable" in failure["reason"]
+    assert failure["retryable"] is True and "the suite was unavailable for over 2s" in failure["reason"]
 
 
 async def test_annotate_finishes_images_in_flight_then_exits_143_when_sigterm(tmp_path):
