@@ -291,6 +291,9 @@ class PreLabelClient(_ClientBase):
             if read is not None:
                 read.cancel()
             call.cancel()
+            # Return only once the sender has handled its cancellation: `items` is not left
+            # running (e.g. halfway through taking an item) after the stream is over.
+            await asyncio.wait([sender])
 
     async def close(self) -> None:
         await self.channel.close()

@@ -68,6 +68,11 @@ def jpeg(index: int) -> bytes:
     return out.getvalue()
 
 
+def noise_jpeg(path: Path, width: int, height: int) -> None:
+    """A JPEG of random pixels: megabytes however small the picture."""
+    Image.frombytes("RGB", (width, height), os.urandom(width * height * 3)).save(path, "JPEG", quality=95)
+
+
 def small_images(folder: Path, count: int, names: list[bytes] = ()) -> list[str]:
     """`count` small JPEGs (img-NNN.jpg) plus one per raw file name in `names`; returns
     the image ids annotate gives them (the paths, os.fsdecode'd)."""
@@ -113,6 +118,11 @@ def files_text(out: Path) -> str:
 async def test_annotate_sends_its_token_and_stops_with_exit_2_when_the_router_refuses_it(
         detection_address, tmp_path):
     ids = small_images(tmp_path / "in", 3)
+    # A large first image: the router's refusal then races the client's write, and the stream
+    # ends INTERNAL ("Internal error from Core") rather than UNAUTHENTICATED; the image's own
+    # unary call still says why.
+    noise_jpeg(tmp_path / "in" / "big.jpg", 1600, 1200)
+    ids.append(str(tmp_path / "in" / "big.jpg"))
     folder = str(tmp_path / "in")
     (tmp_path / "token").write_text(BULK_TOKEN + "\n")
     async with router(detection_address, auth_tokens={BULK_TOKEN: ["*"], VIEWER_TOKEN: ["Detect"]}) as address:
