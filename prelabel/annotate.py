@@ -198,19 +198,19 @@ def _bearer_token(path: str | None) -> str | None:
     """The token from --token-file (surrounding blanks and the final newline dropped) or
     $PRELABEL_TOKEN; None when neither is given. A bad one is a usage error that never
     repeats it."""
-    if path is not None:
-        try:
-            with open(path, encoding="utf-8") as fh:
-                token: str | None = fh.read().strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"--token-file {path}: {getattr(exc, 'strerror', None) or type(exc).__name__}") from None
-        source = f"--token-file {path}"
-    else:
+    if path is None:
         token, source = os.environ.get(TOKEN_ENV), f"${TOKEN_ENV}"
         if token is None:
             return None
+    else:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                token = fh.read().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"--token-file {path}: {getattr(exc, 'strerror', None) or type(exc).__name__}") from None
+        source = f"--token-file {path}"
     try:
-        bearer_metadata(token or "")
+        bearer_metadata(token)
     except ValueError as exc:
         raise UsageError(f"{source}: {exc}") from None
     return token
@@ -389,7 +389,7 @@ def run(args) -> int:
             journal.sync()
             rejected, not_labelled = _write_failures(out_dir, journal, shard, tally)
             if tally is not None and tally.stopped is not None:
-                log.error("the router refused this run (%s): no image can succeed so; check the token "
+                log.error("the router refused this run (%s), so no image can succeed: check the token "
                           "(--token-file or $%s), what it may call, and --router", tally.stopped, TOKEN_ENV)
                 return EXIT_USAGE
             if signum:

@@ -146,3 +146,21 @@ async def test_annotate_finishes_images_in_flight_then_exits_143_when_sigterm(tm
         code, log = await annotate(str(folder), "--out", str(out), "--router", address, "--tasks", "detect")
         assert code == EXIT_OK, log
     assert len(json.loads(Path(coco_file(out, "detect")).read_text())["images"]) == 12
+
+
+def test_annotate_exits_2_without_repeating_the_token_when_it_is_unusable(tmp_path, monkeypatch, capsys):
+    folder = photos(tmp_path / "in", ["a.jpg"])
+    (tmp_path / "token").write_text("")
+    cases = {"env": ([], "secret with-a-space"), "empty file": (["--token-file", str(tmp_path / "token")], None),
+             "missing file": (["--token-file", str(tmp_path / "nope")], None)}
+    for case, (args, env_token) in cases.items():
+        if env_token is None:
+            monkeypatch.delenv("PRELABEL_TOKEN", raising=False)
+        else:
+            monkeypatch.setenv("PRELABEL_TOKEN", env_token)
+        with pytest.raises(SystemExit) as err:
+            main(["annotate", str(folder), "--out", str(tmp_path / "out"), "--router", NO_ROUTER, *args])
+        assert err.value.code == 2, case
+        message = capsys.readouterr().err
+        assert "token" in message and "with-a-space" not in message, (case, message)
+    assert not (tmp_path / "out" / "journal.jsonl").exists()
