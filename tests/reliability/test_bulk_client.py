@@ -5,6 +5,7 @@ a run."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -15,9 +16,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from services.common.metrics import Metrics
 from services.embedded_triton.launcher import EmbeddedTriton, free_port
 from services.embedded_triton.settings import TritonSettings
-from tests.conftest import REPO_ROOT, serving
+from services.router.app import build_app
+from services.router.settings import RouterSettings
+from tests.conftest import REPO_ROOT, running
 from tests.reliability.conftest import detection_app, sigkill_triton
 from tests.reliability.report import figure
 
@@ -48,12 +52,16 @@ async def detection_address(face_triton):
         yield address
 
 
-def router(detection: str, **settings):
+@contextlib.asynccontextmanager
+async def router(detection: str, grpc_port: int = 0, **settings):
     """The real router over `detection` (segmentation and keypoints: nothing listens; the
-    runs here ask for `detect` only)."""
-    return serving("router", "RouterSettings", detection_addr=detection,
-                   segmentation_addr=f"127.0.0.1:{free_port()}", keypoints_addr=f"127.0.0.1:{free_port()}",
-                   **settings)
+    runs here ask for `detect` only), on `grpc_port` (0: a free one); yields its address."""
+    app = build_app(RouterSettings(
+        grpc_port=grpc_port, metrics_port=None, detection_addr=detection,
+        segmentation_addr=f"127.0.0.1:{free_port()}", keypoints_addr=f"127.0.0.1:{free_port()}", **settings),
+        Metrics("router"))
+    async with running(app) as address:
+        yield address
 
 
 @pytest.fixture(scope="module")
@@ -199,6 +207,35 @@ async def test_annotate_rejects_one_image_when_its_file_name_is_not_utf8(router_
     assert code == 4, log
     check_one_rejected(tmp_path / "manifest", os.fsdecode(LATIN1_NAME),
                        [os.path.basename(i) for i in good])
+
+
+@pytest.mark.timeout(300)
+async def test_annotate_labels_every_image_once_when_the_router_is_down_for_30s_mid_run(
+        detection_address, tmp_path):
+    ids = small_images(tmp_path / "in", 120)
+    out = tmp_path / "out"
+    port = free_port()
+    async with router(detection_address, grpc_port=port, shutdown_grace_s=1.0) as address:
+        proc = await start_annotate(str(tmp_path / "in"), "--out", str(out), "--router", address,
+                                    "--concurrency", "4", "--timeout-s", "3")
+        started = time.monotonic()
+        while len(journal_records(out)) < 20:
+            assert proc.returncode is None, (await proc.communicate())[0].decode()
+            assert time.monotonic() - started < 120, "no progress"
+            await asyncio.sleep(0.05)
+    done_when_stopped = len(journal_records(out))
+    # Nothing listens on the router's port for longer than five connection attempts
+    # (--timeout-s each) and their backoffs, which is all a run had before it waited.
+    await asyncio.sleep(30)
+    assert proc.returncode is None, "the run ended while the router was down"
+    async with router(detection_address, grpc_port=port):
+        output, _ = await asyncio.wait_for(proc.communicate(), 180)
+    log = output.decode(errors="replace")
+    assert proc.returncode == 0, log
+    records = journal_records(out)
+    assert sorted(r["image_id"] for r in records) == sorted(ids)  # every image, each once
+    assert done_when_stopped < len(ids)
+    assert "the suite is unavailable" in log and "the suite answers again" in log, log
 
 
 # Last in the module: it kills and restarts the module's Triton.
