@@ -33,6 +33,9 @@ BULK_TOKEN, VIEWER_TOKEN = "bulk-7f3a9c", "viewer-52d1e0"
 #: The Triton restart run: images, how many are journaled before the kill, how long Triton
 #: stays dead (then ~15 s to start again).
 RESTART_IMAGES, DONE_BEFORE_KILL, OUTAGE_S = 300, 30, 30.0
+#: Detect calls while Triton is dead: the 4 in flight, then probes 1, 2, 4, 5, 5 ... s apart
+#: (about 10 in 30 s); issue 21 counted ~1,440 retries in a 15 s outage before the circuit.
+MAX_CALLS_WHILE_DEAD = 30
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +50,23 @@ def face_triton(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-async def detection_address(face_triton):
-    async with detection_app(face_triton.grpc_url, models=[MODEL], default_model=MODEL) as (_, address):
-        yield address
+async def detection(face_triton):
+    """(app, address) of the real detection service over the module's Triton."""
+    async with detection_app(face_triton.grpc_url, models=[MODEL], default_model=MODEL) as (app, address):
+        yield app, address
+
+
+@pytest.fixture(scope="module")
+def detection_address(detection):
+    return detection[1]
+
+
+def detect_calls(app) -> int:
+    """Detect calls the detection service has answered, whatever their code."""
+    registry = app.metrics.registry
+    return sum(int(sample.value) for metric in registry.collect() if metric.name == "prelabel_rpc_requests"
+               for sample in metric.samples
+               if sample.name.endswith("_total") and sample.labels.get("method") == "Detect")
 
 
 @contextlib.asynccontextmanager
@@ -241,7 +258,7 @@ async def test_annotate_labels_every_image_once_when_the_router_is_down_for_30s_
 # Last in the module: it kills and restarts the module's Triton.
 @pytest.mark.timeout(480)
 async def test_annotate_labels_every_image_once_when_triton_is_killed_for_30s_mid_run(
-        face_triton, router_address, tmp_path, record):
+        face_triton, detection, router_address, tmp_path, record):
     ids = small_images(tmp_path / "in", RESTART_IMAGES)
     out = tmp_path / "out"
     started = time.monotonic()
@@ -254,9 +271,10 @@ async def test_annotate_labels_every_image_once_when_triton_is_killed_for_30s_mi
 
     killed_at = time.monotonic()
     await asyncio.to_thread(sigkill_triton, face_triton)
-    done_at_kill = len(journal_records(out))
+    done_at_kill, calls_at_kill = len(journal_records(out)), detect_calls(detection[0])
     await asyncio.sleep(OUTAGE_S)
     done_at_restart = len(journal_records(out))
+    calls_while_dead = detect_calls(detection[0]) - calls_at_kill
     assert proc.returncode is None, "the run ended while Triton was down"
     await asyncio.to_thread(face_triton.stop)  # cleans up after the kill
     await asyncio.to_thread(face_triton.start)  # same ports
@@ -270,6 +288,9 @@ async def test_annotate_labels_every_image_once_when_triton_is_killed_for_30s_mi
     record("bulk_triton_restart",
            images=figure(RESTART_IMAGES, "images", note="64x48 JPEGs, detect, --concurrency 4"),
            journaled_at_kill=figure(done_at_kill, "images"),
+           detect_calls_while_dead=figure(calls_while_dead, "calls", f"< {MAX_CALLS_WHILE_DEAD}",
+                                          calls_while_dead < MAX_CALLS_WHILE_DEAD,
+                                          note="the images in flight, then one probe at a time"),
            triton_down_s=figure(triton_back_at - killed_at, "s", note="30 s dead + restart"),
            run_end_after_triton_back_s=figure(ended_at - triton_back_at, "s"),
            exit_code=figure(proc.returncode, "", "0", proc.returncode == 0),
@@ -278,4 +299,5 @@ async def test_annotate_labels_every_image_once_when_triton_is_killed_for_30s_mi
     assert sorted(r["image_id"] for r in records) == sorted(ids)  # every image, each once
     assert all(r["status"] == "ok" for r in records)
     assert done_at_kill < RESTART_IMAGES and done_at_restart < RESTART_IMAGES  # the outage was felt
+    assert calls_while_dead < MAX_CALLS_WHILE_DEAD  # the run backed off, not each image alone
     assert "the suite is unavailable" in log and "the suite answers again" in log, log
