@@ -33,9 +33,9 @@ from prelabel.inputs import (
     expand_inputs,
     select_shard,
 )
-from prelabel.journal import STATUS_OK, STATUS_REJECTED, Journal, fsync_dir, response_of
+from prelabel.journal import STATUS_OK, STATUS_REJECTED, Journal, fsync_dir, json_text, response_of
 from prelabel.run_summary import LabelCounts, RunSummary
-from prelabel.sdk import DEFAULT_ADDRESS, TASKS, PreLabelClient, parse_tasks
+from prelabel.sdk import DEFAULT_ADDRESS, TASKS, PreLabelClient, bearer_metadata, parse_tasks
 
 log = logging.getLogger("prelabel")
 
@@ -45,6 +45,7 @@ DESCRIPTION = """`prelabel` command line.
         [--manifest FILE] [--shard-index I --shard-count N] [--router HOST:PORT]
         [--concurrency N] [--formats coco,yolo,labelstudio] [--score-threshold X] [--cascade]
         [--review-policy FILE] [--outputs-review auto_accept,needs_review] [--polygon-tolerance PX]
+        [--token-file FILE] [--patience-s S]
 
 Growing folders: run it again on a finished DIR (`_SUCCESS` there) with the same parameters
 and it labels just the images its journal does not hold yet, then rewrites the outputs from
@@ -62,9 +63,11 @@ Exit codes of `annotate`:
       and up to date, nothing to do);
   1   fatal error (output folder unusable, journal unwritable, unexpected exception);
   2   usage error (bad flag, input path that names nothing, labelling parameters that differ
-      from the run that started DIR);
-  3   some images failed for a passing reason (router unavailable, timeouts) after their
-      retries: listed in DIR/failures.jsonl, no `_SUCCESS`; run again to finish them;
+      from the run that started DIR); or the router refused the run itself (UNAUTHENTICATED,
+      PERMISSION_DENIED: the token; UNIMPLEMENTED): stopped at once, nothing retried;
+  3   some images failed for a passing reason (timeouts, the suite unavailable for longer
+      than --patience-s) after their retries: listed in DIR/failures.jsonl, no `_SUCCESS`;
+      run again to finish them;
   4   the shard is complete (`_SUCCESS` written) but some images were rejected (bad image,
       unreadable file): listed in DIR/failures.jsonl, left out of the outputs;
   75  another process holds DIR (its lock) -- e.g. a pod still terminating;
@@ -76,6 +79,9 @@ FAILURES_FILE = "failures.jsonl"
 SUCCESS_FILE = "_SUCCESS"
 PARAMS_FILE = "params.json"
 LOCK_FILE = ".lock"
+
+#: Environment variable with the router's bearer token (`--token-file` wins).
+TOKEN_ENV = "PRELABEL_TOKEN"
 
 EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_FAILED, EXIT_REJECTED, EXIT_LOCKED = 0, 1, 2, 3, 4, 75
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143
@@ -155,6 +161,13 @@ def add_parser(sub) -> None:
                    help="how long to wait for another process holding --out (default %(default)s)")
     a.add_argument("--no-progress", action="store_true", help="no progress bar")
     a.add_argument("-v", "--verbose", action="store_true")
+    a.add_argument("--token-file", metavar="FILE",
+                   help=f"file holding the router's bearer token (PRELABEL_AUTH_TOKENS); default: "
+                        f"${TOKEN_ENV}. Sent as `authorization: Bearer`, never logged")
+    a.add_argument("--patience-s", type=float, default=600.0,
+                   help="how long the run holds its images while the suite answers UNAVAILABLE (Triton "
+                        "restarting, a rollout), probing with one, before it gives up on them "
+                        "(default %(default)s)")
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -208,6 +221,28 @@ def _read_pem(path: str | None) -> bytes | None:
         return fh.read()
 
 
+def _bearer_token(path: str | None) -> str | None:
+    """The token from --token-file (surrounding blanks and the final newline dropped) or
+    $PRELABEL_TOKEN; None when neither is given. A bad one is a usage error that never
+    repeats it."""
+    if path is None:
+        token, source = os.environ.get(TOKEN_ENV), f"${TOKEN_ENV}"
+        if token is None:
+            return None
+    else:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                token = fh.read().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"--token-file {path}: {getattr(exc, 'strerror', None) or type(exc).__name__}") from None
+        source = f"--token-file {path}"
+    try:
+        bearer_metadata(token)
+    except ValueError as exc:
+        raise UsageError(f"{source}: {exc}") from None
+    return token
+
+
 def _write_failures(out_dir: str, journal: Journal, shard: list[InputImage], tally: Tally | None) -> tuple[int, int]:
     """DIR/failures.jsonl: every image of the shard that is rejected (journal) or not
     labelled (this run's failures, or never reached). Returns (rejected, not labelled)."""
@@ -228,7 +263,7 @@ def _write_failures(out_dir: str, journal: Journal, shard: list[InputImage], tal
                     "reason": failure.reason if failure else "not labelled: run ended before it",
                     "attempts": failure.attempts if failure else 0}
             not_labelled += 1
-        lines.append(json.dumps(line, ensure_ascii=False) + "\n")
+        lines.append(json_text(line) + "\n")
     atomic_write_text(os.path.join(out_dir, FAILURES_FILE), "".join(lines))
     return rejected, not_labelled
 
@@ -283,10 +318,12 @@ async def _label(args, journal: Journal, todo: list[InputImage], progress: _Prog
         tasks=tasks, window=args.concurrency, score_threshold=args.score_threshold, cascade=args.cascade,
         include_polygons="segment" in args.tasks, timeout_s=args.timeout_s, attempts=args.attempts,
         max_image_bytes=args.max_image_bytes, connect_timeout_s=min(30.0, args.timeout_s),
+        patience_s=args.patience_s,
         review_policy=policy_to_proto(args.loaded_review_policy.policy) if args.loaded_review_policy else None)
     client = PreLabelClient(
         args.router, timeout_s=args.timeout_s, tls=args.tls, root_certificates=_read_pem(args.ca_cert),
-        certificate_chain=_read_pem(args.client_cert), private_key=_read_pem(args.client_key))
+        certificate_chain=_read_pem(args.client_cert), private_key=_read_pem(args.client_key),
+        token=args.bearer_token)
     runner = BulkRunner(client, journal, options, on_done=progress)
     loop = asyncio.get_running_loop()
     run = asyncio.ensure_future(runner.run(todo))
@@ -358,6 +395,8 @@ def run(args) -> int:
     out_dir = args.out
     if args.concurrency < 1 or args.attempts < 1:
         raise UsageError("--concurrency and --attempts must be >= 1")
+    if not args.patience_s >= 0:
+        raise UsageError("--patience-s must be >= 0")
     if args.score_threshold is not None and not 0.0 <= args.score_threshold <= 1.0:
         # Checked here: the router would reject every image for it, and rejections stick.
         raise UsageError("--score-threshold must be in [0, 1]")
@@ -365,6 +404,7 @@ def run(args) -> int:
         raise UsageError("give image paths, folders, globs or --manifest")
     # Read once: the policy params.json records is the one sent.
     policy = args.loaded_review_policy = _review_policy(args.review_policy)
+    args.bearer_token = _bearer_token(args.token_file)
     try:
         check_shard(args.shard_index, args.shard_count)
     except InputError as exc:
@@ -409,6 +449,10 @@ def run(args) -> int:
                     progress.close()
             journal.sync()
             rejected, not_labelled = _write_failures(out_dir, journal, shard, tally)
+            if tally is not None and tally.stopped is not None:
+                log.error("the router refused this run (%s), so no image can succeed: check the token "
+                          "(--token-file or $%s), what it may call, and --router", tally.stopped, TOKEN_ENV)
+                return EXIT_USAGE
             labelled_now = tally.ok if tally else 0
 
             def summary(counts: LabelCounts | None) -> RunSummary:

@@ -12,15 +12,23 @@ Failures, per image, by the status table (prelabel.core.status):
 - every failed task (or the call itself) says INVALID_ARGUMENT / OUT_OF_RANGE (a bad
   image) or RESOURCE_EXHAUSTED without a retry hint (a size limit, not overload), the file
   cannot be read, or it is larger than the limit: *rejected*, journaled, never tried again;
-- any other task error (UNAVAILABLE, DEADLINE_EXCEEDED, ...): tried again after a backoff,
+- UNAVAILABLE (from a task, the call, the stream, or a router that cannot be reached): the
+  suite or a part of it is down (Triton restarting, a rollout). The image waits, its
+  attempts untouched, and the whole run backs off through a circuit (prelabel.circuit):
+  one probe image at a time until the suite answers again, then the window grows back from
+  one image as after overload. After `patience_s` down without a success, the run gives up
+  and reports what is left as failures;
+- any other task error (DEADLINE_EXCEEDED, INTERNAL, ...): tried again after a backoff,
   up to `attempts` times in this run, then reported as a *failure* and left unjournaled,
-  so the next run tries it again. The codes the table says stop a run (UNAUTHENTICATED,
-  PERMISSION_DENIED, UNIMPLEMENTED) are retried so for now.
+  so the next run tries it again;
+- the codes the table says stop a run (UNAUTHENTICATED, PERMISSION_DENIED, UNIMPLEMENTED:
+  no request of this run can succeed), for an image or for the stream: the run ends at
+  once (`Tally.stopped` says why); the images in flight are finished, nothing else is sent.
 A stream that breaks, stalls or ends early costs nothing already answered: the images it
 still had outstanding are retried each over its own unary PreLabel call (so an image that
 breaks the stream is isolated and gets its own status), the rest go on a new stream after
-a backoff. After `max_stream_breaks` breaks in a row without progress, the run gives up and
-reports what is left as failures.
+a backoff. After `max_stream_breaks` breaks in a row without progress (not counting those
+that say the suite is down), the run gives up and reports what is left as failures.
 """
 from __future__ import annotations
 
@@ -30,10 +38,11 @@ import errno
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import grpc
 
+from prelabel.circuit import Circuit
 from prelabel.core.limits import MAX_IMAGE_BYTES, MAX_IMAGE_ID_BYTES
 from prelabel.core.status import Action, error_action, task_action, task_code
 from prelabel.inputs import InputImage
@@ -46,15 +55,16 @@ log = logging.getLogger(__name__)
 #: File errors that make an image unreadable for good (others, e.g. EIO, are retried).
 PERMANENT_ERRNOS = frozenset({errno.ENOENT, errno.EACCES, errno.EISDIR, errno.ENOTDIR, errno.ELOOP})
 
-OK, REJECTED, RETRY = "ok", "rejected", "retry"
+OK, REJECTED, RETRY, STOP = "ok", "rejected", "retry", "stop"
 
 
 @dataclass(frozen=True)
 class Outcome:
-    kind: str  # OK / REJECTED / RETRY
+    kind: str  # OK / REJECTED / RETRY / STOP
     reason: str = ""
     response: prelabel_pb2.PreLabelResponse | None = None
     overload: bool = False  # RETRY because the suite is overloaded
+    unavailable: bool = False  # RETRY because the suite (or a part of it) is down
 
 
 @dataclass(frozen=True)
@@ -89,6 +99,12 @@ class BulkOptions:
     max_backoff_s: float = 30.0
     #: Backoff before a new stream after a break: reconnect_backoff_s * 2^breaks, <= 10 s.
     reconnect_backoff_s: float = 0.25
+    #: How long the run holds its images while the suite answers UNAVAILABLE before it
+    #: gives up on them; probes while down: every probe_interval_s, doubling, at most
+    #: max_probe_interval_s apart.
+    patience_s: float = 600.0
+    probe_interval_s: float = 1.0
+    max_probe_interval_s: float = 5.0
 
     #: Silence (no response while images are outstanding) after which a stream is
     #: abandoned; default 1.5 x timeout_s + 5 s, longer than the router's own per-image
@@ -130,15 +146,22 @@ def classify_error(exc: grpc.aio.AioRpcError) -> Outcome:
 
 
 def _outcome(actions: list[Action], reason: str) -> Outcome:
-    """REJECTED when every failure is the image's own; RETRY otherwise (STOP too, until
-    the run can stop on it), overloaded when any failure says so."""
+    """STOP when any failure says no request can succeed; REJECTED when every failure is
+    the image's own; RETRY otherwise, overloaded when any failure says so."""
+    if any(a is Action.STOP for a in actions):
+        return Outcome(STOP, reason)
     kind = REJECTED if all(a is Action.REJECT for a in actions) else RETRY
-    return Outcome(kind, reason, overload=any(a is Action.BACKOFF for a in actions))
+    return Outcome(kind, reason, overload=any(a is Action.BACKOFF for a in actions),
+                   unavailable=any(a is Action.WAIT for a in actions))
 
 
 def read_image(image: InputImage, max_bytes: int) -> bytes | Outcome:
     """The image's bytes, or the Outcome that ends it without a call."""
-    if len(image.image_id.encode("utf-8")) > MAX_IMAGE_ID_BYTES:
+    try:
+        id_bytes = len(image.image_id.encode("utf-8"))
+    except UnicodeEncodeError:  # a file name that is not UTF-8 (surrogate escapes)
+        return Outcome(REJECTED, "file name is not valid UTF-8, which an image id must be: rename the file")
+    if id_bytes > MAX_IMAGE_ID_BYTES:
         return Outcome(REJECTED, f"image id is longer than {MAX_IMAGE_ID_BYTES} bytes")
     try:
         with open(image.path, "rb") as fh:
@@ -156,6 +179,8 @@ class Tally:
     ok: int = 0
     rejected: int = 0
     failures: dict[str, Failure] = field(default_factory=dict)
+    #: Why the run stopped early because no request could succeed (a STOP code), or None.
+    stopped: str | None = None
 
 
 class BulkRunner:
@@ -179,6 +204,8 @@ class BulkRunner:
         # in a row, never above options.window (AIMD, as TCP does).
         self.limit = options.window
         self._successes = 0
+        self.circuit = Circuit(options.patience_s, options.probe_interval_s, options.max_probe_interval_s)
+        self._gave_up: str | None = None  # why the run ended before its images did (patience)
 
     def stop(self) -> None:
         """Take no new image; the images already sent are still finished."""
@@ -188,8 +215,12 @@ class BulkRunner:
     # ------------------------------------------------------------------ outcomes
 
     def _finish(self, image: InputImage, outcome: Outcome) -> None:
+        was_probe = self.circuit.answered(image.image_id)
         if outcome.kind == OK:
             assert outcome.response is not None  # classify() sets it on every OK
+            if self.circuit.up():
+                log.warning("the suite answers again: resuming with 1 image in flight")
+                self.limit, self._successes = 1, 0
             self.journal.append_ok(image.image_id, image.path, outcome.response)
             self.tally.ok += 1
             self._successes += 1
@@ -204,6 +235,14 @@ class BulkRunner:
             self.tally.rejected += 1
             self.on_done(REJECTED)
             return
+        if outcome.kind == STOP:
+            self._stop_run(outcome.reason)
+        if outcome.unavailable and not self._stopping:
+            if self._suite_down(outcome.reason, was_probe):
+                self._queue.appendleft(image)  # waits for the suite, its attempts untouched
+                self._changed.set()
+                return
+            outcome = replace(outcome, reason=f"not labelled: {self._gave_up}")
         if outcome.overload and self.limit > 1:
             self.limit //= 2
             self._successes = 0
@@ -219,6 +258,38 @@ class BulkRunner:
         log.info("retrying %s in %.1fs (attempt %d): %s", image.image_id, delay, attempts + 1, outcome.reason)
         self._delayed += 1
         asyncio.get_running_loop().call_later(delay, self._requeue, image)
+
+    def _stop_run(self, reason: str) -> None:
+        """A STOP code: no request of this run can succeed (credentials, permissions)."""
+        if self.tally.stopped is None:
+            log.error("stopping the run: %s", reason)
+            self.tally.stopped = reason
+        self.stop()
+
+    def _suite_down(self, reason: str, probe_failed: bool) -> bool:
+        """UNAVAILABLE: open the circuit (or back off its probes). False, and the run
+        ends, once the suite has been down longer than the run's patience."""
+        opening = not self.circuit.open
+        if self.circuit.down(probe_failed):
+            if opening:
+                log.warning("the suite is unavailable (%s): holding the images, probing with one "
+                            "until it answers (patience %gs)", reason, self.options.patience_s)
+            elif probe_failed:
+                log.info("the suite is still unavailable after %.0fs (%s)", self.circuit.down_for_s(), reason)
+            return True
+        if self._gave_up is None:
+            self._gave_up = (f"the suite was unavailable for over {self.options.patience_s:g}s "
+                             f"(the run's patience; last: {reason})")
+            log.error("giving up: %s", self._gave_up)
+        self.stop()
+        return False
+
+    def _send_delay(self, in_flight: int) -> float | None:
+        """0: an image may go now; > 0: one may go after that long (the suite is down: one
+        probe at a time); None: not before an answer (the window is full)."""
+        if not self.circuit.open:
+            return 0.0 if in_flight < self.limit else None
+        return None if in_flight else self.circuit.probe_delay()
 
     def _requeue(self, image: InputImage) -> None:
         self._delayed -= 1
@@ -247,7 +318,8 @@ class BulkRunner:
 
         async def items() -> AsyncIterator[tuple[str, bytes]]:
             while not self._stopping:
-                if self._queue and len(inflight) < self.limit:
+                delay = self._send_delay(len(inflight)) if self._queue else None
+                if delay == 0.0:
                     image = self._queue.popleft()
                     try:
                         data = await asyncio.to_thread(read_image, image, self.options.max_image_bytes)
@@ -257,11 +329,14 @@ class BulkRunner:
                     if isinstance(data, Outcome):
                         self._finish(image, data)
                         continue
+                    if self.circuit.open:
+                        self.circuit.probe_sent(image.image_id)
                     inflight[image.image_id] = image
                     yield image.image_id, data
                 elif inflight or self._delayed or self._queue:
                     self._changed.clear()
-                    await self._changed.wait()
+                    with contextlib.suppress(asyncio.TimeoutError):  # the next probe is due
+                        await asyncio.wait_for(self._changed.wait(), delay)
                 else:
                     return
 
@@ -300,6 +375,17 @@ class BulkRunner:
                     raise StreamStalled(f"stream ended with {len(inflight)} images unanswered")
             except (grpc.aio.AioRpcError, StreamStalled, asyncio.TimeoutError) as exc:
                 self._last_error = _describe(exc)
+                action = error_action(exc) if isinstance(exc, grpc.aio.AioRpcError) else None
+                if action is Action.STOP:
+                    self._suspects.extend(inflight.values())
+                    self._stop_run(self._last_error)
+                    break
+                if action is Action.WAIT or isinstance(exc, asyncio.TimeoutError):  # the router is down
+                    self._suspects.extend(inflight.values())
+                    if not self._suite_down(self._last_error, probe_failed=True):
+                        break
+                    await asyncio.sleep(self.circuit.probe_delay() or 0.0)
+                    continue
                 log.warning("stream broke (%s); the %d images it had outstanding go over unary calls",
                             self._last_error, len(inflight))
                 self._suspects.extend(inflight.values())
@@ -313,7 +399,12 @@ class BulkRunner:
         return self.tally
 
     def _give_up_on_rest(self) -> None:
-        reason = "not labelled: " + ("run interrupted" if self._stopping else f"router unavailable ({self._last_error})")
+        if self.tally.stopped is not None:
+            reason = f"not labelled: run stopped ({self.tally.stopped})"
+        elif self._gave_up is not None:
+            reason = f"not labelled: {self._gave_up}"
+        else:
+            reason = "not labelled: " + ("run interrupted" if self._stopping else f"router unavailable ({self._last_error})")
         # Delayed retries still pending when we stop are left for the next run too; they are
         # in no list here, which is fine: anything unjournaled is simply done next time.
         for image in [*self._suspects, *self._queue]:

@@ -10,6 +10,11 @@ journal and of every output:
   are opened relative to the manifest's directory, but the id stays the line itself, so
   the same manifest gives the same ids wherever it is mounted.
 
+A file name that is not UTF-8 (e.g. Latin-1 `caf\xe9.jpg`, from a folder, a glob or a manifest
+line) becomes an id with Python's surrogate escapes (`os.fsdecode`): it is listed, sharded
+by its raw bytes and then rejected as one image (the router's ids are UTF-8), never a crash
+of the run.
+
 Sharding is by a stable hash of the image id (SHA-256, first 8 bytes, modulo the shard
 count), not by position: a shard's membership depends on nothing but the image's own id,
 so it is the same however the inputs were listed or ordered, and an image can never move
@@ -78,7 +83,9 @@ def read_manifest(manifest: str | os.PathLike) -> list[InputImage]:
     """One image path per line; blank lines and lines starting with '#' are skipped."""
     base = Path(manifest).resolve().parent
     images = []
-    with open(manifest, encoding="utf-8") as fh:
+    # A line that is not UTF-8 keeps its bytes (surrogate escapes, as os.fsdecode does):
+    # the file opens, and the run rejects that one image rather than the whole manifest.
+    with open(manifest, encoding="utf-8", errors="surrogateescape") as fh:
         for line in fh:
             image_id = line.strip()
             if not image_id or image_id.startswith("#"):
@@ -111,7 +118,8 @@ def dedupe(images: Iterable[InputImage]) -> list[InputImage]:
 
 def shard_of(image_id: str, shard_count: int) -> int:
     """The shard an image id belongs to: stable across runs, machines and Python versions."""
-    digest = hashlib.sha256(image_id.encode("utf-8")).digest()
+    # surrogateescape: an id from a non-UTF-8 file name hashes its raw bytes (UTF-8 ids as ever).
+    digest = hashlib.sha256(image_id.encode("utf-8", errors="surrogateescape")).digest()
     return int.from_bytes(digest[:8], "big") % shard_count
 
 

@@ -158,7 +158,7 @@ class Journal:
         if not isinstance(record.get("image_id"), str) or record.get("status") not in _STATUSES:
             raise ValueError(f"not a valid journal record: keys {sorted(record)}")
         record = {"v": JOURNAL_VERSION, **record}
-        data = (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
+        data = (json_text(record, separators=(",", ":")) + "\n").encode("utf-8")
         start = self._end
         try:
             view = memoryview(data)
@@ -207,6 +207,18 @@ class Journal:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def json_text(value: Any, **dumps_options: Any) -> str:
+    """JSON with non-ASCII text as it is, unless some string is not UTF-8 (a file name's
+    surrogate escapes, see prelabel.inputs): then all of it \\u-escaped, which stays valid
+    UTF-8 and reads back (json.loads) as the same string."""
+    text = json.dumps(value, ensure_ascii=False, **dumps_options)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value, ensure_ascii=True, **dumps_options)
+    return text
 
 
 def response_of(record: dict[str, Any]) -> prelabel_pb2.PreLabelResponse:

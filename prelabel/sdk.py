@@ -146,6 +146,15 @@ def build_request(
     return request
 
 
+def bearer_metadata(token: str) -> tuple[tuple[str, str]]:
+    """The `authorization: Bearer <token>` metadata of the router's token auth
+    (PRELABEL_AUTH_TOKENS). ValueError for a token a header cannot carry; the message
+    never repeats the token."""
+    if not token or not token.isascii() or not token.isprintable() or " " in token:
+        raise ValueError("a token must be non-empty printable ASCII without spaces")
+    return (("authorization", f"Bearer {token}"),)
+
+
 class _ClientBase:
     """What both clients share: one channel (retry policy, size limits, TLS), the router's
     stub, and the default deadline and metadata of every call."""
@@ -163,12 +172,13 @@ class _ClientBase:
         private_key: bytes | None = None,
         certificate_chain: bytes | None = None,
         metadata: Sequence[tuple[str, str]] = (),
+        token: str | None = None,
         max_attempts: int = 4,
         options: Sequence[tuple[str, Any]] = (),
     ):
         self.address = address
         self.timeout_s = timeout_s
-        self.metadata = tuple(metadata)
+        self.metadata = tuple(metadata) + (bearer_metadata(token) if token is not None else ())
         self.channel = open_channel(
             address, aio=self._aio, tls=tls, root_certificates=root_certificates, private_key=private_key,
             certificate_chain=certificate_chain, max_attempts=max_attempts, options=options)
@@ -178,7 +188,7 @@ class _ClientBase:
 class PreLabelClient(_ClientBase):
     """asyncio client. `tls=True` uses the system roots unless `root_certificates` is
     given; `private_key` + `certificate_chain` add a client certificate (mTLS).
-    `metadata` is sent with every call (e.g. `[("authorization", "Bearer ...")]`)."""
+    `metadata` is sent with every call; `token` adds `authorization: Bearer <token>` to it."""
 
     _aio = True
 
@@ -281,6 +291,9 @@ class PreLabelClient(_ClientBase):
             if read is not None:
                 read.cancel()
             call.cancel()
+            # Return only once the sender has handled its cancellation: `items` is not left
+            # running (e.g. halfway through taking an item) after the stream is over.
+            await asyncio.wait([sender])
 
     async def close(self) -> None:
         await self.channel.close()

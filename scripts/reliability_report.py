@@ -34,6 +34,7 @@ SECTIONS = {
     "triton_queue": "Triton queue full (max_queue_size 1)",
     "deadlines": "Deadlines",
     "triton_kill": "Triton SIGKILL under load and restart",
+    "bulk_triton_restart": "Bulk run through a Triton SIGKILL (prelabel annotate)",
     "shutdown": "SIGTERM drain (python -m services.detection)",
     "hung_service": "Hung service (segmentation process SIGSTOPped)",
     "payload_abuse": "Compressed and oversized payloads (router process)",

@@ -8,7 +8,7 @@ any other exception is a bug: INTERNAL with a generic message.
 
 Clients (the bulk loop) call `action_for` (or `task_action` / `error_action`): what a
 code means for the caller -- done, reject the image for good, retry it, retry it and
-send less (overload), or stop the whole run.
+send less (overload), wait for the suite to come back, or stop the whole run.
 """
 from __future__ import annotations
 
@@ -52,6 +52,7 @@ class Action(enum.Enum):
     REJECT = "reject"  # the request (the image) itself is at fault: never retry it
     RETRY = "retry"  # a passing failure: retry after a backoff
     BACKOFF = "backoff"  # the suite is overloaded: retry after a backoff, and send less
+    WAIT = "wait"  # the suite (or a part of it) is down: hold requests until it is back
     STOP = "stop"  # no request can succeed (credentials, a method the server lacks): stop the run
 
 
@@ -85,7 +86,7 @@ TABLE: dict[grpc.StatusCode, Meaning] = {
     _C.OUT_OF_RANGE: Meaning(Action.REJECT),
     _C.UNIMPLEMENTED: Meaning(Action.STOP),
     _C.INTERNAL: Meaning(Action.RETRY),
-    _C.UNAVAILABLE: Meaning(Action.RETRY, relayed=True),
+    _C.UNAVAILABLE: Meaning(Action.WAIT, relayed=True),
     _C.DATA_LOSS: Meaning(Action.RETRY),
     _C.UNAUTHENTICATED: Meaning(Action.STOP),
 }

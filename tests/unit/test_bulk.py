@@ -36,7 +36,8 @@ def images(tmp_path, n=10, names=None):
 
 def options(**kw):
     defaults = {"tasks": TASKS, "window": 3, "timeout_s": 5, "attempts": 3, "connect_timeout_s": 2,
-                "retry_backoff_s": 0.01, "max_backoff_s": 0.05, "reconnect_backoff_s": 0.01}
+                "retry_backoff_s": 0.01, "max_backoff_s": 0.05, "reconnect_backoff_s": 0.01,
+                "probe_interval_s": 0.01, "max_probe_interval_s": 0.05}
     return BulkOptions(**{**defaults, **kw})
 
 
@@ -101,8 +102,8 @@ async def test_bulk_runner_rejects_image_when_every_task_says_invalid_argument(t
     assert double.stream_received["bad.jpg"] == 1  # never tried again
 
 
-async def test_bulk_runner_reports_failure_after_attempts_when_a_task_stays_unavailable(tmp_path):
-    double = PreLabelerDouble(task_code_for={"flaky": grpc.StatusCode.UNAVAILABLE})
+async def test_bulk_runner_reports_failure_after_attempts_when_a_task_keeps_failing(tmp_path):
+    double = PreLabelerDouble(task_code_for={"flaky": grpc.StatusCode.INTERNAL})
     todo = images(tmp_path, names=["ok.jpg", "flaky.jpg"])
     async with serve(double) as address:
         tally, journal = await run(address, tmp_path, todo, attempts=3)
@@ -112,12 +113,24 @@ async def test_bulk_runner_reports_failure_after_attempts_when_a_task_stays_unav
     assert "flaky.jpg" not in journal.index  # left for the next run
 
 
+async def test_bulk_runner_holds_image_without_spending_attempts_when_a_task_stays_unavailable(tmp_path):
+    double = PreLabelerDouble(task_code_for={"down": grpc.StatusCode.UNAVAILABLE})
+    todo = images(tmp_path, names=["ok.jpg", "down.jpg"])
+    async with serve(double) as address:
+        tally, journal = await run(address, tmp_path, todo, attempts=3, patience_s=0.5)
+    assert tally.ok == 1 and list(tally.failures) == ["down.jpg"]
+    assert double.stream_received["down.jpg"] > 3  # probed past its attempts, one at a time
+    assert double.max_outstanding <= 3
+    assert "the suite was unavailable for over 0.5s" in tally.failures["down.jpg"].reason
+    assert "down.jpg" not in journal.index
+
+
 async def test_bulk_runner_reports_every_image_when_router_is_unreachable(tmp_path):
     todo = images(tmp_path, 4)
     tally, journal = await run(f"127.0.0.1:{free_port()}", tmp_path, todo,
-                               connect_timeout_s=0.3, max_stream_breaks=2)
+                               connect_timeout_s=0.3, max_stream_breaks=2, patience_s=1.0)
     assert sorted(tally.failures) == sorted(im.image_id for im in todo)
-    assert all("router unavailable" in f.reason for f in tally.failures.values())
+    assert all("the suite was unavailable for over 1s" in f.reason for f in tally.failures.values())
     assert not journal.index
 
 

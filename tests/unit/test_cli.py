@@ -165,13 +165,14 @@ async def test_annotate_labels_only_the_new_images_when_run_again_on_a_complete_
 async def test_annotate_exits_3_without_success_when_router_is_unreachable(tmp_path):
     folder = photos(tmp_path / "in", ["a.jpg"])
     out = tmp_path / "out"
-    # --timeout-s bounds the connection wait too; 5 tries without progress, then give up.
+    # --timeout-s bounds each connection wait; an unreachable router is a suite that is
+    # down: the run waits for it up to --patience-s, then gives up.
     code, log = await annotate(str(folder), "--out", str(out), "--router", f"127.0.0.1:{free_port()}",
-                               "--timeout-s", "0.5")
+                               "--timeout-s", "0.5", "--patience-s", "2")
     assert code == EXIT_FAILED, log
     assert not (out / "_SUCCESS").exists() and not (out / "coco").exists()
     (failure,) = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
-    assert failure["retryable"] is True and "router unavailable" in failure["reason"]
+    assert failure["retryable"] is True and "the suite was unavailable for over 2s" in failure["reason"]
 
 
 async def test_annotate_finishes_images_in_flight_then_exits_143_when_sigterm(tmp_path):
@@ -193,3 +194,21 @@ async def test_annotate_finishes_images_in_flight_then_exits_143_when_sigterm(tm
         code, log = await annotate(str(folder), "--out", str(out), "--router", address, "--tasks", "detect")
         assert code == EXIT_OK, log
     assert len(json.loads(Path(coco_file(out, "detect")).read_text())["images"]) == 12
+
+
+def test_annotate_exits_2_without_repeating_the_token_when_it_is_unusable(tmp_path, monkeypatch, capsys):
+    folder = photos(tmp_path / "in", ["a.jpg"])
+    (tmp_path / "token").write_text("")
+    cases = {"env": ([], "secret with-a-space"), "empty file": (["--token-file", str(tmp_path / "token")], None),
+             "missing file": (["--token-file", str(tmp_path / "nope")], None)}
+    for case, (args, env_token) in cases.items():
+        if env_token is None:
+            monkeypatch.delenv("PRELABEL_TOKEN", raising=False)
+        else:
+            monkeypatch.setenv("PRELABEL_TOKEN", env_token)
+        with pytest.raises(SystemExit) as err:
+            main(["annotate", str(folder), "--out", str(tmp_path / "out"), "--router", NO_ROUTER, *args])
+        assert err.value.code == 2, case
+        message = capsys.readouterr().err
+        assert "token" in message and "with-a-space" not in message, (case, message)
+    assert not (tmp_path / "out" / "journal.jsonl").exists()

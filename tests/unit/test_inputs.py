@@ -1,6 +1,7 @@
 """Input expansion (folders, globs, manifests) and sharding of `prelabel annotate`."""
 from __future__ import annotations
 
+import hashlib
 import os
 
 import pytest
@@ -116,3 +117,12 @@ def test_select_shard_keeps_membership_when_inputs_are_reordered(ids, shard_coun
 def test_check_shard_raises_when_index_is_out_of_range(index, count):
     with pytest.raises(InputError):
         check_shard(index, count)
+
+
+def test_non_utf8_names_keep_their_bytes_when_listed_sharded_or_read_from_a_manifest(tmp_path):
+    raw = b"caf\xe9.jpg"  # Latin-1
+    (tmp_path / "m.txt").write_bytes(b"ok.jpg\n" + raw + b"\n")
+    (image,) = [im for im in read_manifest(tmp_path / "m.txt") if im.image_id != "ok.jpg"]
+    assert os.fsencode(image.image_id) == raw and os.fsencode(image.path).endswith(raw)
+    digest = hashlib.sha256(raw).digest()
+    assert shard_of(image.image_id, 7) == int.from_bytes(digest[:8], "big") % 7

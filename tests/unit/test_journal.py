@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -133,3 +134,16 @@ def test_journal_keeps_every_committed_record_when_writer_is_sigkilled(tmp_path,
     for record in journal.records([f"img-{i}" for i in range(n)]):
         assert len(response_of(record).masks[0].mask.counts) == 200_000
     assert path.read_bytes().endswith(b"\n")  # a torn tail, if any, was cut off
+
+
+def test_journal_reads_back_a_name_that_is_not_utf8_when_reopened(tmp_path):
+    image_id = os.fsdecode(b"caf\xe9.jpg")  # a surrogate escape
+    with Journal(tmp_path / "j.jsonl") as journal:
+        journal.append_rejected(image_id, image_id, "file name is not valid UTF-8")
+        journal.append_rejected("café.jpg", "café.jpg", "bad image")
+    raw = (tmp_path / "j.jsonl").read_bytes()
+    raw.decode("utf-8")  # the file stays UTF-8
+    assert "café".encode() in raw  # valid names are written as they are
+    reopened = Journal(tmp_path / "j.jsonl")
+    assert set(reopened.index) == {image_id, "café.jpg"}
+    assert reopened.read(image_id)["path"] == image_id

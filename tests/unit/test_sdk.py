@@ -13,6 +13,7 @@ from prelabel.sdk import (
     PreLabelClient,
     StreamStalled,
     SyncPreLabelClient,
+    bearer_metadata,
     parse_tasks,
     response_to_dict,
 )
@@ -136,6 +137,16 @@ async def test_client_connects_over_tls_when_given_the_server_root(self_signed):
         async with PreLabelClient(address, timeout_s=2, max_attempts=1) as plaintext:
             with pytest.raises(grpc.aio.AioRpcError):
                 await plaintext.prelabel(b"x", "a")
+
+
+def test_client_sends_bearer_metadata_when_given_a_token_and_refuses_one_a_header_cannot_carry():
+    client = SyncPreLabelClient("127.0.0.1:1", token="bulk-1", metadata=[("x-trace", "7")])
+    assert client.metadata == (("x-trace", "7"), ("authorization", "Bearer bulk-1"))
+    client.close()
+    for bad in ("", "two words", "line\n", "caf\u00e9"):
+        with pytest.raises(ValueError) as err:
+            bearer_metadata(bad)
+        assert bad not in str(err.value) or not bad
 
 
 def test_parse_tasks_raises_when_name_is_unknown():
