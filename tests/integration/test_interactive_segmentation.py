@@ -1,0 +1,197 @@
+"""Interactive segmentation (SegmentClick, ClickSession) on the CPU profile: a real
+segmentation service over the real embedded tritonserver (whose segmenter config gives
+GrabCut's probability), real photos, clicks checked by hand (tests/unit/test_grabcut_clicks
+has the pictures' coordinates), the per-image state proved by its metrics, bad input."""
+from __future__ import annotations
+
+import asyncio
+import math
+
+import grpc
+import numpy as np
+import pytest
+import skimage.data
+from pycocotools import mask as coco_mask
+
+from prelabel.v1 import common_pb2, segmentation_pb2, segmentation_pb2_grpc
+from services.common.metrics import Metrics
+from services.segmentation.app import build_app
+from services.segmentation.settings import SegmentationSettings
+from tests.conftest import running
+from tests.grpc_helpers import bad_request_field, invalid_argument_field
+from tests.photos import encode
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+RPC_TIMEOUT_S = 60
+GRID = 256
+#: An image on the 256 px grid is at most 256 * 256 * 3 bytes: the bound holds two.
+STATE_BOUND = 2 * GRID * GRID * 3
+KIND = f"grabcut-grid:{GRID}"
+POSITIVE, NEGATIVE = segmentation_pb2.POINT_LABEL_POSITIVE, segmentation_pb2.POINT_LABEL_NEGATIVE
+
+
+class Service:
+    def __init__(self, stub: segmentation_pb2_grpc.SegmenterStub, metrics: Metrics):
+        self.stub, self.metrics = stub, metrics
+
+    def state(self, name: str) -> float:
+        """A per-image state metric of the GrabCut grids (hits, misses, evictions, bytes)."""
+        sample = f"prelabel_image_state_{name}" + ("" if name == "bytes" else "_total")
+        value = self.metrics.registry.get_sample_value(sample, {"service": "segmentation", "kind": KIND})
+        return value or 0.0
+
+
+@pytest.fixture(scope="module")
+async def service(triton):
+    metrics = Metrics("segmentation")
+    settings = SegmentationSettings(grpc_port=0, metrics_port=None, triton_url=triton.grpc_url,
+                                    click_grid_max_side=GRID, click_state_max_bytes=STATE_BOUND,
+                                    click_session_idle_s=1.0)
+    async with running(build_app(settings, metrics)) as address, grpc.aio.insecure_channel(address) as channel:
+        yield Service(segmentation_pb2_grpc.SegmenterStub(channel), metrics)
+
+
+def coffee_png(variant: int = 0) -> bytes:
+    """The coffee photo as PNG; `variant` changes one pixel, so the bytes (the state's
+    key) differ while the picture stays the same."""
+    image = skimage.data.coffee().copy()
+    image[0, 0, 0] = variant % 256
+    image[0, 1, 0] = variant // 256
+    return encode(image, "PNG")
+
+
+def point(x: float, y: float, label=POSITIVE) -> segmentation_pb2.PointPrompt:
+    return segmentation_pb2.PointPrompt(x=x, y=y, label=label)
+
+
+def mask_of(candidate: segmentation_pb2.MaskCandidate) -> np.ndarray:
+    m = candidate.instance.mask
+    return coco_mask.decode({"size": list(m.size), "counts": m.counts})
+
+
+def click_request(data: bytes, *points, **prompt) -> segmentation_pb2.ClickRequest:
+    return segmentation_pb2.ClickRequest(
+        image=common_pb2.Image(data=data, image_id="coffee"),
+        prompt=segmentation_pb2.ClickPrompt(points=list(points), **prompt))
+
+
+async def test_a_session_clicks_gets_a_mask_and_refines_it_with_a_negative_click(service):
+    """The README's session: open a stream, send the image, click the cup, then click the
+    table the first mask took, with the first answer's low-res mask: the table is gone."""
+    async def messages(answers: asyncio.Queue):
+        yield segmentation_pb2.ClickSessionRequest(start=segmentation_pb2.ClickSessionStart(
+            image=common_pb2.Image(data=coffee_png(1), image_id="coffee-1")))
+        yield segmentation_pb2.ClickSessionRequest(click=segmentation_pb2.ClickPrompt(points=[point(300, 200)]))
+        first = await answers.get()
+        yield segmentation_pb2.ClickSessionRequest(click=segmentation_pb2.ClickPrompt(
+            points=[point(300, 200), point(420, 385, NEGATIVE)],
+            previous_mask=first.candidates[0].low_res_mask))
+
+    answers: asyncio.Queue = asyncio.Queue()
+    replies = []
+    async for reply in service.stub.ClickSession(messages(answers), timeout=RPC_TIMEOUT_S):
+        replies.append(reply)
+        await answers.put(reply)
+    assert len(replies) == 2
+    first, second = (mask_of(r.candidates[0]) for r in replies)
+    assert first.shape == (400, 600)
+    assert first[200, 300] and first[385, 420], "the first mask holds the click and the table below the saucer"
+    assert second[200, 300] and second[120, 250] and second[300, 200], "the refined mask keeps the cup"
+    assert not second[385, 420] and not second[370, 440], "the negative click removed the table"
+    for reply in replies:
+        assert reply.image_id == "coffee-1"
+        assert (reply.image_size.width, reply.image_size.height) == (600, 400)
+        (candidate,) = reply.candidates
+        instance = candidate.instance
+        # GrabCut has no confidence: the served segmenter's grabcut_probability (0.6), a
+        # little less at the mask's edge, where the grid is interpolated.
+        assert 0.58 < instance.mask_quality <= 0.6 + 1e-6
+        assert math.isclose(instance.detection.score, instance.mask_quality, abs_tol=1e-6)
+        assert instance.detection.review == common_pb2.REVIEW_DECISION_NEEDS_REVIEW
+        assert instance.detection.provenance.model_name == "grabcut"
+        assert reply.provenance.model_name == "grabcut"
+        assert instance.area == int(mask_of(candidate).sum())
+        assert list(candidate.low_res_mask.shape) == [171, 256]
+        assert len(candidate.low_res_mask.data) == 171 * 256
+
+
+async def test_the_second_click_on_the_same_image_reuses_its_state(service):
+    data = coffee_png(2)
+    misses, hits = service.state("misses"), service.state("hits")
+    first = await service.stub.SegmentClick(click_request(data, point(300, 200)), timeout=RPC_TIMEOUT_S)
+    assert not first.image_state_reused
+    assert (service.state("misses"), service.state("hits")) == (misses + 1, hits)
+    second = await service.stub.SegmentClick(click_request(
+        data, point(300, 200), point(420, 385, NEGATIVE), previous_mask=first.candidates[0].low_res_mask),
+        timeout=RPC_TIMEOUT_S)
+    assert second.image_state_reused
+    assert (service.state("misses"), service.state("hits")) == (misses + 1, hits + 1), "not recomputed"
+    assert mask_of(second.candidates[0])[200, 300] and not mask_of(second.candidates[0])[385, 420]
+
+
+async def test_the_byte_bound_holds_and_an_evicted_image_is_prepared_again(service):
+    evictions = service.state("evictions")
+    for variant in range(10, 15):
+        await service.stub.SegmentClick(click_request(coffee_png(variant), point(300, 200)), timeout=RPC_TIMEOUT_S)
+        assert 0 < service.state("bytes") <= STATE_BOUND
+    assert service.state("evictions") >= evictions + 3
+    misses = service.state("misses")
+    again = await service.stub.SegmentClick(click_request(coffee_png(10), point(300, 200)), timeout=RPC_TIMEOUT_S)
+    assert not again.image_state_reused and service.state("misses") == misses + 1
+    assert mask_of(again.candidates[0])[200, 300]
+
+
+BAD_PROMPTS = {
+    "outside the image": ((point(601, 200),), {}, "prompt.points"),
+    "negative coordinate": ((point(-1, 200),), {}, "prompt.points"),
+    "NaN": ((point(math.nan, 200),), {}, "prompt.points[0]"),
+    "infinite": ((point(300, math.inf),), {}, "prompt.points[0]"),
+    "1,000 points": (tuple(point(300, 200) for _ in range(1000)), {}, "prompt.points"),
+    "no label": ((segmentation_pb2.PointPrompt(x=300, y=200),), {}, "prompt.points[0].label"),
+    "nothing": ((), {}, "prompt"),
+    "refinement mask of the wrong size": (
+        (point(300, 200),), {"previous_mask": segmentation_pb2.LowResMask(data=bytes(64 * 64), shape=[64, 64])},
+        "prompt.previous_mask.shape"),
+    "refinement mask shorter than its shape": (
+        (point(300, 200),), {"previous_mask": segmentation_pb2.LowResMask(data=bytes(10), shape=[171, 256])},
+        "prompt.previous_mask.data"),
+    "box outside the image": ((), {"box": common_pb2.Box(x_min=700, y_min=0, x_max=800, y_max=10)}, "prompt.box"),
+    "box inverted": ((), {"box": common_pb2.Box(x_min=50, y_min=0, x_max=10, y_max=10)}, "prompt.box"),
+    "mask threshold": ((point(300, 200),), {"mask_threshold": 1.0}, "prompt.mask_threshold"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_PROMPTS))
+async def test_a_bad_prompt_is_invalid_argument_naming_the_field(service, case):
+    points, prompt, field = BAD_PROMPTS[case]
+    request = click_request(coffee_png(3), *points, **prompt)
+    assert await invalid_argument_field(service.stub.SegmentClick, request, RPC_TIMEOUT_S) == field
+
+
+async def test_a_click_before_any_image_ends_the_session_invalid_argument(service):
+    async def messages():
+        yield segmentation_pb2.ClickSessionRequest(click=segmentation_pb2.ClickPrompt(points=[point(1, 1)]))
+
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        async for _ in service.stub.ClickSession(messages(), timeout=RPC_TIMEOUT_S):
+            pass
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert bad_request_field(exc.value) == "click"
+
+
+async def test_a_session_that_goes_quiet_ends_deadline_exceeded(service):
+    """The client sends the image, gets nothing to answer, and never closes: the server's
+    idle timeout (1 s here) ends the session instead of holding the image forever."""
+    never = asyncio.Event()
+
+    async def messages():
+        yield segmentation_pb2.ClickSessionRequest(start=segmentation_pb2.ClickSessionStart(
+            image=common_pb2.Image(data=coffee_png(4))))
+        await never.wait()
+
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        async for _ in service.stub.ClickSession(messages(), timeout=RPC_TIMEOUT_S):
+            pass
+    assert exc.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert "no message for 1 s" in exc.value.details()
