@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -32,8 +33,8 @@ POSITIVE, NEGATIVE = segmentation_pb2.POINT_LABEL_POSITIVE, segmentation_pb2.POI
 
 
 class Service:
-    def __init__(self, stub: segmentation_pb2_grpc.SegmenterStub, metrics: Metrics):
-        self.stub, self.metrics = stub, metrics
+    def __init__(self, address: str, stub: segmentation_pb2_grpc.SegmenterStub, metrics: Metrics):
+        self.address, self.stub, self.metrics = address, stub, metrics
 
     def state(self, name: str) -> float:
         """A per-image state metric of the GrabCut grids (hits, misses, evictions, bytes)."""
@@ -49,7 +50,7 @@ async def service(triton):
                                     click_grid_max_side=GRID, click_state_max_bytes=STATE_BOUND,
                                     click_session_idle_s=1.0)
     async with running(build_app(settings, metrics)) as address, grpc.aio.insecure_channel(address) as channel:
-        yield Service(segmentation_pb2_grpc.SegmenterStub(channel), metrics)
+        yield Service(address, segmentation_pb2_grpc.SegmenterStub(channel), metrics)
 
 
 def coffee_png(variant: int = 0) -> bytes:
@@ -195,3 +196,24 @@ async def test_a_session_that_goes_quiet_ends_deadline_exceeded(service):
             pass
     assert exc.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert "no message for 1 s" in exc.value.details()
+
+
+def readme_session() -> str:
+    """The README's interactive session, as written there."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    after = text.split("<!-- interactive-session -->\n```python\n", 1)[1]
+    return after.split("```", 1)[0]
+
+
+async def test_the_readme_session_runs_and_refines_the_mask(service, tmp_path, monkeypatch, capsys):
+    """The README's code, run as written against this test's service (its address and
+    the coffee photo substituted): two answers, both drafts for review (what the refined
+    mask holds is checked by the session test above)."""
+    (tmp_path / "coffee.png").write_bytes(coffee_png(5))
+    monkeypatch.chdir(tmp_path)
+    code = readme_session().replace("127.0.0.1:50053", service.address)
+    await asyncio.to_thread(exec, compile(code, "README.md", "exec"), {})
+    lines = capsys.readouterr().out.split()
+    areas, qualities, reviews = [int(a) for a in lines[0::3]], lines[1::3], lines[2::3]
+    assert len(areas) == 2 and min(areas) > 0
+    assert qualities == ["0.6", "0.6"] and reviews == ["REVIEW_DECISION_NEEDS_REVIEW"] * 2
