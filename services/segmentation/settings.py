@@ -26,11 +26,13 @@ class SegmentationSettings(ServiceSettings):
 
     click_grid_max_side: int = 256
     """Interactive segmentation (GrabCut): the image is downscaled to this long side (px)
-    once per image; the low-resolution masks are on that grid."""
+    once per image; the low-resolution masks are on that grid. A smaller grid is faster
+    (measured CPU per click on coffee: ~460 ms at 256, ~110 ms at 192) but GrabCut's
+    answers change with the grid: the click tests' pictures were checked at 256."""
 
     click_state_max_bytes: int = 64 * 1024 * 1024
     """Interactive segmentation: bound of the per-image state kept between clicks (the
-    downscaled images, ~200 KB each at 256 px), least recently used evicted first; 0 keeps
+    downscaled images, at most 192 KB each at 256 px), least recently used evicted first; 0 keeps
     none (every click prepares its image again)."""
 
     click_session_idle_s: float = 300.0
