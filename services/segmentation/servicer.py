@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
-from prelabel.core.errors import DeadlineExceeded, InvalidArgument
+from prelabel.core.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted
 from prelabel.core.review import policy_from_proto
 from prelabel.v1 import segmentation_pb2, segmentation_pb2_grpc
 from services.common import requests as fields
@@ -25,6 +25,7 @@ class SegmenterServicer(TaskServicer, segmentation_pb2_grpc.SegmenterServicer):
         self.settings: SegmentationSettings = head.settings
         settings = self.settings
         self.clicks = GrabCutClicks(settings, ImageStateCache(settings.click_state_max_bytes, metrics), metrics)
+        self.open_sessions = 0
 
     async def Segment(self, request: segmentation_pb2.SegmentRequest, context) -> segmentation_pb2.SegmentResponse:
         return await self.serve(request, context)
@@ -53,8 +54,22 @@ class SegmenterServicer(TaskServicer, segmentation_pb2_grpc.SegmenterServicer):
 
     async def ClickSession(self, request_iterator: AsyncIterator[segmentation_pb2.ClickSessionRequest],
                            context) -> AsyncIterator[segmentation_pb2.ClickResponse]:
-        """One image at a time (held by the session itself, so eviction from the shared
-        state never touches it), each click answered in order."""
+        """At most click_max_sessions at once; one image at a time (held by the session
+        itself, so eviction from the shared state never touches it), each click answered
+        in order."""
+        settings = self.settings
+        if self.open_sessions >= settings.click_max_sessions:
+            raise ResourceExhausted(f"{self.open_sessions} click sessions open (limit {settings.click_max_sessions})",
+                                    retry_after_ms=settings.retry_after_ms)
+        self.open_sessions += 1
+        try:
+            async for reply in self._session(request_iterator, context):
+                yield reply
+        finally:
+            self.open_sessions -= 1
+
+    async def _session(self, request_iterator: AsyncIterator[segmentation_pb2.ClickSessionRequest],
+                       context) -> AsyncIterator[segmentation_pb2.ClickResponse]:
         settings = self.settings
         session_end = time.monotonic() + time_left(context, settings.click_session_max_s, settings.min_time_left_s)
         grabcut = await self.grabcut_settings()

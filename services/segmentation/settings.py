@@ -38,6 +38,11 @@ class SegmentationSettings(ServiceSettings):
     click_session_idle_s: float = 300.0
     """ClickSession: a session with no message for this long ends DEADLINE_EXCEEDED."""
 
+    click_max_sessions: int = 32
+    """ClickSession: open sessions one process serves at once; more get RESOURCE_EXHAUSTED
+    with the retry hint. A session counts against max_in_flight for its whole life, so
+    this stays below it: open sessions never take every slot from unary calls."""
+
     click_session_max_s: float = 3600.0
     """ClickSession: the session's deadline when the caller sets none (the caller's
     deadline, when shorter, wins)."""

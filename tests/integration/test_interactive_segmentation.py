@@ -48,7 +48,7 @@ async def service(triton):
     metrics = Metrics("segmentation")
     settings = SegmentationSettings(grpc_port=0, metrics_port=None, triton_url=triton.grpc_url,
                                     click_grid_max_side=GRID, click_state_max_bytes=STATE_BOUND,
-                                    click_session_idle_s=1.0)
+                                    click_session_idle_s=3.0, click_max_sessions=2)
     async with running(build_app(settings, metrics)) as address, grpc.aio.insecure_channel(address) as channel:
         yield Service(address, segmentation_pb2_grpc.SegmenterStub(channel), metrics)
 
@@ -183,7 +183,7 @@ async def test_a_click_before_any_image_ends_the_session_invalid_argument(servic
 
 async def test_a_session_that_goes_quiet_ends_deadline_exceeded(service):
     """The client sends the image, gets nothing to answer, and never closes: the server's
-    idle timeout (1 s here) ends the session instead of holding the image forever."""
+    idle timeout (3 s here) ends the session instead of holding the image forever."""
     never = asyncio.Event()
 
     async def messages():
@@ -195,7 +195,34 @@ async def test_a_session_that_goes_quiet_ends_deadline_exceeded(service):
         async for _ in service.stub.ClickSession(messages(), timeout=RPC_TIMEOUT_S):
             pass
     assert exc.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert "no message for 1 s" in exc.value.details()
+    assert "no message for 3 s" in exc.value.details()
+
+
+async def test_sessions_beyond_the_limit_are_refused_with_a_retry_hint(service):
+    """Two sessions open (this service's limit): a third is RESOURCE_EXHAUSTED at once;
+    once one closes, a new one is served."""
+    release = asyncio.Event()
+
+    async def held():
+        yield segmentation_pb2.ClickSessionRequest(start=segmentation_pb2.ClickSessionStart(
+            image=common_pb2.Image(data=coffee_png(6))))
+        yield segmentation_pb2.ClickSessionRequest(click=segmentation_pb2.ClickPrompt(points=[point(300, 200)]))
+        await release.wait()
+
+    calls = [service.stub.ClickSession(held(), timeout=RPC_TIMEOUT_S) for _ in range(2)]
+    for call in calls:
+        await call.read()  # the first answer: the session is open
+    third = service.stub.ClickSession(held(), timeout=RPC_TIMEOUT_S)
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        await third.read()
+    assert exc.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert ("retry-after-ms", "200") in tuple(exc.value.trailing_metadata() or ())
+    release.set()
+    for call in calls:
+        assert await call.read() is grpc.aio.EOF
+    again = service.stub.ClickSession(held(), timeout=RPC_TIMEOUT_S)
+    assert (await again.read()).candidates
+    again.cancel()
 
 
 def readme_session() -> str:
