@@ -5,6 +5,7 @@ has the pictures' coordinates), the per-image state proved by its metrics, bad i
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 from pathlib import Path
 
@@ -12,13 +13,15 @@ import grpc
 import numpy as np
 import pytest
 import skimage.data
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from pycocotools import mask as coco_mask
 
 from prelabel.v1 import common_pb2, segmentation_pb2, segmentation_pb2_grpc
 from services.common.metrics import Metrics
+from services.router.clicks import IMAGE_KEY
 from services.segmentation.app import build_app
 from services.segmentation.settings import SegmentationSettings
-from tests.conftest import running
+from tests.conftest import running, serving
 from tests.grpc_helpers import bad_request_field, invalid_argument_field
 from tests.photos import encode
 
@@ -244,3 +247,89 @@ async def test_the_readme_session_runs_and_refines_the_mask(service, tmp_path, m
     areas, qualities, reviews = [int(a) for a in lines[0::3]], lines[1::3], lines[2::3]
     assert len(areas) == 2 and min(areas) > 0
     assert qualities == ["0.6", "0.6"] and reviews == ["REVIEW_DECISION_NEEDS_REVIEW"] * 2
+
+
+@pytest.fixture(scope="module")
+async def router_clicks(service):
+    """The real router in front of this module's segmentation service (no detection or
+    keypoints service: the router is ready while one service serves)."""
+    async with serving("router", "RouterSettings", segmentation_addr=service.address,
+                       detection_addr="127.0.0.1:9", keypoints_addr="127.0.0.1:9") as address, \
+            grpc.aio.insecure_channel(address) as channel:
+        yield segmentation_pb2_grpc.SegmenterStub(channel)
+
+
+async def test_the_router_forwards_clicks_and_sessions(service, router_clicks):
+    data = coffee_png(7)
+    first = await router_clicks.SegmentClick(click_request(data, point(300, 200)), timeout=RPC_TIMEOUT_S)
+    second = await router_clicks.SegmentClick(click_request(data, point(300, 200)), timeout=RPC_TIMEOUT_S)
+    assert not first.image_state_reused and second.image_state_reused
+    assert mask_of(second.candidates[0])[200, 300]
+
+    async def messages():
+        yield segmentation_pb2.ClickSessionRequest(start=segmentation_pb2.ClickSessionStart(
+            image=common_pb2.Image(data=data, image_id="via-router")))
+        yield segmentation_pb2.ClickSessionRequest(click=segmentation_pb2.ClickPrompt(points=[point(300, 200)]))
+
+    replies = [r async for r in router_clicks.ClickSession(messages(), timeout=RPC_TIMEOUT_S)]
+    assert [r.image_id for r in replies] == ["via-router"] and replies[0].image_state_reused
+
+
+async def test_the_router_relays_a_bad_click_with_its_field(router_clicks):
+    request = click_request(coffee_png(3), point(math.nan, 200))
+    assert await invalid_argument_field(router_clicks.SegmentClick, request, RPC_TIMEOUT_S) == "prompt.points[0]"
+
+    async def messages():
+        yield segmentation_pb2.ClickSessionRequest(click=segmentation_pb2.ClickPrompt(points=[point(1, 1)]))
+
+    with pytest.raises(grpc.aio.AioRpcError) as exc:
+        async for _ in router_clicks.ClickSession(messages(), timeout=RPC_TIMEOUT_S):
+            pass
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT and bad_request_field(exc.value) == "click"
+
+
+class RecordingSegmenter(segmentation_pb2_grpc.SegmenterServicer):
+    """Stands for the proxy in front of the segmentation replicas, the only reader of the
+    image key (the segmentation service ignores it), so a test double records it."""
+
+    def __init__(self):
+        self.keys: list[str] = []
+
+    def _record(self, context) -> None:
+        self.keys.append(dict(context.invocation_metadata()).get(IMAGE_KEY, ""))
+
+    async def SegmentClick(self, request, context):
+        self._record(context)
+        return segmentation_pb2.ClickResponse()
+
+    async def ClickSession(self, request_iterator, context):
+        self._record(context)
+        async for _ in request_iterator:
+            yield segmentation_pb2.ClickResponse()
+
+
+async def test_the_router_sends_the_image_key_a_proxy_hashes_by():
+    recorder = RecordingSegmenter()
+    server = grpc.aio.server()
+    segmentation_pb2_grpc.add_SegmenterServicer_to_server(recorder, server)
+    health_servicer = health.aio.HealthServicer()
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with serving("router", "RouterSettings", segmentation_addr=f"127.0.0.1:{port}",
+                           detection_addr="127.0.0.1:9", keypoints_addr="127.0.0.1:9") as address, \
+                grpc.aio.insecure_channel(address) as channel:
+            stub = segmentation_pb2_grpc.SegmenterStub(channel)
+            data = coffee_png(8)
+            await stub.SegmentClick(click_request(data, point(1, 1)), timeout=RPC_TIMEOUT_S)
+
+            async def messages():
+                yield segmentation_pb2.ClickSessionRequest(start=segmentation_pb2.ClickSessionStart(
+                    image=common_pb2.Image(data=data)))
+
+            assert len([r async for r in stub.ClickSession(messages(), timeout=RPC_TIMEOUT_S)]) == 1
+    finally:
+        await server.stop(None)
+    assert recorder.keys == [hashlib.sha256(data).hexdigest()] * 2
