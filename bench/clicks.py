@@ -78,6 +78,7 @@ def main() -> None:
     result = json.dumps(measure(args.rounds), indent=2)
     print(result)
     if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(result + "\n", encoding="utf-8")
 
 
