@@ -1,7 +1,8 @@
-"""SAM's decoder through the suite's prompt encoding (services.modelkit.sam_prompts) equals
-Meta's SamPredictor.predict on the same weights: a small random-initialised SAM (the
-published decoder's sizes and ONNX interface, a one-block encoder), the decoder exported
-with Meta's SamOnnxModel and run by onnxruntime. Points, box, points + box and a
+"""SAM through the suite's encoder input and prompt encoding (services.modelkit.sam_onnx)
+equals Meta's SamPredictor (set_image + predict) on the same weights: a small
+random-initialised SAM (the published decoder's sizes and ONNX interface, a one-block
+encoder), the encoder exported to ONNX and the decoder with Meta's SamOnnxModel, both run
+by onnxruntime. Points, box, points + box and a
 refinement step (the previous answer's low-resolution mask), each with one mask and with
 the three multimask candidates. Random weights make masks of every size (areas checked),
 so agreement is not two empty masks agreeing."""
@@ -18,6 +19,10 @@ CASES = [f"{prompt}/{mode}" for prompt in ("points", "box", "points+box", "refin
 @pytest.fixture(scope="module")
 def reference(run_probe, tmp_path_factory):
     return run_probe("sam", "sam_reference.py", tmp_path_factory.mktemp("sam"))
+
+
+def test_the_suite_s_encoder_input_gives_sam_predictor_s_embedding(reference):
+    assert reference["embedding_diff"] <= 1e-3
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -1,8 +1,10 @@
 """Run with the `sam` tool venv: a small random-initialised SAM (the published decoder's
 sizes, a one-block encoder), Meta's SamPredictor.predict as the reference, the decoder
 exported with Meta's SamOnnxModel (return_single_mask=False) run by onnxruntime on inputs
-made by services.modelkit.sam_prompts. Prints one JSON line: per case, the IoU of the
-masks, the largest predicted-IoU difference, the largest logit difference, the areas."""
+made by services.modelkit.sam_onnx, on the embedding of the encoder exported to ONNX and
+fed by sam_onnx.encoder_input. Prints one JSON line: the largest embedding difference and,
+per case, the IoU of the masks, the largest predicted-IoU, logit and low-res differences,
+the areas."""
 from __future__ import annotations
 
 import json
@@ -18,8 +20,8 @@ from segment_anything import SamPredictor
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 from segment_anything.utils.onnx import SamOnnxModel
 
-from services.modelkit import sam_prompts
-from services.modelkit.sam_prompts import SamPrompt
+from services.modelkit import sam_onnx as sam_prompts
+from services.modelkit.sam_onnx import SamPrompt
 
 
 def tiny_sam() -> Sam:
@@ -55,6 +57,11 @@ def export(sam: Sam, path: Path) -> None:
                       do_constant_folding=True, dynamo=False)
 
 
+def export_encoder(sam: Sam, path: Path) -> None:
+    torch.onnx.export(sam.image_encoder, (torch.randn(1, 3, 1024, 1024),), str(path), input_names=["image"],
+                      output_names=["image_embeddings"], opset_version=17, dynamo=False)
+
+
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
@@ -69,7 +76,10 @@ def main() -> None:
     predictor.set_image(image)
     export(sam, out / "decoder.onnx")
     session = onnxruntime.InferenceSession(str(out / "decoder.onnx"), providers=["CPUExecutionProvider"])
-    embedding = predictor.get_image_embedding().numpy()
+    export_encoder(sam, out / "encoder.onnx")
+    encoder = onnxruntime.InferenceSession(str(out / "encoder.onnx"), providers=["CPUExecutionProvider"])
+    embedding = encoder.run(None, {"image": sam_prompts.encoder_input(image)})[0]
+    report: dict = {"embedding_diff": float(np.abs(embedding - predictor.get_image_embedding().numpy()).max())}
 
     points = np.array([[300.0, 200.0], [420.0, 385.0]])
     labels = np.array([1, 0])
@@ -81,7 +91,6 @@ def main() -> None:
         "points+box": (points, labels, box, None),
         "refinement": (points, labels, None, first_low_res[0]),
     }
-    report = {}
     for name, (p, lab, b, previous) in cases.items():
         for multimask in (False, True):
             ref_masks, ref_scores, ref_low = predictor.predict(

@@ -1,7 +1,13 @@
-"""Prompts into SAM's published decoder interface and its answer out, numpy only: what
-the suite does around a SAM decoder (an ONNX export of Meta's `SamOnnxModel`, or any pair
-of the same interface: MobileSAM, EdgeSAM, EfficientViT-SAM exports), checked against
-Meta's own `SamPredictor.predict` by tests/tools/test_sam_reference.py.
+"""SAM's published ONNX interface (an encoder and Meta's `SamOnnxModel` decoder export, or
+any pair of the same interface: MobileSAM, EdgeSAM, EfficientViT-SAM exports): the
+image into the encoder, prompts into the decoder and its answer out, numpy and Pillow
+only. Checked against Meta's own `SamPredictor` (set_image + predict) by
+tests/tools/test_sam_reference.py.
+
+The encoder's input [1, 3, 1024, 1024] float32: the RGB image resized (Pillow bilinear)
+so its long side is 1024, normalised by SAM's pixel mean and std, zero-padded at the
+bottom and right. Its output, image_embeddings [1, 256, 64, 64], is what a server keeps
+per image between clicks (4 MiB).
 
 The decoder's inputs (batch of one prompt set):
   image_embeddings [1, 256, 64, 64]  the encoder's output for the image
@@ -25,10 +31,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 LONG_SIDE = 1024  # the encoder's input size
 LOW_RES = 256  # the low-resolution mask's side
 MASK_THRESHOLD = 0.0  # on the logits
+
+PIXEL_MEAN = np.array([123.675, 116.28, 103.53], np.float32)
+PIXEL_STD = np.array([58.395, 57.12, 57.375], np.float32)
 
 POSITIVE, NEGATIVE, BOX_TOP_LEFT, BOX_BOTTOM_RIGHT, PADDING = 1, 0, 2, 3, -1
 
@@ -57,6 +67,16 @@ def resized_size(height: int, width: int, long_side: int = LONG_SIDE) -> tuple[i
     (segment_anything's ResizeLongestSide.get_preprocess_shape, same rounding)."""
     scale = long_side / max(height, width)
     return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+def encoder_input(rgb: np.ndarray) -> np.ndarray:
+    """The encoder's input for an RGB uint8 [H, W, 3] image."""
+    height, width = rgb.shape[:2]
+    new_h, new_w = resized_size(height, width)
+    resized = np.asarray(Image.fromarray(rgb).resize((new_w, new_h), Image.Resampling.BILINEAR), np.float32)
+    out = np.zeros((1, 3, LONG_SIDE, LONG_SIDE), np.float32)
+    out[0, :, :new_h, :new_w] = ((resized - PIXEL_MEAN) / PIXEL_STD).transpose(2, 0, 1)
+    return out
 
 
 def to_encoder_input(points: np.ndarray, height: int, width: int) -> np.ndarray:
