@@ -81,7 +81,7 @@ class SegmenterServicer(TaskServicer, segmentation_pb2_grpc.SegmenterServicer):
                 message = await asyncio.wait_for(anext(messages), min(settings.click_session_idle_s, left))
             except StopAsyncIteration:
                 return
-            except TimeoutError:
+            except asyncio.TimeoutError:  # (not the builtin before Python 3.11)
                 if left <= settings.click_session_idle_s:
                     raise DeadlineExceeded("the session's deadline passed") from None
                 raise DeadlineExceeded(f"no message for {settings.click_session_idle_s:g} s; "
