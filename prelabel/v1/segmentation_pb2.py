@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from prelabel.v1 import common_pb2 as prelabel_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eprelabel/v1/segmentation.proto\x12\x0bprelabel.v1\x1a\x18prelabel/v1/common.proto\"S\n\tBoxPrompt\x12\x1d\n\x03\x62ox\x18\x01 \x01(\x0b\x32\x10.prelabel.v1.Box\x12\'\n\x08\x63\x61tegory\x18\x02 \x01(\x0b\x32\x15.prelabel.v1.Category\"\xf8\x02\n\x0eSegmentRequest\x12!\n\x05image\x18\x01 \x01(\x0b\x32\x12.prelabel.v1.Image\x12\'\n\x07prompts\x18\x02 \x03(\x0b\x32\x16.prelabel.v1.BoxPrompt\x12\x1c\n\x0fscore_threshold\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x14\n\x0c\x63\x61tegory_ids\x18\x04 \x03(\x05\x12\x16\n\x0e\x63\x61tegory_names\x18\x05 \x03(\t\x12\x15\n\rmax_instances\x18\x06 \x01(\r\x12\x1b\n\x0emask_threshold\x18\x07 \x01(\x02H\x01\x88\x01\x01\x12\x18\n\x10include_polygons\x18\x08 \x01(\x08\x12\x30\n\rreview_policy\x18\t \x01(\x0b\x32\x19.prelabel.v1.ReviewPolicy\x12\'\n\x08priority\x18\n \x01(\x0e\x32\x15.prelabel.v1.PriorityB\x12\n\x10_score_thresholdB\x11\n\x0f_mask_threshold\"\xd5\x01\n\x0cInstanceMask\x12)\n\tdetection\x18\x01 \x01(\x0b\x32\x16.prelabel.v1.Detection\x12\"\n\x04mask\x18\x02 \x01(\x0b\x32\x14.prelabel.v1.RleMask\x12\x0c\n\x04\x61rea\x18\x03 \x01(\x04\x12\x14\n\x0cmask_quality\x18\x04 \x01(\x02\x12&\n\x08polygons\x18\x05 \x03(\x0b\x32\x14.prelabel.v1.Polygon\x12\x19\n\x0cprompt_index\x18\x06 \x01(\rH\x00\x88\x01\x01\x42\x0f\n\r_prompt_index\"\xde\x01\n\x0fSegmentResponse\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12*\n\nimage_size\x18\x02 \x01(\x0b\x32\x16.prelabel.v1.ImageSize\x12,\n\tinstances\x18\x03 \x03(\x0b\x32\x19.prelabel.v1.InstanceMask\x12+\n\nprovenance\x18\x04 \x01(\x0b\x32\x17.prelabel.v1.Provenance\x12\x32\n\x0buncertainty\x18\x05 \x01(\x0b\x32\x1d.prelabel.v1.ImageUncertainty2Q\n\tSegmenter\x12\x44\n\x07Segment\x12\x1b.prelabel.v1.SegmentRequest\x1a\x1c.prelabel.v1.SegmentResponseB\x1aP\x01Z\x16prelabel/v1;prelabelv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eprelabel/v1/segmentation.proto\x12\x0bprelabel.v1\x1a\x18prelabel/v1/common.proto\"S\n\tBoxPrompt\x12\x1d\n\x03\x62ox\x18\x01 \x01(\x0b\x32\x10.prelabel.v1.Box\x12\'\n\x08\x63\x61tegory\x18\x02 \x01(\x0b\x32\x15.prelabel.v1.Category\"\xf8\x02\n\x0eSegmentRequest\x12!\n\x05image\x18\x01 \x01(\x0b\x32\x12.prelabel.v1.Image\x12\'\n\x07prompts\x18\x02 \x03(\x0b\x32\x16.prelabel.v1.BoxPrompt\x12\x1c\n\x0fscore_threshold\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x14\n\x0c\x63\x61tegory_ids\x18\x04 \x03(\x05\x12\x16\n\x0e\x63\x61tegory_names\x18\x05 \x03(\t\x12\x15\n\rmax_instances\x18\x06 \x01(\r\x12\x1b\n\x0emask_threshold\x18\x07 \x01(\x02H\x01\x88\x01\x01\x12\x18\n\x10include_polygons\x18\x08 \x01(\x08\x12\x30\n\rreview_policy\x18\t \x01(\x0b\x32\x19.prelabel.v1.ReviewPolicy\x12\'\n\x08priority\x18\n \x01(\x0e\x32\x15.prelabel.v1.PriorityB\x12\n\x10_score_thresholdB\x11\n\x0f_mask_threshold\"\xd5\x01\n\x0cInstanceMask\x12)\n\tdetection\x18\x01 \x01(\x0b\x32\x16.prelabel.v1.Detection\x12\"\n\x04mask\x18\x02 \x01(\x0b\x32\x14.prelabel.v1.RleMask\x12\x0c\n\x04\x61rea\x18\x03 \x01(\x04\x12\x14\n\x0cmask_quality\x18\x04 \x01(\x02\x12&\n\x08polygons\x18\x05 \x03(\x0b\x32\x14.prelabel.v1.Polygon\x12\x19\n\x0cprompt_index\x18\x06 \x01(\rH\x00\x88\x01\x01\x42\x0f\n\r_prompt_index\"\xde\x01\n\x0fSegmentResponse\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12*\n\nimage_size\x18\x02 \x01(\x0b\x32\x16.prelabel.v1.ImageSize\x12,\n\tinstances\x18\x03 \x03(\x0b\x32\x19.prelabel.v1.InstanceMask\x12+\n\nprovenance\x18\x04 \x01(\x0b\x32\x17.prelabel.v1.Provenance\x12\x32\n\x0buncertainty\x18\x05 \x01(\x0b\x32\x1d.prelabel.v1.ImageUncertainty\"K\n\x0bPointPrompt\x12\t\n\x01x\x18\x01 \x01(\x02\x12\t\n\x01y\x18\x02 \x01(\x02\x12&\n\x05label\x18\x03 \x01(\x0e\x32\x17.prelabel.v1.PointLabel\")\n\nLowResMask\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\r\n\x05shape\x18\x02 \x03(\r\"\x93\x02\n\x0b\x43lickPrompt\x12(\n\x06points\x18\x01 \x03(\x0b\x32\x18.prelabel.v1.PointPrompt\x12\x1d\n\x03\x62ox\x18\x02 \x01(\x0b\x32\x10.prelabel.v1.Box\x12.\n\rprevious_mask\x18\x03 \x01(\x0b\x32\x17.prelabel.v1.LowResMask\x12\x18\n\x10multimask_output\x18\x04 \x01(\x08\x12\x1b\n\x0emask_threshold\x18\x05 \x01(\x02H\x00\x88\x01\x01\x12\x18\n\x10include_polygons\x18\x06 \x01(\x08\x12\'\n\x08\x63\x61tegory\x18\x07 \x01(\x0b\x32\x15.prelabel.v1.CategoryB\x11\n\x0f_mask_threshold\"\xb6\x01\n\x0c\x43lickRequest\x12!\n\x05image\x18\x01 \x01(\x0b\x32\x12.prelabel.v1.Image\x12(\n\x06prompt\x18\x02 \x01(\x0b\x32\x18.prelabel.v1.ClickPrompt\x12\x30\n\rreview_policy\x18\x03 \x01(\x0b\x32\x19.prelabel.v1.ReviewPolicy\x12\'\n\x08priority\x18\x04 \x01(\x0e\x32\x15.prelabel.v1.Priority\"\x91\x01\n\x11\x43lickSessionStart\x12!\n\x05image\x18\x01 \x01(\x0b\x32\x12.prelabel.v1.Image\x12\x30\n\rreview_policy\x18\x02 \x01(\x0b\x32\x19.prelabel.v1.ReviewPolicy\x12\'\n\x08priority\x18\x03 \x01(\x0e\x32\x15.prelabel.v1.Priority\"|\n\x13\x43lickSessionRequest\x12/\n\x05start\x18\x01 \x01(\x0b\x32\x1e.prelabel.v1.ClickSessionStartH\x00\x12)\n\x05\x63lick\x18\x02 \x01(\x0b\x32\x18.prelabel.v1.ClickPromptH\x00\x42\t\n\x07message\"k\n\rMaskCandidate\x12+\n\x08instance\x18\x01 \x01(\x0b\x32\x19.prelabel.v1.InstanceMask\x12-\n\x0clow_res_mask\x18\x02 \x01(\x0b\x32\x17.prelabel.v1.LowResMask\"\xc6\x01\n\rClickResponse\x12\x10\n\x08image_id\x18\x01 \x01(\t\x12*\n\nimage_size\x18\x02 \x01(\x0b\x32\x16.prelabel.v1.ImageSize\x12.\n\ncandidates\x18\x03 \x03(\x0b\x32\x1a.prelabel.v1.MaskCandidate\x12+\n\nprovenance\x18\x04 \x01(\x0b\x32\x17.prelabel.v1.Provenance\x12\x1a\n\x12image_state_reused\x18\x05 \x01(\x08*]\n\nPointLabel\x12\x1b\n\x17POINT_LABEL_UNSPECIFIED\x10\x00\x12\x18\n\x14POINT_LABEL_POSITIVE\x10\x01\x12\x18\n\x14POINT_LABEL_NEGATIVE\x10\x02\x32\xea\x01\n\tSegmenter\x12\x44\n\x07Segment\x12\x1b.prelabel.v1.SegmentRequest\x1a\x1c.prelabel.v1.SegmentResponse\x12\x45\n\x0cSegmentClick\x12\x19.prelabel.v1.ClickRequest\x1a\x1a.prelabel.v1.ClickResponse\x12P\n\x0c\x43lickSession\x12 .prelabel.v1.ClickSessionRequest\x1a\x1a.prelabel.v1.ClickResponse(\x01\x30\x01\x42\x1aP\x01Z\x16prelabel/v1;prelabelv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,6 +33,8 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'prelabel.v1.segmentation_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'P\001Z\026prelabel/v1;prelabelv1'
+  _globals['_POINTLABEL']._serialized_start=2145
+  _globals['_POINTLABEL']._serialized_end=2238
   _globals['_BOXPROMPT']._serialized_start=73
   _globals['_BOXPROMPT']._serialized_end=156
   _globals['_SEGMENTREQUEST']._serialized_start=159
@@ -41,6 +43,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INSTANCEMASK']._serialized_end=751
   _globals['_SEGMENTRESPONSE']._serialized_start=754
   _globals['_SEGMENTRESPONSE']._serialized_end=976
-  _globals['_SEGMENTER']._serialized_start=978
-  _globals['_SEGMENTER']._serialized_end=1059
+  _globals['_POINTPROMPT']._serialized_start=978
+  _globals['_POINTPROMPT']._serialized_end=1053
+  _globals['_LOWRESMASK']._serialized_start=1055
+  _globals['_LOWRESMASK']._serialized_end=1096
+  _globals['_CLICKPROMPT']._serialized_start=1099
+  _globals['_CLICKPROMPT']._serialized_end=1374
+  _globals['_CLICKREQUEST']._serialized_start=1377
+  _globals['_CLICKREQUEST']._serialized_end=1559
+  _globals['_CLICKSESSIONSTART']._serialized_start=1562
+  _globals['_CLICKSESSIONSTART']._serialized_end=1707
+  _globals['_CLICKSESSIONREQUEST']._serialized_start=1709
+  _globals['_CLICKSESSIONREQUEST']._serialized_end=1833
+  _globals['_MASKCANDIDATE']._serialized_start=1835
+  _globals['_MASKCANDIDATE']._serialized_end=1942
+  _globals['_CLICKRESPONSE']._serialized_start=1945
+  _globals['_CLICKRESPONSE']._serialized_end=2143
+  _globals['_SEGMENTER']._serialized_start=2241
+  _globals['_SEGMENTER']._serialized_end=2475
 # @@protoc_insertion_point(module_scope)

@@ -1,11 +1,21 @@
 from prelabel.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class PointLabel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    POINT_LABEL_UNSPECIFIED: _ClassVar[PointLabel]
+    POINT_LABEL_POSITIVE: _ClassVar[PointLabel]
+    POINT_LABEL_NEGATIVE: _ClassVar[PointLabel]
+POINT_LABEL_UNSPECIFIED: PointLabel
+POINT_LABEL_POSITIVE: PointLabel
+POINT_LABEL_NEGATIVE: PointLabel
 
 class BoxPrompt(_message.Message):
     __slots__ = ("box", "category")
@@ -68,3 +78,91 @@ class SegmentResponse(_message.Message):
     provenance: _common_pb2.Provenance
     uncertainty: _common_pb2.ImageUncertainty
     def __init__(self, image_id: _Optional[str] = ..., image_size: _Optional[_Union[_common_pb2.ImageSize, _Mapping]] = ..., instances: _Optional[_Iterable[_Union[InstanceMask, _Mapping]]] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ..., uncertainty: _Optional[_Union[_common_pb2.ImageUncertainty, _Mapping]] = ...) -> None: ...
+
+class PointPrompt(_message.Message):
+    __slots__ = ("x", "y", "label")
+    X_FIELD_NUMBER: _ClassVar[int]
+    Y_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    x: float
+    y: float
+    label: PointLabel
+    def __init__(self, x: _Optional[float] = ..., y: _Optional[float] = ..., label: _Optional[_Union[PointLabel, str]] = ...) -> None: ...
+
+class LowResMask(_message.Message):
+    __slots__ = ("data", "shape")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, data: _Optional[bytes] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class ClickPrompt(_message.Message):
+    __slots__ = ("points", "box", "previous_mask", "multimask_output", "mask_threshold", "include_polygons", "category")
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    BOX_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_MASK_FIELD_NUMBER: _ClassVar[int]
+    MULTIMASK_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    MASK_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_POLYGONS_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    points: _containers.RepeatedCompositeFieldContainer[PointPrompt]
+    box: _common_pb2.Box
+    previous_mask: LowResMask
+    multimask_output: bool
+    mask_threshold: float
+    include_polygons: bool
+    category: _common_pb2.Category
+    def __init__(self, points: _Optional[_Iterable[_Union[PointPrompt, _Mapping]]] = ..., box: _Optional[_Union[_common_pb2.Box, _Mapping]] = ..., previous_mask: _Optional[_Union[LowResMask, _Mapping]] = ..., multimask_output: _Optional[bool] = ..., mask_threshold: _Optional[float] = ..., include_polygons: _Optional[bool] = ..., category: _Optional[_Union[_common_pb2.Category, _Mapping]] = ...) -> None: ...
+
+class ClickRequest(_message.Message):
+    __slots__ = ("image", "prompt", "review_policy", "priority")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    REVIEW_POLICY_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    image: _common_pb2.Image
+    prompt: ClickPrompt
+    review_policy: _common_pb2.ReviewPolicy
+    priority: _common_pb2.Priority
+    def __init__(self, image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., prompt: _Optional[_Union[ClickPrompt, _Mapping]] = ..., review_policy: _Optional[_Union[_common_pb2.ReviewPolicy, _Mapping]] = ..., priority: _Optional[_Union[_common_pb2.Priority, str]] = ...) -> None: ...
+
+class ClickSessionStart(_message.Message):
+    __slots__ = ("image", "review_policy", "priority")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    REVIEW_POLICY_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    image: _common_pb2.Image
+    review_policy: _common_pb2.ReviewPolicy
+    priority: _common_pb2.Priority
+    def __init__(self, image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., review_policy: _Optional[_Union[_common_pb2.ReviewPolicy, _Mapping]] = ..., priority: _Optional[_Union[_common_pb2.Priority, str]] = ...) -> None: ...
+
+class ClickSessionRequest(_message.Message):
+    __slots__ = ("start", "click")
+    START_FIELD_NUMBER: _ClassVar[int]
+    CLICK_FIELD_NUMBER: _ClassVar[int]
+    start: ClickSessionStart
+    click: ClickPrompt
+    def __init__(self, start: _Optional[_Union[ClickSessionStart, _Mapping]] = ..., click: _Optional[_Union[ClickPrompt, _Mapping]] = ...) -> None: ...
+
+class MaskCandidate(_message.Message):
+    __slots__ = ("instance", "low_res_mask")
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    LOW_RES_MASK_FIELD_NUMBER: _ClassVar[int]
+    instance: InstanceMask
+    low_res_mask: LowResMask
+    def __init__(self, instance: _Optional[_Union[InstanceMask, _Mapping]] = ..., low_res_mask: _Optional[_Union[LowResMask, _Mapping]] = ...) -> None: ...
+
+class ClickResponse(_message.Message):
+    __slots__ = ("image_id", "image_size", "candidates", "provenance", "image_state_reused")
+    IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    PROVENANCE_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_STATE_REUSED_FIELD_NUMBER: _ClassVar[int]
+    image_id: str
+    image_size: _common_pb2.ImageSize
+    candidates: _containers.RepeatedCompositeFieldContainer[MaskCandidate]
+    provenance: _common_pb2.Provenance
+    image_state_reused: bool
+    def __init__(self, image_id: _Optional[str] = ..., image_size: _Optional[_Union[_common_pb2.ImageSize, _Mapping]] = ..., candidates: _Optional[_Iterable[_Union[MaskCandidate, _Mapping]]] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ..., image_state_reused: _Optional[bool] = ...) -> None: ...

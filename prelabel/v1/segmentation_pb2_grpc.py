@@ -40,6 +40,16 @@ class SegmenterStub:
                 request_serializer=prelabel_dot_v1_dot_segmentation__pb2.SegmentRequest.SerializeToString,
                 response_deserializer=prelabel_dot_v1_dot_segmentation__pb2.SegmentResponse.FromString,
                 _registered_method=True)
+        self.SegmentClick = channel.unary_unary(
+                '/prelabel.v1.Segmenter/SegmentClick',
+                request_serializer=prelabel_dot_v1_dot_segmentation__pb2.ClickRequest.SerializeToString,
+                response_deserializer=prelabel_dot_v1_dot_segmentation__pb2.ClickResponse.FromString,
+                _registered_method=True)
+        self.ClickSession = channel.stream_stream(
+                '/prelabel.v1.Segmenter/ClickSession',
+                request_serializer=prelabel_dot_v1_dot_segmentation__pb2.ClickSessionRequest.SerializeToString,
+                response_deserializer=prelabel_dot_v1_dot_segmentation__pb2.ClickResponse.FromString,
+                _registered_method=True)
 
 
 class SegmenterServicer:
@@ -55,6 +65,32 @@ class SegmenterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SegmentClick(self, request, context):
+        """Interactive segmentation, one click at a time, keyed by image content: the
+        image is resent with every click, and a later click on the same image bytes
+        reuses what the server derived from it (its per-image state, bounded in bytes,
+        least recently used evicted first; an evicted image is recomputed, never an
+        error). The state is per replica: with several replicas, route by image
+        content (docs/operating.md). Errors as Detector.Detect; a bad prompt is
+        INVALID_ARGUMENT naming the field (e.g. "prompt.points[3]").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClickSession(self, request_iterator, context):
+        """Interactive segmentation as one session: the first message carries the image
+        (`start`), then any number of `click` messages, each answered by one
+        ClickResponse, in order. A later `start` replaces the image. A click before
+        any image ends the stream INVALID_ARGUMENT (field "click"); a bad click ends it
+        INVALID_ARGUMENT too. A session with no message for the server's idle timeout
+        ends DEADLINE_EXCEEDED, as does one that outlives its deadline (the caller's,
+        else the server's session limit). The session holds one image at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SegmenterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -62,6 +98,16 @@ def add_SegmenterServicer_to_server(servicer, server):
                     servicer.Segment,
                     request_deserializer=prelabel_dot_v1_dot_segmentation__pb2.SegmentRequest.FromString,
                     response_serializer=prelabel_dot_v1_dot_segmentation__pb2.SegmentResponse.SerializeToString,
+            ),
+            'SegmentClick': grpc.unary_unary_rpc_method_handler(
+                    servicer.SegmentClick,
+                    request_deserializer=prelabel_dot_v1_dot_segmentation__pb2.ClickRequest.FromString,
+                    response_serializer=prelabel_dot_v1_dot_segmentation__pb2.ClickResponse.SerializeToString,
+            ),
+            'ClickSession': grpc.stream_stream_rpc_method_handler(
+                    servicer.ClickSession,
+                    request_deserializer=prelabel_dot_v1_dot_segmentation__pb2.ClickSessionRequest.FromString,
+                    response_serializer=prelabel_dot_v1_dot_segmentation__pb2.ClickResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -92,6 +138,60 @@ class Segmenter:
             '/prelabel.v1.Segmenter/Segment',
             prelabel_dot_v1_dot_segmentation__pb2.SegmentRequest.SerializeToString,
             prelabel_dot_v1_dot_segmentation__pb2.SegmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SegmentClick(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/prelabel.v1.Segmenter/SegmentClick',
+            prelabel_dot_v1_dot_segmentation__pb2.ClickRequest.SerializeToString,
+            prelabel_dot_v1_dot_segmentation__pb2.ClickResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClickSession(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/prelabel.v1.Segmenter/ClickSession',
+            prelabel_dot_v1_dot_segmentation__pb2.ClickSessionRequest.SerializeToString,
+            prelabel_dot_v1_dot_segmentation__pb2.ClickResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -36,6 +36,7 @@ from services.modelkit.contract import (
     PROMPT_LABELS,
     SCORES,
 )
+from services.modelkit.grabcut_clicks import DEFAULT_PROBABILITY
 from services.modelkit.movenet import square_crop
 from services.modelkit.nanodet import NanoDet, iou_one_to_many
 from services.modelkit.onnx_session import combine, open_session
@@ -149,7 +150,7 @@ class CpuMasksParameters(BoxFloorParameters):
     grabcut_iterations: int = 5
     """GrabCut iterations per box."""
 
-    grabcut_probability: float = 0.6
+    grabcut_probability: float = DEFAULT_PROBABILITY
     """Probability of GrabCut's foreground pixels. Its labels are hard 0/1 and come with no
     confidence; a weightless colour model must not pass for a sure mask (mask quality 1.0
     would auto-accept it)."""

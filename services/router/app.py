@@ -1,8 +1,10 @@
 from __future__ import annotations
 
-from prelabel.v1 import prelabel_pb2, prelabel_pb2_grpc
+from prelabel.v1 import prelabel_pb2, prelabel_pb2_grpc, segmentation_pb2_grpc
 from services.common.metrics import Metrics
 from services.common.server import GrpcApp
+from services.router.clicks import SERVICE_NAME as CLICKS_SERVICE_NAME
+from services.router.clicks import ClickForwarder
 from services.router.downstream import Downstream
 from services.router.servicer import PreLabelerServicer
 from services.router.settings import RouterSettings
@@ -14,10 +16,15 @@ def build_app(settings: RouterSettings | None = None, metrics: Metrics | None = 
     settings = settings or RouterSettings()
     metrics = metrics or Metrics("router")
     down = Downstream(settings)
+
+    def register(server) -> None:
+        prelabel_pb2_grpc.add_PreLabelerServicer_to_server(PreLabelerServicer(settings, down, metrics), server)
+        # Interactive segmentation, forwarded (services.router.clicks).
+        segmentation_pb2_grpc.add_SegmenterServicer_to_server(ClickForwarder(settings, down), server)
+
     return GrpcApp(
-        settings, metrics, [SERVICE_NAME],
-        register=lambda server: prelabel_pb2_grpc.add_PreLabelerServicer_to_server(
-            PreLabelerServicer(settings, down, metrics), server),
+        settings, metrics, [SERVICE_NAME, CLICKS_SERVICE_NAME],
+        register=register,
         ready_check=down.any_serving,
         shutdown=down.close,
         components=list(down.channels),

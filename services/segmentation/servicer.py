@@ -1,10 +1,107 @@
-"""Thin gRPC adapter: Segment runs the shared request path with the segmentation head."""
+"""Thin gRPC adapter: Segment runs the shared request path with the segmentation head;
+SegmentClick and ClickSession run the interactive engine (services.segmentation.interactive)."""
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+from prelabel.core.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted
+from prelabel.core.review import policy_from_proto
 from prelabel.v1 import segmentation_pb2, segmentation_pb2_grpc
+from services.common import requests as fields
+from services.common.image_state import ImageStateCache
+from services.common.interceptors import time_left
 from services.common.task import TaskServicer
+from services.modelkit.grabcut_clicks import DEFAULT_ITERATIONS, DEFAULT_PROBABILITY
+from services.segmentation.clicks import read_click
+from services.segmentation.interactive import GrabCutClicks, GrabCutSettings, PreparedClickImage, answer_click
+from services.segmentation.settings import SegmentationSettings
 
 
 class SegmenterServicer(TaskServicer, segmentation_pb2_grpc.SegmenterServicer):
+    def __init__(self, head, triton, metrics):
+        super().__init__(head, triton, metrics)
+        self.settings: SegmentationSettings = head.settings
+        settings = self.settings
+        self.clicks = GrabCutClicks(settings, ImageStateCache(settings.click_state_max_bytes, metrics), metrics)
+        self.open_sessions = 0
+
     async def Segment(self, request: segmentation_pb2.SegmentRequest, context) -> segmentation_pb2.SegmentResponse:
         return await self.serve(request, context)
+
+    async def grabcut_settings(self) -> GrabCutSettings:
+        """GrabCut's probability and iterations from the served segmenter's config (the CPU
+        profile's), the defaults where it sets none (a GPU segmenter)."""
+        spec = await self.triton.spec(self.settings.segmentation_model)
+        return GrabCutSettings(
+            probability=float(spec.parameters.get("grabcut_probability", DEFAULT_PROBABILITY)),
+            iterations=int(spec.parameters.get("grabcut_iterations", DEFAULT_ITERATIONS)))
+
+    async def SegmentClick(self, request: segmentation_pb2.ClickRequest, context) -> segmentation_pb2.ClickResponse:
+        settings = self.settings
+        deadline = time.monotonic() + time_left(context, settings.default_timeout_s, settings.min_time_left_s)
+        request = self.policy.apply(request)
+        fields.priority(request.priority)
+        image_id = fields.image_id(request.image.image_id)
+        click = read_click(request.prompt, "prompt", settings.click_max_points)
+        grabcut = await self.grabcut_settings()
+        with self.metrics.timed("decode"):
+            prepared = await self.clicks.image(request.image.data)
+        return await answer_click(self.clicks, prepared, click, image_id=image_id,
+                                  policy=policy_from_proto(request.review_policy), grabcut=grabcut,
+                                  deadline=deadline)
+
+    async def ClickSession(self, request_iterator: AsyncIterator[segmentation_pb2.ClickSessionRequest],
+                           context) -> AsyncIterator[segmentation_pb2.ClickResponse]:
+        """At most click_max_sessions at once; one image at a time (held by the session
+        itself, so eviction from the shared state never touches it), each click answered
+        in order."""
+        settings = self.settings
+        if self.open_sessions >= settings.click_max_sessions:
+            raise ResourceExhausted(f"{self.open_sessions} click sessions open (limit {settings.click_max_sessions})",
+                                    retry_after_ms=settings.retry_after_ms)
+        self.open_sessions += 1
+        try:
+            async for reply in self._session(request_iterator, context):
+                yield reply
+        finally:
+            self.open_sessions -= 1
+
+    async def _session(self, request_iterator: AsyncIterator[segmentation_pb2.ClickSessionRequest],
+                       context) -> AsyncIterator[segmentation_pb2.ClickResponse]:
+        settings = self.settings
+        session_end = time.monotonic() + time_left(context, settings.click_session_max_s, settings.min_time_left_s)
+        grabcut = await self.grabcut_settings()
+        current: tuple[segmentation_pb2.ClickSessionStart, PreparedClickImage] | None = None
+        messages = aiter(request_iterator)
+        while True:
+            left = session_end - time.monotonic()
+            try:
+                message = await asyncio.wait_for(anext(messages), min(settings.click_session_idle_s, left))
+            except StopAsyncIteration:
+                return
+            except asyncio.TimeoutError:  # (not the builtin before Python 3.11)
+                if left <= settings.click_session_idle_s:
+                    raise DeadlineExceeded("the session's deadline passed") from None
+                raise DeadlineExceeded(f"no message for {settings.click_session_idle_s:g} s; "
+                                       "session closed") from None
+            which = message.WhichOneof("message")
+            if which == "start":
+                start = self.policy.apply(message.start)
+                fields.priority(start.priority, "start.priority")
+                fields.image_id(start.image.image_id, "start.image.image_id")
+                current = None  # the old image is let go before the new one is decoded
+                with self.metrics.timed("decode"):
+                    current = (start, await self.clicks.image(start.image.data))
+            elif which == "click":
+                if current is None:
+                    raise InvalidArgument("click", "arrived before any image: send a start message first")
+                start, prepared = current
+                click = read_click(message.click, "click", settings.click_max_points)
+                deadline = min(session_end, time.monotonic() + settings.default_timeout_s)
+                yield await answer_click(self.clicks, prepared, click, image_id=start.image.image_id,
+                                         policy=policy_from_proto(start.review_policy), grabcut=grabcut,
+                                         deadline=deadline)
+            else:
+                raise InvalidArgument("message", "must be a start or a click")

@@ -95,3 +95,13 @@ def test_report_files(smoke):
     for name in ("throughput_vs_concurrency.png", "latency_by_stage.png"):
         assert (out / name).stat().st_size > 10_000, name
         assert name in result["plots"]
+
+
+@pytest.mark.timeout(120)
+def test_click_bench_measures_first_and_later_clicks():
+    from bench.clicks import measure
+
+    result = measure(rounds=2)
+    for name in ("first_wall", "later_wall", "first_cpu", "later_cpu"):
+        assert 0 < result[name]["p50_ms"] <= result[name]["p95_ms"]
+    assert result["state_bytes_per_image"] == 171 * 256 * 3
