@@ -6,7 +6,6 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import grpc
 from google.protobuf.message import Message
@@ -24,9 +23,7 @@ from prelabel.v1 import (
     segmentation_pb2_grpc,
 )
 from services.router.downstream import Downstream
-
-if TYPE_CHECKING:  # fanout imports the routes; here Plan is only a type
-    from services.router.fanout import Plan
+from services.router.plan import Plan
 
 
 async def require_serving(p: Plan, down: Downstream, service: str) -> None:

@@ -12,7 +12,8 @@ from services.common.interceptors import MalformedRequest, time_left
 from services.common.metrics import Metrics
 from services.common.served_policy import ServedPolicy
 from services.router.downstream import Downstream
-from services.router.fanout import ALL_TASKS, prelabel
+from services.router.fanout import prelabel
+from services.router.plan import ALL_TASKS
 from services.router.settings import RouterSettings
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ class PreLabelerServicer(prelabel_pb2_grpc.PreLabelerServicer):
         self.policy = ServedPolicy.from_settings(settings, metrics)
 
     def served_policy(self) -> ReviewPolicy:
-        """The policy a request without bands of its own runs under (fanout.plan resolves
+        """The policy a request without bands of its own runs under (plan.plan resolves
         the request's against it once, and forwards the result to the services)."""
         self.policy.maybe_reload()
         return self.policy.current.policy

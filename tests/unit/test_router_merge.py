@@ -6,7 +6,8 @@ from prelabel.core.errors import DeadlineExceeded, InvalidArgument
 from prelabel.core.review import Band, ReviewPolicy
 from prelabel.core.tasks import DETECT, FACES, KEYPOINTS, SEGMENT, TASKS
 from prelabel.v1 import common_pb2, detection_pb2, keypoints_pb2, prelabel_pb2
-from services.router.fanout import merge, plan
+from services.router.fanout import merge
+from services.router.plan import plan
 from services.router.routes import ROUTES, Outcome
 from services.router.servicer import failed_response
 
