@@ -4,9 +4,10 @@ through untouched."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -190,40 +191,52 @@ class ErrorInterceptor(_WrappingInterceptor):
         return wrapped
 
 
-class AdmissionInterceptor(_WrappingInterceptor):
-    """Bounded in-flight work: beyond `max_in_flight` requests answer
-    RESOURCE_EXHAUSTED at once (with a retry hint) instead of queueing unboundedly."""
+class Admission:
+    """Bounded in-flight work, counted in images: a unary call is one, a stream holds one
+    per image it has in flight (none while idle). Beyond `max_in_flight` the work is
+    refused at once with RESOURCE_EXHAUSTED and a retry hint instead of queueing."""
 
     def __init__(self, max_in_flight: int, retry_after_ms: int):
         self.max_in_flight = max_in_flight
         self.retry_after_ms = retry_after_ms
         self.in_flight = 0
 
-    def _admit(self):
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
         if self.in_flight >= self.max_in_flight:
             raise ResourceExhausted(
-                f"server busy: {self.in_flight} requests in flight (limit {self.max_in_flight})",
+                f"server busy: {self.in_flight} images in flight (limit {self.max_in_flight})",
                 retry_after_ms=self.retry_after_ms,
             )
         self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+
+
+class AdmissionInterceptor(_WrappingInterceptor):
+    """Admission (above) per call, except for the streams in `per_item_streams`: those
+    take a slot per image themselves, so an idle stream holds none."""
+
+    def __init__(self, admission: Admission, per_item_streams: Iterable[str] = ()):
+        self.admission = admission
+        self.per_item_streams = frozenset(per_item_streams)
 
     def around_unary(self, behavior, method):
         async def wrapped(request, context):
-            self._admit()
-            try:
+            with self.admission.slot():
                 return await behavior(request, context)
-            finally:
-                self.in_flight -= 1
         return wrapped
 
     def around_stream(self, behavior, method):
+        if method in self.per_item_streams:
+            return behavior
+
         async def wrapped(request, context):
-            self._admit()
-            try:
+            with self.admission.slot():
                 async for response in behavior(request, context):
                     yield response
-            finally:
-                self.in_flight -= 1
         return wrapped
 
 

@@ -75,7 +75,15 @@ class ServiceSettings(BaseSettings):
     repeats sets its own default (keypoints: 64 MiB)."""
 
     max_in_flight: int = 64
-    """Admission control: requests beyond this many in flight get RESOURCE_EXHAUSTED."""
+    """Admission control, counted in images: a unary call is one, a stream one per image
+    it has in flight (an idle stream none). Beyond this, RESOURCE_EXHAUSTED."""
+
+    keepalive_time_s: float = 60.0
+    """HTTP/2 keepalive: the server pings a connection that has been silent this long."""
+
+    keepalive_timeout_s: float = 20.0
+    """A keepalive ping unanswered for this long closes the connection and cancels its
+    calls (a vanished peer frees its slots and buffers)."""
 
     retry_after_ms: int = 200
     """Retry hint sent with RESOURCE_EXHAUSTED (trailing metadata `retry-after-ms`)."""

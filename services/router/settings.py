@@ -28,6 +28,11 @@ class RouterSettings(ServiceSettings):
     stream_item_timeout_s: float = 120.0
     """PreLabelStream: deadline of each image's fan-out (bounded by the stream's)."""
 
+    stream_idle_timeout_s: float = 300.0
+    """PreLabelStream: a stream with no image in flight that sends none for this long ends
+    UNAVAILABLE (the client opens a new one when it has work): an abandoned stream must
+    not live forever."""
+
     merge_margin_s: float = 0.1
     """Kept back from each downstream call's deadline (at most a fifth of a short
     deadline) so that, when a service hangs, its task ends DEADLINE_EXCEEDED while the
