@@ -241,6 +241,11 @@ def server_options(settings: ServiceSettings) -> list[tuple[str, int]]:
         ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout_s * 1000)),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
+        # No bandwidth-delay probing: it grows every stream's receive window to megabytes,
+        # so a call refused on its metadata (no token, admission full) still had its
+        # request buffered that far (128 such 20 MB calls: +500 MB). A stream whose
+        # message is being read is granted the message's size anyway.
+        ("grpc.http2.bdp_probe", 0),
     ]
     if not settings.accept_compressed_requests:
         options.append(("grpc.compression_enabled_algorithms_bitset", IDENTITY_ONLY))
