@@ -12,7 +12,7 @@ import struct
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from prelabel.core.errors import InvalidArgument
 
@@ -68,9 +68,9 @@ def open_image(data: bytes, *, max_bytes: int, max_pixels: int, field: str = "im
             field, f"not a decodable image; accepted formats: {', '.join(ALLOWED_FORMATS)}"
         ) from None
     except ValueError as exc:
-        if _is_text_chunk_bomb(exc):
-            raise InvalidArgument(field, "PNG text chunks decompress too large (a decompression bomb "
-                                         "in its metadata)") from None
+        reason = _metadata_bomb_reason(exc)
+        if reason is not None:
+            raise InvalidArgument(field, reason) from None
         raise InvalidArgument(field, f"corrupt image header ({type(exc).__name__})") from None
     except DECODE_ERRORS as exc:
         raise InvalidArgument(field, f"corrupt image header ({type(exc).__name__})") from None
@@ -85,11 +85,17 @@ def open_image(data: bytes, *, max_bytes: int, max_pixels: int, field: str = "im
     return image
 
 
-def _is_text_chunk_bomb(exc: ValueError) -> bool:
-    # Pillow's PngImagePlugin caps zTXt/iTXt decompression (MAX_TEXT_CHUNK) and the
-    # total text memory (MAX_TEXT_MEMORY) with these ValueErrors.
+def _metadata_bomb_reason(exc: ValueError) -> str | None:
+    """Why Pillow's PngImagePlugin refused the PNG's metadata, None for another error. It
+    caps each compressed chunk -- text (zTXt, iTXt) and the ICC colour profile (iCCP)
+    alike -- at MAX_TEXT_CHUNK decompressed, and all text together at MAX_TEXT_MEMORY."""
     text = str(exc)
-    return text.startswith(("Decompressed data too large", "Too much memory used in text chunks"))
+    if text.startswith("Decompressed data too large"):
+        return (f"a PNG metadata chunk (text or ICC colour profile) decompresses to more than "
+                f"{PngImagePlugin.MAX_TEXT_CHUNK} bytes")
+    if text.startswith("Too much memory used in text chunks"):
+        return f"the PNG's text chunks decompress to more than {PngImagePlugin.MAX_TEXT_MEMORY} bytes in all"
+    return None
 
 
 def decode_image(
