@@ -8,8 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from prelabel.v1 import common_pb2
+from services.common.decode_budget import pixel_budget, release_memory
 from services.common.image_state import ImageStateCache, StateKey, image_digest_async, read_only
-from services.common.imaging import decode_image
+from services.common.imaging import decode_image, open_image
 from services.common.letterbox import Letterbox, letterbox_for, letterbox_image
 from services.common.settings import ServiceSettings
 
@@ -55,7 +56,13 @@ async def prepare_image_async(data: bytes, input_size: tuple[int, int], settings
     async def prepare() -> PreparedImage:
         if len(data) <= settings.inline_decode_max_bytes:
             return prepare_image(data, input_size, settings, field)
-        return await asyncio.to_thread(prepare_image, data, input_size, settings, field)
+        # The header only (a bomb is refused before it waits for budget), off the event
+        # loop: a PNG's metadata chunks are inflated as it is read.
+        image = await asyncio.to_thread(open_image, data, max_bytes=settings.max_image_bytes,
+                                        max_pixels=settings.max_image_pixels, field=field)
+        budget = pixel_budget(settings.max_decode_pixels_in_flight)
+        return await budget.run(image.width * image.height, prepare_image_and_trim,
+                                data, input_size, settings, field)
 
     if image_state is None or not image_state.enabled or len(data) > settings.max_image_bytes:
         return await prepare()  # (an oversize image is refused by prepare, never hashed)
@@ -68,3 +75,13 @@ def letterbox_kind(input_size: tuple[int, int]) -> str:
     """The image_state kind of a prepared image: one per model input size."""
     width, height = input_size
     return f"letterbox:{width}x{height}"
+
+
+def prepare_image_and_trim(data: bytes, input_size: tuple[int, int], settings: ServiceSettings,
+                           field: str) -> PreparedImage:
+    """prepare_image, then the decoded pixels' memory goes back to the OS (a burst of large
+    images must not leave the process at its peak)."""
+    try:
+        return prepare_image(data, input_size, settings, field)
+    finally:
+        release_memory()

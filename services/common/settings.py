@@ -39,6 +39,11 @@ class ServiceSettings(BaseSettings):
     """Largest width*height accepted, checked from the header before decoding
     (decompression bombs). Peers use 16.8 to 75 MP."""
 
+    max_decode_pixels_in_flight: int = 72_000_000
+    """Source pixels this process decodes at once, across requests (two images at the
+    pixel cap); more wait for those in flight. Each costs ~8 bytes a pixel at its peak, so
+    this bounds decode memory (~600 MB) inside the service pods' 2 GiB."""
+
     inline_decode_max_bytes: int = 16 * 1024
     """Images up to this size are decoded on the event loop (a worker-thread hop costs
     more than their decode); larger ones in a worker thread."""
