@@ -13,6 +13,7 @@ from services.common.metrics import Metrics
 from services.common.served_policy import ServedPolicy
 from services.router.downstream import Downstream
 from services.router.fanout import ALL_TASKS, prelabel
+from services.router.image_bytes import ImageBytesBudget
 from services.router.settings import RouterSettings
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,7 @@ class PreLabelerServicer(prelabel_pb2_grpc.PreLabelerServicer):
                  admission: Admission):
         self.settings, self.down, self.metrics = settings, downstream, metrics
         self.admission = admission  # the server's: each stream image takes a slot of it
+        self.image_bytes = ImageBytesBudget(settings.max_in_flight_image_bytes, settings.retry_after_ms)
         self.draining = asyncio.Event()
         self.policy = ServedPolicy.from_settings(settings, metrics)
 
@@ -37,7 +39,8 @@ class PreLabelerServicer(prelabel_pb2_grpc.PreLabelerServicer):
         return await prelabel(request, self.down, self.metrics, served_policy=self.served_policy(),
                               timeout_s=time_left(context, s.default_timeout_s, s.min_time_left_s),
                               priority=common_pb2.PRIORITY_INTERACTIVE, min_time_left_s=s.min_time_left_s,
-                              merge_margin_s=s.merge_margin_s, max_image_bytes=s.max_image_bytes)
+                              merge_margin_s=s.merge_margin_s, max_image_bytes=s.max_image_bytes,
+                              image_bytes=self.image_bytes)
 
     def drain(self) -> None:
         """Shutdown began: open streams read no new image, finish those in flight, then
@@ -71,7 +74,7 @@ class PreLabelerServicer(prelabel_pb2_grpc.PreLabelerServicer):
                                           timeout_s=timeout,
                                           priority=common_pb2.PRIORITY_BULK, min_time_left_s=s.min_time_left_s,
                                           merge_margin_s=s.merge_margin_s, max_image_bytes=s.max_image_bytes,
-                                          raise_when_all_failed=False)
+                                          raise_when_all_failed=False, image_bytes=self.image_bytes)
             except PrelabelError as exc:
                 return failed_response(request, exc)
 

@@ -20,6 +20,11 @@ class RouterSettings(ServiceSettings):
     keypoints_addr: str = "127.0.0.1:50054"
     """Keypoint service, host:port."""
 
+    max_in_flight_image_bytes: int = 384 * 1024 * 1024
+    """Image bytes held for the calls in flight, counted as the image plus three copies per
+    task it fans out to (services.router.image_bytes); a call beyond gets RESOURCE_EXHAUSTED
+    with a retry hint. 384 MiB: with the parsed requests, inside the router pod's 1 GiB."""
+
     stream_window: int = 8
     """PreLabelStream: images in flight per stream. The router reads the next image
     only when one of these has been written back, so a slow reader slows the sender

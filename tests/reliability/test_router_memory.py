@@ -96,3 +96,31 @@ async def test_router_refuses_20mb_calls_before_reading_them_when_admission_is_f
         note=f"{CALLS} concurrent calls, admission full; {before / 2**20:.0f} MB before"))
     assert set(codes) == {grpc.StatusCode.RESOURCE_EXHAUSTED}, codes
     assert peak < limit / 2, f"router peak RSS {peak / 2**20:.0f} MB (pod limit {limit >> 20} MiB)"
+
+
+ADMITTED_CALLS = 8
+
+
+@pytest.mark.timeout(180)
+async def test_router_stays_under_its_pod_limit_when_8_admitted_20mb_calls_fan_out_to_every_task(
+        tmp_path, record):
+    """Admitted (a token is not required here), each asking for every task: without the
+    image-bytes budget each held ~280 MB of copies until the services answered."""
+    limit = pod_memory_limit_bytes("router.yaml", "router")
+    payload = prelabel_pb2.PreLabelRequest(image=common_pb2.Image(data=bytes(MAX_IMAGE_BYTES), image_id="big"),
+                                           ).SerializeToString()  # no task named: all four
+    async with recording_services(delay_s=1.0) as (services, received), \
+            service_process("router", tmp_path, PRELABEL_DETECTION_ADDR=services,
+                            PRELABEL_SEGMENTATION_ADDR=services, PRELABEL_KEYPOINTS_ADDR=services) as router, \
+            grpc.aio.insecure_channel(router.address, options=[
+                ("grpc.max_send_message_length", 64 * 2**20)]) as channel:
+        codes = await asyncio.gather(*(raw_call(channel, payload) for _ in range(ADMITTED_CALLS)))
+        peak = peak_rss_bytes(router.process.pid)
+    record("router_memory", admitted_20mb_four_task_calls_peak_rss_mb=figure(
+        peak / 2**20, "MB", f"< pod limit {limit >> 20} MiB", peak < limit,
+        note=f"{ADMITTED_CALLS} concurrent; {codes.count(grpc.StatusCode.OK)} answered, the rest "
+             "RESOURCE_EXHAUSTED with a retry hint"))
+    assert grpc.StatusCode.OK in codes
+    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}, codes
+    assert len(received.sizes) == 4 * codes.count(grpc.StatusCode.OK)
+    assert peak < limit, f"router peak RSS {peak / 2**20:.0f} MB (pod limit {limit >> 20} MiB)"
