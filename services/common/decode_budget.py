@@ -35,18 +35,24 @@ class PixelBudget:
         self._waiting: collections.deque[tuple[int, asyncio.Future]] = collections.deque()
 
     async def run(self, pixels: int, fn: Callable[..., T], *args) -> T:
-        """`fn(*args)` in a decode thread once `pixels` fit the budget (an image larger
-        than the whole budget runs alone)."""
+        """`fn(*args, stop)` in a decode thread once `pixels` fit the budget (an image
+        larger than the whole budget runs alone); `stop` (a threading.Event) is set when
+        the caller is cancelled, for `fn` to end early."""
         pixels = min(pixels, self.max_pixels)
         await self._acquire(pixels)
+        stop = threading.Event()
         try:
-            work = _DECODE_THREADS.submit(functools.partial(fn, *args))
+            work = _DECODE_THREADS.submit(functools.partial(fn, *args, stop))
         except BaseException:
             self._release(pixels)
             raise
         # Released when the thread ends, not when the caller stops waiting for it.
         work.add_done_callback(lambda _: self._release(pixels))
-        return await asyncio.wrap_future(work)
+        try:
+            return await asyncio.wrap_future(work)
+        except asyncio.CancelledError:
+            stop.set()
+            raise
 
     async def _acquire(self, pixels: int) -> None:
         with self._lock:

@@ -3,6 +3,7 @@ across requests on the same image when the process keeps per-image state."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,13 +31,13 @@ class PreparedImage:
 
 
 def prepare_image(data: bytes, input_size: tuple[int, int], settings: ServiceSettings,
-                  field: str = "image.data") -> PreparedImage:
+                  field: str = "image.data", stop: threading.Event | None = None) -> PreparedImage:
     """Decode (at reduced scale when the model input is smaller) and letterbox.
-    CPU-bound: call it in a worker thread."""
+    CPU-bound: call it in a worker thread; setting `stop` ends the decode early."""
     width, height = input_size
     decoded = decode_image(
         data, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels,
-        target_size=input_size, field=field,
+        target_size=input_size, field=field, stop=stop,
     )
     lb = letterbox_for(decoded.width, decoded.height, width, height)
     tensor = np.zeros((1, height, width, 3), dtype=np.uint8)
@@ -78,10 +79,10 @@ def letterbox_kind(input_size: tuple[int, int]) -> str:
 
 
 def prepare_image_and_trim(data: bytes, input_size: tuple[int, int], settings: ServiceSettings,
-                           field: str) -> PreparedImage:
+                           field: str, stop: threading.Event) -> PreparedImage:
     """prepare_image, then the decoded pixels' memory goes back to the OS (a burst of large
     images must not leave the process at its peak)."""
     try:
-        return prepare_image(data, input_size, settings, field)
+        return prepare_image(data, input_size, settings, field, stop)
     finally:
         release_memory()
