@@ -243,7 +243,7 @@ def server_options(settings: ServiceSettings) -> list[tuple[str, int]]:
         ("grpc.http2.max_pings_without_data", 0),
         # No bandwidth-delay probing: it grows every stream's receive window to megabytes,
         # so a call refused on its metadata (no token, admission full) still had its
-        # request buffered that far (128 such 20 MB calls: +500 MB). A stream whose
+        # request buffered that far (128 such 20 MB calls: up to +500 MB). A stream whose
         # message is being read is granted the message's size anyway.
         ("grpc.http2.bdp_probe", 0),
     ]
