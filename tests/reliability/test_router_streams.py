@@ -68,7 +68,7 @@ async def test_router_admits_prelabel_and_ends_idle_streams_when_idle_streams_ou
         ends = await asyncio.wait_for(asyncio.gather(*(stream_code(call) for call in idle)),
                                       IDLE_TIMEOUT_S + 10)
         lived_s = time.perf_counter() - opened
-    record("idle_streams", idle_streams=figure(len(idle), "streams", note=f"max_in_flight {MAX_IN_FLIGHT}"),
+    record("router_streams", idle_streams=figure(len(idle), "streams", note=f"max_in_flight {MAX_IN_FLIGHT}"),
            prelabel_beside_idle_streams=figure(code.name, "", "OK", code == grpc.StatusCode.OK),
            idle_stream_lifetime_s=figure(lived_s, "s", f"idle timeout {IDLE_TIMEOUT_S:g}"))
     assert code == grpc.StatusCode.OK, "idle streams held admission slots"
@@ -126,7 +126,7 @@ async def test_router_finishes_stream_images_in_flight_and_reads_no_more_when_si
         exit_code = await asyncio.to_thread(router.process.wait, GRACE_S + 10)
         exit_s = time.perf_counter() - signalled
     forwarded = len(received.sizes)
-    record("shutdown", stream_images_in_flight_at_sigterm=figure(window, "images"),
+    record("router_streams", stream_images_in_flight_at_sigterm=figure(window, "images"),
            stream_images_answered_after_sigterm=figure(len(answered), "images", f"= {window}", len(answered) == window),
            stream_images_forwarded_after_sigterm=figure(forwarded - window, "images", "0", forwarded == window),
            stream_end_code=figure(code.name, "", "UNAVAILABLE", code == grpc.StatusCode.UNAVAILABLE),
