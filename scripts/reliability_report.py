@@ -39,6 +39,10 @@ SECTIONS = {
     "hung_service": "Hung service (segmentation process SIGSTOPped)",
     "payload_abuse": "Compressed and oversized payloads (router process)",
     "prompted_work": "Prompted segmentation work (segmentation process)",
+    "router_streams": "PreLabelStream admission, idle timeout and SIGTERM (router process)",
+    "router_memory": "Router memory under 20 MB calls (router process)",
+    "service_memory": "Images at the pixel cap (detection process)",
+    "cancelled_decode": "Cancelled decoding (detection process)",
 }
 
 

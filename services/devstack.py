@@ -183,6 +183,15 @@ async def summarise(router_port: int, photos: list[Path]) -> None:
               "'What the small CPU models miss'); the GPU profile serves the R-CNN models.")
 
 
+def banner(settings: DevstackSettings, triton_metrics_url: str) -> str:
+    """What `make run` prints once the stack serves."""
+    base = settings.metrics_base_port
+    metrics = "metrics on free ports (see each log)" if base == 0 else f"metrics :{base}-{base + 3}"
+    return (f"Serving: router 127.0.0.1:{settings.router_port} (PreLabeler), detection :{settings.detection_port}, "
+            f"segmentation :{settings.segmentation_port}, keypoints :{settings.keypoints_port}; "
+            f"{metrics}, Triton metrics {triton_metrics_url}. Logs in {settings.run_dir}/. Ctrl-C to stop.")
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     settings = DevstackSettings()
@@ -197,11 +206,7 @@ def main() -> None:
         await stack.wait_serving()
         assert stack.triton is not None  # set by start()
         await summarise(settings.router_port, sample_photos(settings.samples))
-        print(f"\nServing: router 127.0.0.1:{settings.router_port} (PreLabeler), detection :{settings.detection_port}, "
-              f"segmentation :{settings.segmentation_port}, keypoints :{settings.keypoints_port}; "
-              f"metrics :{settings.metrics_base_port}-{settings.metrics_base_port + 3}, "
-              f"Triton metrics {stack.triton.metrics_url}. Logs in {settings.run_dir}/. Ctrl-C to stop.",
-              flush=True)
+        print("\n" + banner(settings, stack.triton.metrics_url), flush=True)
         await stopping.wait()
 
     try:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import io
 import struct
+import threading
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, PngImagePlugin, UnidentifiedImageError
 
-from prelabel.core.errors import InvalidArgument
+from prelabel.core.errors import DeadlineExceeded, InvalidArgument
 
 #: Formats accepted; anything else (TIFF, EPS, JPEG 2000, SVG, FITS...) is refused
 #: before a decoder for it is ever run (no Ghostscript, no exotic codecs).
@@ -52,15 +53,38 @@ class DecodedImage:
     format: str
 
 
-def open_image(data: bytes, *, max_bytes: int, max_pixels: int, field: str = "image.data") -> Image.Image:
+#: Bytes Pillow's decoders read at a time when a decode can be stopped: a stop takes
+#: effect within one block (a flat PNG inflates 16 KB to at most ~16 MB of pixels).
+STOPPABLE_BLOCK = 16 * 1024
+
+
+class _StoppableBytes(io.BytesIO):
+    """The image's bytes as Pillow reads them, block by block: a read after `stop` is set
+    raises, so a cancelled call stops decoding within a block (a worker thread cannot be
+    interrupted otherwise)."""
+
+    def __init__(self, data: bytes, stop: threading.Event):
+        super().__init__(data)
+        self.stop = stop
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self.stop.is_set():
+            raise DeadlineExceeded("call cancelled; image decoding stopped")
+        return super().read(size)
+
+
+def open_image(data: bytes, *, max_bytes: int, max_pixels: int, field: str = "image.data",
+               stop: threading.Event | None = None) -> Image.Image:
     """The checks that need only the header: size in bytes, format allow-list, pixel
-    count. Returns the opened (not yet decoded) image or raises InvalidArgument."""
+    count. Returns the opened (not yet decoded) image or raises InvalidArgument. With
+    `stop`, decoding it raises DeadlineExceeded once `stop` is set."""
     if not data:
         raise InvalidArgument(field, "image is empty")
     if len(data) > max_bytes:
         raise InvalidArgument(field, f"image is {len(data)} bytes; the limit is {max_bytes}")
     try:
-        image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+        image = Image.open(io.BytesIO(data) if stop is None else _StoppableBytes(data, stop),
+                           formats=ALLOWED_FORMATS)
     except Image.DecompressionBombError:
         raise InvalidArgument(field, "image has too many pixels (decompression bomb)") from None
     except UnidentifiedImageError:
@@ -68,9 +92,9 @@ def open_image(data: bytes, *, max_bytes: int, max_pixels: int, field: str = "im
             field, f"not a decodable image; accepted formats: {', '.join(ALLOWED_FORMATS)}"
         ) from None
     except ValueError as exc:
-        if _is_text_chunk_bomb(exc):
-            raise InvalidArgument(field, "PNG text chunks decompress too large (a decompression bomb "
-                                         "in its metadata)") from None
+        reason = _metadata_bomb_reason(exc)
+        if reason is not None:
+            raise InvalidArgument(field, reason) from None
         raise InvalidArgument(field, f"corrupt image header ({type(exc).__name__})") from None
     except DECODE_ERRORS as exc:
         raise InvalidArgument(field, f"corrupt image header ({type(exc).__name__})") from None
@@ -85,11 +109,17 @@ def open_image(data: bytes, *, max_bytes: int, max_pixels: int, field: str = "im
     return image
 
 
-def _is_text_chunk_bomb(exc: ValueError) -> bool:
-    # Pillow's PngImagePlugin caps zTXt/iTXt decompression (MAX_TEXT_CHUNK) and the
-    # total text memory (MAX_TEXT_MEMORY) with these ValueErrors.
+def _metadata_bomb_reason(exc: ValueError) -> str | None:
+    """Why Pillow's PngImagePlugin refused the PNG's metadata, None for another error. It
+    caps each compressed chunk -- text (zTXt, iTXt) and the ICC colour profile (iCCP)
+    alike -- at MAX_TEXT_CHUNK decompressed, and all text together at MAX_TEXT_MEMORY."""
     text = str(exc)
-    return text.startswith(("Decompressed data too large", "Too much memory used in text chunks"))
+    if text.startswith("Decompressed data too large"):
+        return (f"a PNG metadata chunk (text or ICC colour profile) decompresses to more than "
+                f"{PngImagePlugin.MAX_TEXT_CHUNK} bytes")
+    if text.startswith("Too much memory used in text chunks"):
+        return f"the PNG's text chunks decompress to more than {PngImagePlugin.MAX_TEXT_MEMORY} bytes in all"
+    return None
 
 
 def decode_image(
@@ -99,9 +129,13 @@ def decode_image(
     max_pixels: int,
     target_size: tuple[int, int] | None = None,
     field: str = "image.data",
+    stop: threading.Event | None = None,
 ) -> DecodedImage:
-    """Decode `data` into an upright RGB image or raise InvalidArgument(field, reason)."""
-    image = open_image(data, max_bytes=max_bytes, max_pixels=max_pixels, field=field)
+    """Decode `data` into an upright RGB image or raise InvalidArgument(field, reason);
+    DeadlineExceeded soon after `stop` is set."""
+    image = open_image(data, max_bytes=max_bytes, max_pixels=max_pixels, field=field, stop=stop)
+    if stop is not None and isinstance(image, ImageFile.ImageFile):
+        image.decodermaxblock = STOPPABLE_BLOCK
     raw_w, raw_h = image.size
     fmt = str(image.format or "")
     orientation = exif_orientation(image)

@@ -4,9 +4,10 @@ through untouched."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -15,6 +16,7 @@ from prelabel.core.errors import (
     DeadlineExceeded,
     InvalidArgument,
     PermissionDenied,
+    PrelabelError,
     ResourceExhausted,
     Unauthenticated,
 )
@@ -42,6 +44,24 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, around_unary, around_stre
     if handler.unary_stream:
         return grpc.unary_stream_rpc_method_handler(around_stream(handler.unary_stream, method), **kw)
     return grpc.stream_stream_rpc_method_handler(around_stream(handler.stream_stream, method), **kw)
+
+
+def _refusing(handler: grpc.RpcMethodHandler, error: PrelabelError) -> grpc.RpcMethodHandler:
+    """A handler that answers `error` without reading the request. It takes a request
+    stream whatever the method's kind: gRPC reads (buffers and parses) a unary request
+    whole before its handler runs, a stream only as it is iterated."""
+    async def refuse(requests, context):
+        raise error
+
+    async def refuse_streaming(requests, context):
+        raise error
+        yield  # makes it an async generator, as a streaming handler must be
+
+    kw = dict(request_deserializer=handler.request_deserializer,
+              response_serializer=handler.response_serializer)
+    if handler.unary_unary or handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(refuse, **kw)
+    return grpc.stream_stream_rpc_method_handler(refuse_streaming, **kw)
 
 
 class _WrappingInterceptor(grpc.aio.ServerInterceptor):
@@ -190,54 +210,93 @@ class ErrorInterceptor(_WrappingInterceptor):
         return wrapped
 
 
-class AdmissionInterceptor(_WrappingInterceptor):
-    """Bounded in-flight work: beyond `max_in_flight` requests answer
-    RESOURCE_EXHAUSTED at once (with a retry hint) instead of queueing unboundedly."""
+class Admission:
+    """Bounded in-flight work, counted in images: a unary call is one, a stream holds one
+    per image it has in flight (none while idle). Beyond `max_in_flight` the work is
+    refused at once with RESOURCE_EXHAUSTED and a retry hint instead of queueing."""
 
     def __init__(self, max_in_flight: int, retry_after_ms: int):
         self.max_in_flight = max_in_flight
         self.retry_after_ms = retry_after_ms
         self.in_flight = 0
 
-    def _admit(self):
-        if self.in_flight >= self.max_in_flight:
-            raise ResourceExhausted(
-                f"server busy: {self.in_flight} requests in flight (limit {self.max_in_flight})",
-                retry_after_ms=self.retry_after_ms,
-            )
+    def refusal(self) -> ResourceExhausted | None:
+        """The error to answer new work with now, None when there is room."""
+        if self.in_flight < self.max_in_flight:
+            return None
+        return ResourceExhausted(f"server busy: {self.in_flight} images in flight (limit {self.max_in_flight})",
+                                 retry_after_ms=self.retry_after_ms)
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        error = self.refusal()
+        if error is not None:
+            raise error
         self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+
+
+class AdmissionInterceptor(_WrappingInterceptor):
+    """Admission (above) per call, except for the streams in `per_item_streams`: those
+    take a slot per image themselves, so an idle stream holds none. A call that arrives
+    with no room is refused on its metadata, before its request is read."""
+
+    def __init__(self, admission: Admission, per_item_streams: Iterable[str] = ()):
+        self.admission = admission
+        self.per_item_streams = frozenset(per_item_streams)
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await super().intercept_service(continuation, handler_call_details)
+        method = handler_call_details.method
+        if handler is None or _is_probe(method) or method in self.per_item_streams:
+            return handler
+        error = self.admission.refusal()
+        return handler if error is None else _refusing(handler, error)
 
     def around_unary(self, behavior, method):
         async def wrapped(request, context):
-            self._admit()
-            try:
+            with self.admission.slot():
                 return await behavior(request, context)
-            finally:
-                self.in_flight -= 1
         return wrapped
 
     def around_stream(self, behavior, method):
+        if method in self.per_item_streams:
+            return behavior
+
         async def wrapped(request, context):
-            self._admit()
-            try:
+            with self.admission.slot():
                 async for response in behavior(request, context):
                     yield response
-            finally:
-                self.in_flight -= 1
         return wrapped
 
 
-class AuthInterceptor(_WrappingInterceptor):
+class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Bearer-token authentication (`authorization: Bearer <token>` metadata) with
-    per-token method permissions. Health and reflection stay open for probes."""
+    per-token method permissions, decided on the call's metadata: a refused call's request
+    is never read. Health and reflection stay open for probes."""
 
     def __init__(self, tokens: dict[str, list[str]]):
         self.tokens = tokens
 
-    def check(self, context, method: str) -> None:
-        metadata = dict(context.invocation_metadata() or ())
-        header = metadata.get("authorization", "")
-        scheme, _, token = header.partition(" ")
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or _is_probe(method):
+            return handler
+        try:
+            self.check(handler_call_details.invocation_metadata or (), method)
+        except PrelabelError as error:
+            return _refusing(handler, error)
+        return handler
+
+    def check(self, metadata, method: str) -> None:
+        headers = [value for key, value in metadata if key == "authorization"]
+        if len(headers) > 1:  # which one a proxy or a server reads differs: none is trusted
+            raise Unauthenticated("more than one 'authorization' header")
+        scheme, _, token = (headers[0] if headers else "").partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise Unauthenticated("missing bearer token (metadata 'authorization: Bearer <token>')")
         allowed = self.tokens.get(token)
@@ -246,19 +305,6 @@ class AuthInterceptor(_WrappingInterceptor):
         name = method.rsplit("/", 1)[-1]
         if not any(rule in ("*", name, method) for rule in allowed):
             raise PermissionDenied(f"token may not call {name}")
-
-    def around_unary(self, behavior, method):
-        async def wrapped(request, context):
-            self.check(context, method)
-            return await behavior(request, context)
-        return wrapped
-
-    def around_stream(self, behavior, method):
-        async def wrapped(request, context):
-            self.check(context, method)
-            async for response in behavior(request, context):
-                yield response
-        return wrapped
 
 
 def time_left(context: grpc.aio.ServicerContext, default_s: float, minimum_s: float = 0.0) -> float:

@@ -3,13 +3,15 @@ across requests on the same image when the process keeps per-image state."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 
 from prelabel.v1 import common_pb2
+from services.common.decode_budget import pixel_budget, release_memory
 from services.common.image_state import ImageStateCache, StateKey, image_digest_async, read_only
-from services.common.imaging import decode_image
+from services.common.imaging import decode_image, open_image
 from services.common.letterbox import Letterbox, letterbox_for, letterbox_image
 from services.common.settings import ServiceSettings
 
@@ -29,13 +31,13 @@ class PreparedImage:
 
 
 def prepare_image(data: bytes, input_size: tuple[int, int], settings: ServiceSettings,
-                  field: str = "image.data") -> PreparedImage:
+                  field: str = "image.data", stop: threading.Event | None = None) -> PreparedImage:
     """Decode (at reduced scale when the model input is smaller) and letterbox.
-    CPU-bound: call it in a worker thread."""
+    CPU-bound: call it in a worker thread; setting `stop` ends the decode early."""
     width, height = input_size
     decoded = decode_image(
         data, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels,
-        target_size=input_size, field=field,
+        target_size=input_size, field=field, stop=stop,
     )
     lb = letterbox_for(decoded.width, decoded.height, width, height)
     tensor = np.zeros((1, height, width, 3), dtype=np.uint8)
@@ -55,7 +57,13 @@ async def prepare_image_async(data: bytes, input_size: tuple[int, int], settings
     async def prepare() -> PreparedImage:
         if len(data) <= settings.inline_decode_max_bytes:
             return prepare_image(data, input_size, settings, field)
-        return await asyncio.to_thread(prepare_image, data, input_size, settings, field)
+        # The header only (a bomb is refused before it waits for budget), off the event
+        # loop: a PNG's metadata chunks are inflated as it is read.
+        image = await asyncio.to_thread(open_image, data, max_bytes=settings.max_image_bytes,
+                                        max_pixels=settings.max_image_pixels, field=field)
+        budget = pixel_budget(settings.max_decode_pixels_in_flight)
+        return await budget.run(image.width * image.height, prepare_image_and_trim,
+                                data, input_size, settings, field)
 
     if image_state is None or not image_state.enabled or len(data) > settings.max_image_bytes:
         return await prepare()  # (an oversize image is refused by prepare, never hashed)
@@ -68,3 +76,13 @@ def letterbox_kind(input_size: tuple[int, int]) -> str:
     """The image_state kind of a prepared image: one per model input size."""
     width, height = input_size
     return f"letterbox:{width}x{height}"
+
+
+def prepare_image_and_trim(data: bytes, input_size: tuple[int, int], settings: ServiceSettings,
+                           field: str, stop: threading.Event) -> PreparedImage:
+    """prepare_image, then the decoded pixels' memory goes back to the OS (a burst of large
+    images must not leave the process at its peak)."""
+    try:
+        return prepare_image(data, input_size, settings, field, stop)
+    finally:
+        release_memory()

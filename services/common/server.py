@@ -15,6 +15,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from services.common.interceptors import (
+    Admission,
     AdmissionInterceptor,
     AuthInterceptor,
     ErrorInterceptor,
@@ -94,6 +95,8 @@ class GrpcApp:
         components: Iterable[str] = (),
         component_check: Callable[[], Awaitable[dict[str, bool]]] | None = None,
         per_item_streams: Iterable[str] = (),
+        admission: Admission | None = None,
+        draining: Callable[[], None] | None = None,
     ):
         self.settings = settings
         self.metrics = metrics
@@ -106,12 +109,15 @@ class GrpcApp:
         self._startup = startup
         self._shutdown = shutdown
         self.health = DrainingHealthServicer()
-        self.admission = AdmissionInterceptor(settings.max_in_flight, settings.retry_after_ms)
+        # Shared with the servicer of a per-item stream, which admits each image itself.
+        self.admission = admission or Admission(settings.max_in_flight, settings.retry_after_ms)
+        # Called when shutdown begins, before the grace: open streams stop taking new items.
+        self._draining = draining
         interceptors = [MetricsInterceptor(metrics), ErrorInterceptor(settings.retry_after_ms, per_item_streams)]
         if settings.auth_tokens:
             interceptors.append(AuthInterceptor(settings.auth_tokens))
         self.server = grpc.aio.server(
-            interceptors=[*interceptors, self.admission],
+            interceptors=[*interceptors, AdmissionInterceptor(self.admission, per_item_streams)],
             options=server_options(settings),
         )
         register(self.server)
@@ -207,6 +213,8 @@ class GrpcApp:
         self._stopping.set()
         await self.set_serving(False)
         await self.health.enter_graceful_shutdown()  # also ends open Watch streams
+        if self._draining is not None:
+            self._draining()
         grace = self.settings.shutdown_grace_s
         log.info("%s stopping: draining for up to %.1fs", self.metrics.service, grace)
         await self.server.stop(grace)
@@ -227,6 +235,17 @@ def server_options(settings: ServiceSettings) -> list[tuple[str, int]]:
         ("grpc.max_receive_message_length", settings.receive_limit_bytes),
         ("grpc.max_send_message_length", settings.grpc_max_send_bytes),
         ("grpc.so_reuseport", 0),
+        # Ping a connection that has been silent this long, and close it (cancelling its
+        # calls) when the ping goes unanswered: a vanished peer frees what it held.
+        ("grpc.keepalive_time_ms", int(settings.keepalive_time_s * 1000)),
+        ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout_s * 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        # No bandwidth-delay probing: it grows every stream's receive window to megabytes,
+        # so a call refused on its metadata (no token, admission full) still had its
+        # request buffered that far (128 such 20 MB calls: up to +500 MB). A stream whose
+        # message is being read is granted the message's size anyway.
+        ("grpc.http2.bdp_probe", 0),
     ]
     if not settings.accept_compressed_requests:
         options.append(("grpc.compression_enabled_algorithms_bitset", IDENTITY_ONLY))

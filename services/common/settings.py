@@ -39,6 +39,11 @@ class ServiceSettings(BaseSettings):
     """Largest width*height accepted, checked from the header before decoding
     (decompression bombs). Peers use 16.8 to 75 MP."""
 
+    max_decode_pixels_in_flight: int = 72_000_000
+    """Source pixels this process decodes at once, across requests (two images at the
+    pixel cap); more wait for those in flight. Each costs ~8 bytes a pixel at its peak, so
+    this bounds decode memory (~600 MB) inside the service pods' 2 GiB."""
+
     inline_decode_max_bytes: int = 16 * 1024
     """Images up to this size are decoded on the event loop (a worker-thread hop costs
     more than their decode); larger ones in a worker thread."""
@@ -75,7 +80,15 @@ class ServiceSettings(BaseSettings):
     repeats sets its own default (keypoints: 64 MiB)."""
 
     max_in_flight: int = 64
-    """Admission control: requests beyond this many in flight get RESOURCE_EXHAUSTED."""
+    """Admission control, counted in images: a unary call is one, a stream one per image
+    it has in flight (an idle stream none). Beyond this, RESOURCE_EXHAUSTED."""
+
+    keepalive_time_s: float = 60.0
+    """HTTP/2 keepalive: the server pings a connection that has been silent this long."""
+
+    keepalive_timeout_s: float = 20.0
+    """A keepalive ping unanswered for this long closes the connection and cancels its
+    calls (a vanished peer frees its slots and buffers)."""
 
     retry_after_ms: int = 200
     """Retry hint sent with RESOURCE_EXHAUSTED (trailing metadata `retry-after-ms`)."""

@@ -14,11 +14,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+
+import tritonclient.grpc as triton_grpc
+from tritonclient.utils import InferenceServerException
 
 from services.embedded_triton.settings import REPO_ROOT, TritonSettings
 
@@ -102,7 +103,7 @@ class EmbeddedTriton:
         self.metrics_port = s.metrics_port or free_port(s.host)
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
-        self._workdir = Path(tempfile.mkdtemp(prefix="prelabel-triton-"))
+        self._workdir: Path | None = None  # per run: made by command(), removed by _cleanup()
         # Our own shared-memory prefix, so cleaning up after a kill touches only the
         # regions of this server (others may run on the same machine).
         self.shm_prefix = f"prelabel_{os.getpid()}_{self.grpc_port}_"
@@ -134,11 +135,16 @@ class EmbeddedTriton:
     def command(self) -> list[str]:
         s = self.settings
         inst = TritonInstallation.find()
+        if self._workdir is None:
+            self._workdir = Path(tempfile.mkdtemp(prefix="prelabel-triton-"))
         cmd = [
             str(inst.binary),
             f"--model-repository={s.model_repository}",
             f"--backend-directory={inst.backend_directory(self._workdir / 'backends')}",
             f"--grpc-address={s.host}", f"--grpc-port={self.grpc_port}",
+            # HTTP only when asked for: the services and readiness use gRPC, and every
+            # endpoint open is one more a local user holding the admin key could use.
+            f"--allow-http={'true' if s.allow_http else 'false'}",
             f"--http-address={s.host}", f"--http-port={self.http_port}",
             "--allow-metrics=true", "--allow-gpu-metrics=false",
             f"--metrics-address={s.host}", f"--metrics-port={self.metrics_port}",
@@ -192,11 +198,14 @@ class EmbeddedTriton:
         return self
 
     def is_ready(self) -> bool:
+        """Every model ready (--strict-readiness), asked over gRPC."""
+        client = triton_grpc.InferenceServerClient(self.grpc_url)
         try:
-            with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=2) as r:
-                return r.status == 200
-        except (urllib.error.URLError, OSError):
+            return bool(client.is_server_ready(client_timeout=2))
+        except InferenceServerException:
             return False
+        finally:
+            client.close()
 
     def wait_ready(self, timeout_s: float) -> None:
         assert self.process is not None, "wait_ready() after start()"
@@ -251,8 +260,9 @@ class EmbeddedTriton:
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
-        shutil.rmtree(self._workdir, ignore_errors=True)
-        self._workdir.mkdir(parents=True, exist_ok=True)
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
 
     def __enter__(self) -> EmbeddedTriton:
         return self.start()

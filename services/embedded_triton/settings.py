@@ -22,8 +22,12 @@ class TritonSettings(BaseSettings):
     grpc_port: int = 8001
     """gRPC inference port (0 picks a free port)."""
 
+    allow_http: bool = False
+    """Serve Triton's HTTP endpoint too (curl-style debugging). Off: the services and the
+    launcher's readiness use gRPC, and a closed endpoint exposes nothing."""
+
     http_port: int = 8000
-    """HTTP port: health endpoints (/v2/health/ready) (0 picks a free port)."""
+    """HTTP port when allow_http is on (0 picks a free port)."""
 
     metrics_port: int = 8002
     """Prometheus metrics port, nv_inference_* (0 picks a free port)."""

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from prelabel.v1 import prelabel_pb2, prelabel_pb2_grpc, segmentation_pb2_grpc
+from services.common.interceptors import Admission
 from services.common.metrics import Metrics
 from services.common.server import GrpcApp
 from services.router.clicks import SERVICE_NAME as CLICKS_SERVICE_NAME
@@ -16,15 +17,19 @@ def build_app(settings: RouterSettings | None = None, metrics: Metrics | None = 
     settings = settings or RouterSettings()
     metrics = metrics or Metrics("router")
     down = Downstream(settings)
+    admission = Admission(settings.max_in_flight, settings.retry_after_ms)
+    servicer = PreLabelerServicer(settings, down, metrics, admission)
 
     def register(server) -> None:
-        prelabel_pb2_grpc.add_PreLabelerServicer_to_server(PreLabelerServicer(settings, down, metrics), server)
+        prelabel_pb2_grpc.add_PreLabelerServicer_to_server(servicer, server)
         # Interactive segmentation, forwarded (services.router.clicks).
         segmentation_pb2_grpc.add_SegmenterServicer_to_server(ClickForwarder(settings, down), server)
 
     return GrpcApp(
         settings, metrics, [SERVICE_NAME, CLICKS_SERVICE_NAME],
         register=register,
+        admission=admission,
+        draining=servicer.drain,
         ready_check=down.any_serving,
         shutdown=down.close,
         components=list(down.channels),

@@ -12,10 +12,13 @@ from services.router.settings import RouterSettings
 
 class Downstream:
     def __init__(self, settings: RouterSettings):
-        # The router forwards at most what it accepted; the services' replies (masks,
-        # polygons) may be larger.
+        # What a service receives: the services' receive limit (the same derived setting).
+        # A forwarded request over it is refused before the call (Route.run) as a size
+        # error; gRPC's own send-limit error would read as RESOURCE_EXHAUSTED (overload).
+        self.max_request_bytes = settings.receive_limit_bytes
+        # The services' replies (masks, polygons) may be larger than the requests.
         options = [
-            ("grpc.max_send_message_length", settings.receive_limit_bytes),
+            ("grpc.max_send_message_length", self.max_request_bytes),
             ("grpc.max_receive_message_length", settings.grpc_max_send_bytes),
         ]
         # Sent on every call when the services require a token (plain metadata, so it

@@ -4,6 +4,7 @@ result per image."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 
 from prelabel.core.review import ReviewPolicy, image_uncertainty
@@ -13,6 +14,7 @@ from prelabel.v1 import common_pb2, prelabel_pb2
 from services.common.metrics import Metrics
 from services.router.disagreement import disagreement
 from services.router.downstream import Downstream
+from services.router.image_bytes import ImageBytesBudget, image_cost
 from services.router.plan import Plan, plan
 from services.router.routes import ROUTES, Outcome, attempt
 
@@ -75,11 +77,14 @@ def merge(p: Plan, outcomes: Sequence[Outcome]) -> prelabel_pb2.PreLabelResponse
 async def prelabel(request: prelabel_pb2.PreLabelRequest, down: Downstream, metrics: Metrics, *,
                    served_policy: ReviewPolicy, timeout_s: float, priority: common_pb2.Priority,
                    min_time_left_s: float, merge_margin_s: float = 0.0, max_image_bytes: int | None = None,
-                   raise_when_all_failed: bool = True) -> prelabel_pb2.PreLabelResponse:
+                   raise_when_all_failed: bool = True,
+                   image_bytes: ImageBytesBudget | None = None) -> prelabel_pb2.PreLabelResponse:
     p = plan(request, served_policy=served_policy, timeout_s=timeout_s, priority=priority,
              min_time_left_s=min_time_left_s, merge_margin_s=min(merge_margin_s, timeout_s * MAX_MERGE_SHARE),
              max_image_bytes=max_image_bytes)
-    outcomes = await _run(p, down, metrics)
+    with image_bytes.hold(image_cost(len(request.image.data), len(p.tasks))) if image_bytes \
+            else contextlib.nullcontext():
+        outcomes = await _run(p, down, metrics)
     errors = [o.error for o in outcomes if o.error is not None]
     if raise_when_all_failed and errors and len(errors) == len(outcomes):
         raise errors[0]  # answered by the same table as the task results (the error interceptor)

@@ -43,7 +43,11 @@ def plan(request: prelabel_pb2.PreLabelRequest, *, served_policy: ReviewPolicy, 
     """Validate what the router itself owns, and the image's size in bytes before it
     is copied into any downstream request; the services decode and validate the rest
     (image content, per-task parameters), and their field violations come back unchanged.
+    Drops the request's unknown fields.
     The review policy is the request's bands, else `served_policy`'s (review.resolve)."""
+    # Unknown fields (a newer client's, or padding) are never forwarded: in the image they
+    # would reach every service and pass the image-size check below unseen.
+    request.DiscardUnknownFields()
     policy = resolve(request.review_policy, served_policy)
     tasks = []
     for i, value in enumerate(dict.fromkeys(request.tasks)):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import grpc
 from google.protobuf.message import Message
 
-from prelabel.core.errors import PrelabelError, Unavailable
+from prelabel.core.errors import InvalidArgument, PrelabelError, Unavailable
 from prelabel.core.tasks import DETECT, FACES, KEYPOINTS, SEGMENT, TaskSpec
 from prelabel.v1 import (
     common_pb2,
@@ -86,7 +86,13 @@ class Route(ABC):
             await require_serving(p, down, self.task.service)
             return self.empty_reply(p.request.image.image_id)
         rpc = self.rpc(down.channels[self.task.service])
-        return await rpc(self.request(p, prompts), timeout=p.time_left(), metadata=down.metadata)
+        request = self.request(p, prompts)
+        size = request.ByteSize()
+        if size > down.max_request_bytes:
+            raise InvalidArgument("request", f"the request for the {self.task.service} service would be "
+                                             f"{size} bytes, over its limit of {down.max_request_bytes}: "
+                                             "send a smaller image or fewer fields")
+        return await rpc(request, timeout=p.time_left(), metadata=down.metadata)
 
 
 class DetectRoute(Route):

@@ -4,15 +4,16 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from prelabel.core.errors import InvalidArgument, PrelabelError
+from prelabel.core.errors import InvalidArgument, PrelabelError, Unavailable
 from prelabel.core.review import ReviewPolicy
 from prelabel.core.status import status_of
 from prelabel.v1 import common_pb2, prelabel_pb2, prelabel_pb2_grpc
-from services.common.interceptors import MalformedRequest, time_left
+from services.common.interceptors import Admission, MalformedRequest, time_left
 from services.common.metrics import Metrics
 from services.common.served_policy import ServedPolicy
 from services.router.downstream import Downstream
 from services.router.fanout import prelabel
+from services.router.image_bytes import ImageBytesBudget
 from services.router.plan import ALL_TASKS
 from services.router.settings import RouterSettings
 
@@ -20,8 +21,12 @@ log = logging.getLogger(__name__)
 
 
 class PreLabelerServicer(prelabel_pb2_grpc.PreLabelerServicer):
-    def __init__(self, settings: RouterSettings, downstream: Downstream, metrics: Metrics):
+    def __init__(self, settings: RouterSettings, downstream: Downstream, metrics: Metrics,
+                 admission: Admission):
         self.settings, self.down, self.metrics = settings, downstream, metrics
+        self.admission = admission  # the server's: each stream image takes a slot of it
+        self.image_bytes = ImageBytesBudget(settings.max_in_flight_image_bytes, settings.retry_after_ms)
+        self.draining = asyncio.Event()
         self.policy = ServedPolicy.from_settings(settings, metrics)
 
     def served_policy(self) -> ReviewPolicy:
@@ -35,16 +40,27 @@ class PreLabelerServicer(prelabel_pb2_grpc.PreLabelerServicer):
         return await prelabel(request, self.down, self.metrics, served_policy=self.served_policy(),
                               timeout_s=time_left(context, s.default_timeout_s, s.min_time_left_s),
                               priority=common_pb2.PRIORITY_INTERACTIVE, min_time_left_s=s.min_time_left_s,
-                              merge_margin_s=s.merge_margin_s, max_image_bytes=s.max_image_bytes)
+                              merge_margin_s=s.merge_margin_s, max_image_bytes=s.max_image_bytes,
+                              image_bytes=self.image_bytes)
+
+    def drain(self) -> None:
+        """Shutdown began: open streams read no new image, finish those in flight, then
+        end UNAVAILABLE so that their clients send the rest to another replica."""
+        self.draining.set()
 
     async def PreLabelStream(self, request_iterator, context):
         """At most `stream_window` images in flight: the next request is read only
         after a result has been handed to gRPC, so memory stays bounded whatever the
-        reader's speed. Per-image failures come back as task results, never end the stream."""
+        reader's speed. Per-image failures come back as task results, never end the stream.
+        Each image in flight holds an admission slot (an idle stream holds none); a stream
+        idle for `stream_idle_timeout_s`, or open when shutdown begins, ends UNAVAILABLE
+        once nothing is in flight."""
         s = self.settings
+        loop = asyncio.get_running_loop()
         window = asyncio.Semaphore(s.stream_window)
         done: asyncio.Queue = asyncio.Queue()
         pending: set[asyncio.Task] = set()
+        open_items = 0  # read and not yet written back
 
         async def one(request, index: int) -> prelabel_pb2.PreLabelResponse:
             try:
@@ -54,11 +70,12 @@ class PreLabelerServicer(prelabel_pb2_grpc.PreLabelerServicer):
                 if not request.image.image_id:
                     raise InvalidArgument("image.image_id", f"required on PreLabelStream (message {index})")
                 timeout = min(s.stream_item_timeout_s, time_left(context, s.stream_item_timeout_s))
-                return await prelabel(request, self.down, self.metrics, served_policy=self.served_policy(),
-                                      timeout_s=timeout,
-                                      priority=common_pb2.PRIORITY_BULK, min_time_left_s=s.min_time_left_s,
-                                      merge_margin_s=s.merge_margin_s, max_image_bytes=s.max_image_bytes,
-                                      raise_when_all_failed=False)
+                with self.admission.slot():
+                    return await prelabel(request, self.down, self.metrics, served_policy=self.served_policy(),
+                                          timeout_s=timeout,
+                                          priority=common_pb2.PRIORITY_BULK, min_time_left_s=s.min_time_left_s,
+                                          merge_margin_s=s.merge_margin_s, max_image_bytes=s.max_image_bytes,
+                                          raise_when_all_failed=False, image_bytes=self.image_bytes)
             except PrelabelError as exc:
                 return failed_response(request, exc)
 
@@ -66,30 +83,50 @@ class PreLabelerServicer(prelabel_pb2_grpc.PreLabelerServicer):
             pending.discard(t)
             done.put_nowait(t)
 
-        async def read() -> None:
+        async def read() -> bool:
+            """True when the client finished sending; False when shutdown stopped the reading."""
+            nonlocal open_items
             index = 0
             async for request in request_iterator:
                 await window.acquire()
+                if self.draining.is_set():  # not started: the client sends it again elsewhere
+                    window.release()
+                    return False
+                open_items += 1
                 task = asyncio.create_task(one(request, index))
                 pending.add(task)
                 task.add_done_callback(on_done)
                 index += 1
+            return True
 
         reader = asyncio.create_task(read())
+        draining = asyncio.create_task(self.draining.wait())
+        last_active = loop.time()
         try:
-            while not (reader.done() and not pending and done.empty()):
+            while open_items or not (reader.done() or draining.done()):
                 getter = asyncio.ensure_future(done.get())
-                ready, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                waiting = {getter} | {f for f in (reader, draining) if not f.done()}
+                idle_left = None if open_items else last_active + s.stream_idle_timeout_s - loop.time()
+                ready, _ = await asyncio.wait(waiting, timeout=idle_left, return_when=asyncio.FIRST_COMPLETED)
                 if getter not in ready:
                     getter.cancel()
-                    reader.result()  # surface a broken request stream
+                    if reader in ready:
+                        reader.result()  # surface a broken request stream
+                    elif not ready:
+                        raise Unavailable(f"stream idle for {s.stream_idle_timeout_s:g} s with no image in "
+                                          "flight; open a new stream when there is work")
                     continue
                 result = getter.result().result()
                 yield result
                 window.release()
-            reader.result()
+                open_items -= 1
+                last_active = loop.time()
+            if not (reader.done() and reader.result()):
+                raise Unavailable("the router is shutting down: every image read has been answered; "
+                                  "send the rest again (another replica)")
         finally:
             reader.cancel()
+            draining.cancel()
             for task in pending:
                 task.cancel()
 

@@ -20,6 +20,11 @@ class RouterSettings(ServiceSettings):
     keypoints_addr: str = "127.0.0.1:50054"
     """Keypoint service, host:port."""
 
+    max_in_flight_image_bytes: int = 384 * 1024 * 1024
+    """Image bytes held for the calls in flight, counted as the image plus three copies per
+    task it fans out to (services.router.image_bytes); a call beyond gets RESOURCE_EXHAUSTED
+    with a retry hint. 384 MiB: with the parsed requests, inside the router pod's 1 GiB."""
+
     stream_window: int = 8
     """PreLabelStream: images in flight per stream. The router reads the next image
     only when one of these has been written back, so a slow reader slows the sender
@@ -27,6 +32,11 @@ class RouterSettings(ServiceSettings):
 
     stream_item_timeout_s: float = 120.0
     """PreLabelStream: deadline of each image's fan-out (bounded by the stream's)."""
+
+    stream_idle_timeout_s: float = 300.0
+    """PreLabelStream: a stream with no image in flight that sends none for this long ends
+    UNAVAILABLE (the client opens a new one when it has work): an abandoned stream must
+    not live forever."""
 
     merge_margin_s: float = 0.1
     """Kept back from each downstream call's deadline (at most a fifth of a short

@@ -8,6 +8,7 @@ bundled photographs.
 from __future__ import annotations
 
 import io
+import os
 import random
 import struct
 import zlib
@@ -77,6 +78,13 @@ def png_text_chunk_bomb(inflated_bytes: int = 8 << 20) -> bytes:
     png = encode(Image.new("RGB", (8, 8)), "PNG")
     ztxt = png_chunk(b"zTXt", b"comment\0\0" + zlib.compress(bytes(inflated_bytes), 9))
     return png[:33] + ztxt + png[33:]  # right after IHDR
+
+
+def png_with_icc_profile(profile_bytes: int = 2 << 20) -> bytes:
+    """An 8x8 PNG whose iCCP chunk (the ICC colour profile) inflates to `profile_bytes`."""
+    png = encode(Image.new("RGB", (8, 8)), "PNG")
+    iccp = png_chunk(b"iCCP", b"profile\0\0" + zlib.compress(os.urandom(profile_bytes), 1))
+    return png[:33] + iccp + png[33:]  # right after IHDR
 
 
 def gif_claiming(width: int, height: int) -> bytes:

@@ -62,8 +62,14 @@ def test_used_range_to_8bit_leaves_non_finite_out_when_float_has_nan_and_inf():
 
 
 def test_decode_image_names_the_bomb_when_png_text_chunk_decompresses_too_large():
-    with pytest.raises(InvalidArgument, match="PNG text chunks"):
+    with pytest.raises(InvalidArgument, match="PNG metadata chunk"):
         decode(corpus.png_text_chunk_bomb())
+
+
+def test_decode_image_names_the_icc_profile_when_png_carries_a_2mb_one():
+    with pytest.raises(InvalidArgument, match="ICC colour profile") as caught:
+        decode(corpus.png_with_icc_profile(2 << 20))
+    assert "text chunks" not in str(caught.value)
 
 
 def test_decode_image_rejects_from_header_when_pixels_over_cap():

@@ -1,0 +1,126 @@
+"""The router's memory under concurrent 20 MB calls it refuses, as a real process: a call
+without a token, or one that arrives when admission has no room, is refused on its
+metadata before its request is read, so 128 of them at once keep the router's peak RSS
+far under its pod's memory limit (k8s/base/router.yaml, read here)."""
+from __future__ import annotations
+
+import asyncio
+import json
+
+import grpc
+import pytest
+import yaml
+
+from prelabel.core.limits import MAX_IMAGE_BYTES
+from prelabel.v1 import common_pb2, prelabel_pb2
+from tests.conftest import REPO_ROOT
+from tests.reliability.conftest import service_process
+from tests.reliability.recording_services import recording_services
+from tests.reliability.report import figure
+from tests.reliability.test_payload_abuse import peak_rss_bytes
+from tests.waiting import until
+
+pytestmark = [pytest.mark.integration]
+
+CALLS = 128
+METHOD = "/prelabel.v1.PreLabeler/PreLabel"
+UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+
+
+def pod_memory_limit_bytes(manifest: str, container: str) -> int:
+    for doc in yaml.safe_load_all((REPO_ROOT / "k8s" / "base" / manifest).read_text()):
+        if doc and doc.get("kind") == "Deployment":
+            for c in doc["spec"]["template"]["spec"]["containers"]:
+                if c["name"] == container:
+                    limit = c["resources"]["limits"]["memory"]
+                    return int(limit[:-2]) * UNITS[limit[-2:]]
+    raise AssertionError(f"no memory limit for {container} in {manifest}")
+
+
+async def raw_call(channel, payload: bytes, **kw) -> grpc.StatusCode:
+    call = channel.unary_unary(METHOD, request_serializer=lambda b: b,
+                               response_deserializer=prelabel_pb2.PreLabelResponse.FromString)
+    try:
+        await call(payload, timeout=60, **kw)
+        return grpc.StatusCode.OK
+    except grpc.aio.AioRpcError as err:
+        return err.code()
+
+
+def large_request() -> bytes:
+    return prelabel_pb2.PreLabelRequest(image=common_pb2.Image(data=bytes(MAX_IMAGE_BYTES), image_id="big"),
+                                        tasks=[prelabel_pb2.TASK_DETECT]).SerializeToString()
+
+
+@pytest.mark.timeout(180)
+async def test_router_stays_under_its_pod_limit_when_128_concurrent_20mb_calls_carry_no_token(tmp_path, record):
+    limit = pod_memory_limit_bytes("router.yaml", "router")
+    payload = large_request()
+    async with recording_services() as (services, _), \
+            service_process("router", tmp_path, PRELABEL_DETECTION_ADDR=services,
+                            PRELABEL_SEGMENTATION_ADDR=services, PRELABEL_KEYPOINTS_ADDR=services,
+                            PRELABEL_AUTH_TOKENS=json.dumps({"t": ["*"]})) as router, \
+            grpc.aio.insecure_channel(router.address, options=[
+                ("grpc.max_send_message_length", 64 * 2**20)]) as channel:
+        before = peak_rss_bytes(router.process.pid)
+        codes = await asyncio.gather(*(raw_call(channel, payload) for _ in range(CALLS)))
+        peak = peak_rss_bytes(router.process.pid)
+    record("router_memory", unauthenticated_20mb_calls=figure(CALLS, "concurrent calls"),
+           unauthenticated_peak_rss_mb=figure(peak / 2**20, "MB", f"< pod limit {limit >> 20} MiB / 2",
+                                              peak < limit / 2, note=f"{before / 2**20:.0f} MB before"))
+    assert set(codes) == {grpc.StatusCode.UNAUTHENTICATED}, codes
+    assert peak < limit / 2, f"router peak RSS {peak / 2**20:.0f} MB (pod limit {limit >> 20} MiB)"
+
+
+@pytest.mark.timeout(180)
+async def test_router_refuses_20mb_calls_before_reading_them_when_admission_is_full(tmp_path, record):
+    limit = pod_memory_limit_bytes("router.yaml", "router")
+    payload = large_request()
+    small = prelabel_pb2.PreLabelRequest(image=common_pb2.Image(data=b"image", image_id="small"),
+                                         tasks=[prelabel_pb2.TASK_DETECT]).SerializeToString()
+    async with recording_services(delay_s=20.0) as (services, received), \
+            service_process("router", tmp_path, PRELABEL_DETECTION_ADDR=services,
+                            PRELABEL_SEGMENTATION_ADDR=services, PRELABEL_KEYPOINTS_ADDR=services,
+                            PRELABEL_MAX_IN_FLIGHT=4) as router, \
+            grpc.aio.insecure_channel(router.address, options=[
+                ("grpc.max_send_message_length", 64 * 2**20)]) as channel:
+        holding = [asyncio.ensure_future(raw_call(channel, small)) for _ in range(4)]
+        await until(lambda: received.in_flight == 4, timeout_s=10)
+        before = peak_rss_bytes(router.process.pid)
+        codes = await asyncio.gather(*(raw_call(channel, payload) for _ in range(CALLS)))
+        peak = peak_rss_bytes(router.process.pid)
+        for call in holding:
+            call.cancel()
+    record("router_memory", refused_20mb_calls_peak_rss_mb=figure(
+        peak / 2**20, "MB", f"< pod limit {limit >> 20} MiB / 2", peak < limit / 2,
+        note=f"{CALLS} concurrent calls, admission full; {before / 2**20:.0f} MB before"))
+    assert set(codes) == {grpc.StatusCode.RESOURCE_EXHAUSTED}, codes
+    assert peak < limit / 2, f"router peak RSS {peak / 2**20:.0f} MB (pod limit {limit >> 20} MiB)"
+
+
+ADMITTED_CALLS = 8
+
+
+@pytest.mark.timeout(180)
+async def test_router_stays_under_its_pod_limit_when_8_admitted_20mb_calls_fan_out_to_every_task(
+        tmp_path, record):
+    """Admitted (a token is not required here), each asking for every task: without the
+    image-bytes budget each held ~280 MB of copies until the services answered."""
+    limit = pod_memory_limit_bytes("router.yaml", "router")
+    payload = prelabel_pb2.PreLabelRequest(image=common_pb2.Image(data=bytes(MAX_IMAGE_BYTES), image_id="big"),
+                                           ).SerializeToString()  # no task named: all four
+    async with recording_services(delay_s=1.0) as (services, received), \
+            service_process("router", tmp_path, PRELABEL_DETECTION_ADDR=services,
+                            PRELABEL_SEGMENTATION_ADDR=services, PRELABEL_KEYPOINTS_ADDR=services) as router, \
+            grpc.aio.insecure_channel(router.address, options=[
+                ("grpc.max_send_message_length", 64 * 2**20)]) as channel:
+        codes = await asyncio.gather(*(raw_call(channel, payload) for _ in range(ADMITTED_CALLS)))
+        peak = peak_rss_bytes(router.process.pid)
+    record("router_memory", admitted_20mb_four_task_calls_peak_rss_mb=figure(
+        peak / 2**20, "MB", f"< pod limit {limit >> 20} MiB", peak < limit,
+        note=f"{ADMITTED_CALLS} concurrent; {codes.count(grpc.StatusCode.OK)} answered, the rest "
+             "RESOURCE_EXHAUSTED with a retry hint"))
+    assert grpc.StatusCode.OK in codes
+    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}, codes
+    assert len(received.sizes) == 4 * codes.count(grpc.StatusCode.OK)
+    assert peak < limit, f"router peak RSS {peak / 2**20:.0f} MB (pod limit {limit >> 20} MiB)"

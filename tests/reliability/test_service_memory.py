@@ -1,0 +1,64 @@
+"""A model service's memory under images at the caps, as a real process: eight concurrent
+6000x6000 PNGs (36 MP, the pixel cap; ~120 KB each on the wire) keep the detection
+process's peak RSS under its pod's memory limit (k8s/base/detection.yaml, read here, with
+the glibc settings the manifests give every pod), and the memory goes back after the burst."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+import pytest
+import yaml
+from PIL import Image
+
+from prelabel.v1 import common_pb2, detection_pb2, detection_pb2_grpc
+from tests.conftest import REPO_ROOT
+from tests.reliability import corpus
+from tests.reliability.conftest import detection_process
+from tests.reliability.report import figure
+from tests.reliability.test_payload_abuse import peak_rss_bytes
+from tests.reliability.test_router_memory import pod_memory_limit_bytes
+
+pytestmark = [pytest.mark.integration]
+
+CONCURRENT = 8
+SIDE = 6000  # 36 MP: ServiceSettings.max_image_pixels
+SETTLE_S = 2.0
+
+
+def manifest_malloc_env() -> dict[str, str]:
+    """The MALLOC_* settings of the pods' common ConfigMap (k8s/base/kustomization.yaml)."""
+    kustomization = yaml.safe_load((REPO_ROOT / "k8s" / "base" / "kustomization.yaml").read_text())
+    common = next(c for c in kustomization["configMapGenerator"] if c["name"] == "prelabel-common")
+    pairs = (literal.split("=", 1) for literal in common["literals"])
+    return {k: v for k, v in pairs if k.startswith("MALLOC_")}
+
+
+@pytest.mark.timeout(300)
+async def test_detection_process_stays_under_its_pod_limit_when_8_images_at_the_pixel_cap_arrive_at_once(
+        triton, tmp_path, record):
+    limit = pod_memory_limit_bytes("detection.yaml", "detection")
+    data = corpus.encode(Image.new("RGB", (SIDE, SIDE), (90, 140, 200)), "PNG")
+    request = detection_pb2.DetectRequest(image=common_pb2.Image(data=data, image_id="cap"), model="coco_detector")
+    async with detection_process(triton.grpc_url, tmp_path, PRELABEL_MODELS='["coco_detector"]',
+                                 PRELABEL_DEFAULT_MODEL="coco_detector", **manifest_malloc_env()) as proc, \
+            grpc.aio.insecure_channel(proc.address) as channel:
+        stub = detection_pb2_grpc.DetectorStub(channel)
+        await stub.Detect(request, timeout=120)  # warm: the first decode's allocations
+        before = proc.rss_bytes()
+        start = time.perf_counter()
+        replies = await asyncio.gather(*(stub.Detect(request, timeout=240) for _ in range(CONCURRENT)))
+        burst_s = time.perf_counter() - start
+        peak = peak_rss_bytes(proc.process.pid)
+        await asyncio.sleep(SETTLE_S)
+        after = proc.rss_bytes()
+    record("service_memory",
+           images_at_pixel_cap=figure(CONCURRENT, "concurrent", note=f"{SIDE}x{SIDE} PNG, {len(data) >> 10} KB"),
+           burst_s=figure(burst_s, "s"),
+           detection_peak_rss_mb=figure(peak / 2**20, "MB", f"< pod limit {limit >> 20} MiB / 2", peak < limit / 2),
+           detection_rss_after_burst_mb=figure(after / 2**20, "MB", "< idle + 256",
+                                               after < before + 256 * 2**20, note=f"{before / 2**20:.0f} MB idle"))
+    assert all(r.image_size.width == SIDE for r in replies)
+    assert peak < limit / 2, f"peak RSS {peak / 2**20:.0f} MB (pod limit {limit >> 20} MiB)"
+    assert after < before + 256 * 2**20, f"RSS {after / 2**20:.0f} MB after the burst ({before / 2**20:.0f} before)"
