@@ -215,12 +215,20 @@ async def test_sessions_beyond_the_limit_are_refused_with_a_retry_hint(service):
     calls = [service.stub.ClickSession(held(), timeout=RPC_TIMEOUT_S) for _ in range(2)]
     for call in calls:
         await call.read()  # the first answer: the session is open
-    third = service.stub.ClickSession(held(), timeout=RPC_TIMEOUT_S)
-    with pytest.raises(grpc.aio.AioRpcError) as exc:
-        await third.read()
-    assert exc.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert ("retry-after-ms", "200") in tuple(exc.value.trailing_metadata() or ())
-    release.set()
+    async def silent():
+        # Sends nothing: the refusal comes on arrival, before any message (a client still
+        # sending its image when the server ends the call sees grpc's own INTERNAL instead).
+        await release.wait()
+        yield segmentation_pb2.ClickSessionRequest()
+
+    third = service.stub.ClickSession(silent(), timeout=RPC_TIMEOUT_S)
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as exc:
+            await third.read()
+        assert exc.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc.value.details()
+        assert ("retry-after-ms", "200") in tuple(exc.value.trailing_metadata() or ())
+    finally:
+        release.set()
     for call in calls:
         assert await call.read() is grpc.aio.EOF
     again = service.stub.ClickSession(held(), timeout=RPC_TIMEOUT_S)
