@@ -9,8 +9,9 @@ import pytest
 import torch
 import torchvision
 
+from prelabel.core.models.onnx_graph import NotOnnxError, OnnxGraph, TensorInfo, read_onnx_graph
 from prelabel.core.models.store import verified_model_path
-from services.modelkit.families.onnx_graph import NotOnnxError, OnnxGraph, TensorInfo, read_onnx_graph
+from prelabel.core.models.ultralytics_layouts import LayoutError, describe_graph, read_layout
 from services.modelkit.families.ultralytics_decode import (
     PAD_VALUE,
     box_masks,
@@ -19,7 +20,6 @@ from services.modelkit.families.ultralytics_decode import (
     nms,
     to_input,
 )
-from services.modelkit.families.ultralytics_layouts import LayoutError, describe_graph, read_layout
 from tests.onnx_edges import assert_agrees_with_onnxruntime
 from tests.photos import photo_bytes
 

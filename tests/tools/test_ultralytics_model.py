@@ -1,0 +1,163 @@
+"""A user's Ultralytics export served through a contract head
+(services/modelkit/ultralytics_model.py) from the folder `prelabel models add` writes
+(prelabel/core/models/user_models.py), run in-process as Triton's Python backend would.
+
+The exports are the random-initialised ones of test_ultralytics_layouts (made offline in the
+onnx-export tool venv, cached). The model's rows must be the family decoder's on the model's
+own input (the IMAGE the services send, re-fitted); the decoder itself is checked against
+Ultralytics' predictor in test_ultralytics_layouts."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from google.protobuf import json_format, text_format
+from tritonclient.grpc import model_config_pb2
+
+from prelabel.core.labels import custom_categories
+from prelabel.core.models.onnx_graph import NotOnnxError
+from prelabel.core.models.store import ModelFileError
+from prelabel.core.models.ultralytics_layouts import LayoutError
+from prelabel.core.models.user_models import UserModelError, add_model, list_user_models, remove_model
+from services.common.letterbox import boxes_to_source, letterbox_for, letterbox_image
+from services.modelkit.contract import check_config
+from services.modelkit.entrypoint import implementation_class
+from services.modelkit.families.ultralytics_decode import decode, fit_to_input, to_input
+from tests.photos import photo
+from tests.tools.test_ultralytics_layouts import RANDOM_EXPORTS, export_cached
+from tests.unit.triton_models import run
+
+pytestmark = [pytest.mark.tools, pytest.mark.timeout(900)]
+
+EXPORTS = {e.name: e for e in RANDOM_EXPORTS}
+PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg")
+
+
+@pytest.fixture(scope="module")
+def export(run_probe):
+    return lambda name: export_cached(run_probe, name, EXPORTS[name].spec())
+
+
+def config_of(folder, profile: str = "cpu") -> dict:
+    path = folder / "config.pbtxt" if profile == "cpu" else folder / "configs" / f"{profile}.pbtxt"
+    config = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+    return json_format.MessageToDict(config, preserving_proto_field_name=True)
+
+
+def served(folder):
+    config = config_of(folder)
+    model = implementation_class(config)()
+    model.initialize({"model_config": json.dumps(config), "model_name": folder.name, "model_instance_kind": "CPU",
+                      "model_repository": str(folder)})
+    return model
+
+
+def image_input(name: str, size: int) -> np.ndarray:
+    """The IMAGE the services send: letterboxed to size x size (pad 0)."""
+    img = photo(name).convert("RGB")
+    return letterbox_image(img, letterbox_for(img.width, img.height, size, size))
+
+
+def reference_rows(model, image: np.ndarray):
+    """The family decoder on the model's own input: detections in IMAGE pixels."""
+    fitted = fit_to_input(image, model.layout)
+    raw = model.session.run(None, {model.layout.input_name: to_input(fitted.pixels[None], model.layout)})
+    outputs = {o.name: r[0] for o, r in zip(model.session.get_outputs(), raw, strict=True)}
+    det = decode(model.layout, outputs, score_floor=model.params_.box_score_floor, iou=model.params_.nms_iou,
+                 max_det=model.rows)
+    return det, boxes_to_source(det.boxes, fitted.geometry)
+
+
+def test_detect_export_serves_the_decoders_rows_with_custom_names_and_provenance(export, tmp_path):
+    model = add_model("parts", export("detect"), license="MIT", repository=tmp_path)
+    assert model.head == "detector" and len(model.names) == 80 and model.license == "MIT"
+    assert [m.name for m in list_user_models(tmp_path)] == ["parts"]
+    for profile in ("cpu", "gpu"):
+        assert check_config(config_of(tmp_path / "parts", profile)).name == "detector"
+    served_model = served(tmp_path / "parts")
+    images = np.stack([image_input(p, 640) for p in PHOTOS])
+    out = run(served_model, {"IMAGE": images})
+    for i, image in enumerate(images):
+        det, boxes = reference_rows(served_model, image)
+        n = int(out["COUNT"][i, 0])
+        assert n == min(len(det), 100) and n > 0
+        np.testing.assert_allclose(out["BOXES"][i, :n], boxes[:n], atol=1e-3)
+        np.testing.assert_array_equal(out["LABELS"][i, :n], det.class_ids[:n] + 1)
+        np.testing.assert_allclose(out["SCORES"][i, :n], det.scores[:n])
+    info = json.loads(served_model._provenance)
+    assert (info["kind"], info["sha256"], info["license"]) == ("custom", model.sha256, "MIT")
+    remove_model("parts", tmp_path)
+    assert list_user_models(tmp_path) == []
+
+
+def test_custom_names_travel_in_the_config_and_a_wrong_count_is_refused(export, tmp_path):
+    with pytest.raises(LayoutError, match="2 names given, the file's metadata has 80"):
+        add_model("damage", export("detect"), names=["scratch", "dent"], repository=tmp_path)
+    path = export("rtdetr")  # final rows: names are the caller's to give
+    model = add_model("damage", path, names=[f"n{i}" for i in range(80)], repository=tmp_path)
+    config = config_of(tmp_path / "damage")
+    assert custom_categories(config["parameters"]["names"]["string_value"])[1] == "n0"
+    assert model.family == "rtdetr"
+
+
+def test_dynamic_batch_of_eight_equals_eight_batches_of_one(export, tmp_path):
+    add_model("dyn", export("dynamic-detect"), repository=tmp_path)
+    model = served(tmp_path / "dyn")
+    assert model.layout.dynamic_batch
+    images = np.stack([image_input(PHOTOS[i % len(PHOTOS)], 640) for i in range(8)])
+    batch = run(model, {"IMAGE": images})
+    for i in range(8):
+        one = run(model, {"IMAGE": images[i:i + 1]})
+        for name, value in one.items():
+            np.testing.assert_allclose(batch[name][i], value[0], atol=1e-4, err_msg=name)
+
+
+def test_segment_export_answers_automatic_and_one_row_per_prompt(export, tmp_path):
+    add_model("seg", export("segment"), repository=tmp_path)
+    model = served(tmp_path / "seg")
+    image = image_input("astronaut.png", 640)[None]
+    none = np.zeros((1, 32, 4), np.float32)
+    auto = run(model, {"IMAGE": image, "PROMPT_BOXES": none, "PROMPT_LABELS": np.zeros((1, 32), np.int32),
+                       "PROMPT_COUNT": np.zeros((1, 1), np.int32)})
+    n = int(auto["COUNT"][0, 0])
+    assert n > 0 and auto["MASKS"].shape == (1, 32, 64, 64) and (auto["MASKS"][0, :n].max(axis=(1, 2)) > 0.5).all()
+    prompts = none.copy()
+    prompts[0, 0] = auto["BOXES"][0, 0] + [1, 1, -1, -1]  # close to instance 0
+    prompts[0, 1] = [0, 0, 2, 2]  # overlaps nothing
+    asked = run(model, {"IMAGE": image, "PROMPT_BOXES": prompts, "PROMPT_LABELS": np.zeros((1, 32), np.int32),
+                        "PROMPT_COUNT": np.array([[2]], np.int32)})
+    assert int(asked["COUNT"][0, 0]) == 2
+    np.testing.assert_allclose(asked["BOXES"][0, 0], auto["BOXES"][0, 0])
+    np.testing.assert_allclose(asked["MASKS"][0, 0], auto["MASKS"][0, 0])
+    assert asked["SCORES"][0, 1] == 0 and asked["MASKS"][0, 1].max() == 0
+
+
+def test_pose_export_serves_its_keypoints(export, tmp_path):
+    add_model("pose", export("pose"), repository=tmp_path)
+    model = served(tmp_path / "pose")
+    image = image_input("astronaut.png", 640)
+    out = run(model, {"IMAGE": image[None], "PROMPT_BOXES": np.zeros((1, 32, 4), np.float32),
+                      "PROMPT_COUNT": np.zeros((1, 1), np.int32)})
+    det, _ = reference_rows(model, image)
+    n = int(out["COUNT"][0, 0])
+    assert out["KEYPOINTS"].shape == (1, 32, 17, 2) and n == min(len(det), 32) > 0
+    assert det.keypoints is not None and det.keypoint_scores is not None
+    np.testing.assert_allclose(out["KEYPOINTS"][0, :n], det.keypoints[:n], atol=1e-3)
+    np.testing.assert_allclose(out["KEYPOINT_SCORES"][0, :n], det.keypoint_scores[:n], atol=1e-6)
+
+
+def test_add_refuses_what_it_cannot_serve_and_load_refuses_a_changed_file(export, tmp_path):
+    text = tmp_path / "notes.onnx"
+    text.write_text("not a model")
+    with pytest.raises(NotOnnxError):
+        add_model("notes", text, repository=tmp_path)
+    with pytest.raises(UserModelError, match="model name"):
+        add_model("Bad Name", export("detect"), repository=tmp_path)
+    add_model("det", export("detect"), repository=tmp_path)
+    with pytest.raises(UserModelError, match="already"):
+        add_model("det", export("detect"), repository=tmp_path)
+    with (tmp_path / "det" / "1" / "model.onnx").open("ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ModelFileError, match="changed after it was added"):
+        served(tmp_path / "det")
