@@ -9,6 +9,7 @@ Ultralytics' predictor in test_ultralytics_layouts."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -25,7 +26,7 @@ from services.modelkit.contract import check_config
 from services.modelkit.entrypoint import implementation_class
 from services.modelkit.families.ultralytics_decode import decode, fit_to_input, to_input
 from tests.photos import photo
-from tests.tools.test_ultralytics_layouts import RANDOM_EXPORTS, export_cached
+from tests.tools.test_ultralytics_layouts import RANDOM_EXPORTS, TOOL, export_cached, exports_dir
 from tests.unit.triton_models import run
 
 pytestmark = [pytest.mark.tools, pytest.mark.timeout(900)]
@@ -37,6 +38,19 @@ PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg")
 @pytest.fixture(scope="module")
 def export(run_probe):
     return lambda name: export_cached(run_probe, name, EXPORTS[name].spec())
+
+
+@pytest.fixture(scope="module")
+def damage_export(run_probe, tool_python):
+    """A random-initialised YOLO11n detect export of 2 classes (Ultralytics' yolo11.yaml with
+    nc: 2; the file name says scale n), its metadata naming them class0, class1."""
+    venv = tool_python(TOOL).parent.parent
+    [base] = venv.glob("lib/python*/site-packages/ultralytics/cfg/models/11/yolo11.yaml")
+    cfg = exports_dir() / "yolo11n-2classes.yaml"
+    text = re.sub(r"(?m)^nc: \d+", "nc: 2", base.read_text())
+    if not cfg.exists() or cfg.read_text() != text:
+        cfg.write_text(text)
+    return export_cached(run_probe, "damage", {**EXPORTS["detect"].spec(), "model": str(cfg)})
 
 
 def config_of(folder, profile: str = "cpu") -> dict:
@@ -161,3 +175,28 @@ def test_add_refuses_what_it_cannot_serve_and_load_refuses_a_changed_file(export
         f.write(b"\0")
     with pytest.raises(ModelFileError, match="changed after it was added"):
         served(tmp_path / "det")
+
+
+def test_models_cli_adds_lists_and_removes_a_custom_vocabulary_export(export, damage_export, tmp_path, capsys):
+    from prelabel.cli import main
+
+    names = tmp_path / "names.yaml"
+    names.write_text("names:\n  0: scratch\n  1: dent\n")
+    repo = tmp_path / "user-models"
+    # names disagreeing with the output width (80 classes) are refused, naming both
+    assert main(["models", "add", "damage", str(export("detect")), "--names", str(names),
+                 "--user-models-dir", str(repo)]) == 1
+    assert "2 names given, the file's metadata has 80" in capsys.readouterr().err
+    assert main(["models", "add", "damage", str(damage_export), "--names", str(names), "--license", "Apache-2.0",
+                 "--user-models-dir", str(repo)]) == 0
+    assert main(["models", "list", "--user-models-dir", str(repo)]) == 0
+    listed = capsys.readouterr().out
+    assert "damage" in listed and "2: scratch, dent" in listed and "Apache-2.0" in listed
+    config = config_of(repo / "damage")
+    assert custom_categories(config["parameters"]["names"]["string_value"]) == {1: "scratch", 2: "dent"}
+    out = run(served(repo / "damage"), {"IMAGE": image_input("coffee.png", 640)[None]})
+    n = int(out["COUNT"][0, 0])
+    assert n > 0 and set(out["LABELS"][0, :n].tolist()) <= {1, 2}
+    assert main(["models", "remove", "damage", "--user-models-dir", str(repo)]) == 0
+    assert not (repo / "damage").exists()
+    assert main(["models", "remove", "damage", "--user-models-dir", str(repo)]) == 1
