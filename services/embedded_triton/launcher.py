@@ -137,6 +137,7 @@ class EmbeddedTriton:
         cmd = [
             str(inst.binary),
             f"--model-repository={s.model_repository}",
+            *([f"--model-repository={s.user_model_repository}"] if s.user_model_repository.is_dir() else []),
             f"--backend-directory={inst.backend_directory(self._workdir / 'backends')}",
             f"--grpc-address={s.host}", f"--grpc-port={self.grpc_port}",
             f"--http-address={s.host}", f"--http-port={self.http_port}",

@@ -200,3 +200,27 @@ def test_models_cli_adds_lists_and_removes_a_custom_vocabulary_export(export, da
     assert main(["models", "remove", "damage", "--user-models-dir", str(repo)]) == 0
     assert not (repo / "damage").exists()
     assert main(["models", "remove", "damage", "--user-models-dir", str(repo)]) == 1
+
+
+def test_real_triton_serves_an_added_model_from_the_user_repository_beside_model_repository(damage_export,
+                                                                                             tmp_path):
+    import tritonclient.grpc as grpcclient
+
+    from services.embedded_triton.settings import TritonSettings
+    from tests.triton_server import running_triton
+
+    repo = tmp_path / "user-models"
+    add_model("damage", damage_export, names=["scratch", "dent"], license="Apache-2.0", repository=repo)
+    settings = TritonSettings(grpc_port=0, http_port=0, metrics_port=0, models=["damage"], user_model_repository=repo)
+    with running_triton(settings, tmp_path / "tritonserver.log") as server:
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        config = client.get_model_config("damage", as_json=True)["config"]
+        assert config["parameters"]["label_map"]["string_value"] == "custom"
+        image = grpcclient.InferInput("IMAGE", [1, 640, 640, 3], "UINT8")
+        image.set_data_from_numpy(image_input("coffee.png", 640)[None])
+        result = client.infer("damage", [image])
+        n = int(result.as_numpy("COUNT")[0, 0])
+        assert n > 0 and set(result.as_numpy("LABELS")[0, :n].tolist()) <= {1, 2}
+        info = json.loads(result.as_numpy("PROVENANCE")[0, 0])
+        assert (info["kind"], info["license"]) == ("custom", "Apache-2.0")
+        assert info["sha256"] == list_user_models(repo)[0].sha256
