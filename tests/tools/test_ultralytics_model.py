@@ -13,6 +13,7 @@ import re
 
 import numpy as np
 import pytest
+import yaml
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
@@ -224,3 +225,55 @@ def test_real_triton_serves_an_added_model_from_the_user_repository_beside_model
         info = json.loads(result.as_numpy("PROVENANCE")[0, 0])
         assert (info["kind"], info["license"]) == ("custom", "Apache-2.0")
         assert info["sha256"] == list_user_models(repo)[0].sha256
+
+
+def test_added_model_labels_end_to_end_through_the_suite_with_its_names_and_provenance(damage_export, tmp_path):
+    """`prelabel models add` -> the devstack (real Triton, services, router) with the model
+    chosen for the detect task -> `prelabel annotate` -> COCO / YOLO / Label Studio files
+    naming scratch and dent, the journal carrying WEIGHTS_CUSTOM and the file's SHA-256."""
+    import asyncio
+    import subprocess
+    import sys
+
+    from services.devstack import DevstackSettings, Stack
+    from services.embedded_triton.launcher import free_port
+    from services.embedded_triton.settings import TritonSettings
+    from tests.photos import photo_path
+
+    repo = tmp_path / "user-models"
+    names = tmp_path / "names.yaml"
+    names.write_text("- scratch\n- dent\n")
+    from prelabel.cli import main
+    assert main(["models", "add", "damage", str(damage_export), "--names", str(names), "--license", "Apache-2.0",
+                 "--user-models-dir", str(repo)]) == 0
+    sha256 = list_user_models(repo)[0].sha256
+    dev = DevstackSettings(router_port=free_port(), detection_port=free_port(), segmentation_port=free_port(),
+                           keypoints_port=free_port(), metrics_base_port=0, run_dir=tmp_path / "run",
+                           detect_model="damage")
+    stack = Stack(dev, TritonSettings(grpc_port=0, http_port=0, metrics_port=0, user_model_repository=repo))
+    try:
+        stack.start()
+        asyncio.run(stack.wait_serving(600))
+        out = tmp_path / "out"
+        done = subprocess.run([sys.executable, "-m", "prelabel.cli", "annotate", str(photo_path("coffee.png")),
+                               str(photo_path("chelsea.png")), "--out", str(out), "--tasks", "detect",
+                               "--router", f"127.0.0.1:{dev.router_port}", "--score-threshold", "0.01",
+                               "--formats", "coco,yolo,labelstudio", "--no-progress"],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+    finally:
+        stack.stop()
+    [coco] = [json.loads(p.read_text()) for p in out.rglob("*.json") if "coco" in p.parts]
+    # COCO files list the 80 COCO categories too (formats/coco.py: the same list in every
+    # shard); the custom names are added with their stable ids, and every annotation has one.
+    custom_ids = {c["id"] for c in coco["categories"] if c["name"] in ("scratch", "dent")}
+    assert custom_ids and coco["annotations"]
+    assert {a["category_id"] for a in coco["annotations"]} <= custom_ids
+    [data_yaml] = list(out.rglob("data.yaml"))
+    yolo_names = yaml.safe_load(data_yaml.read_text())["names"]
+    used = {int(line.split()[0]) for p in data_yaml.parent.rglob("labels/**/*.txt") for line in p.read_text().splitlines()}
+    assert used and {yolo_names[i] for i in used} <= {"scratch", "dent"}
+    ls_texts = "".join(p.read_text() for p in out.rglob("*") if p.is_file() and "labelstudio" in str(p))
+    assert "scratch" in ls_texts or "dent" in ls_texts
+    journal = "".join(p.read_text(errors="replace") for p in out.rglob("*journal*") if p.is_file())
+    assert sha256 in journal and "WEIGHTS_CUSTOM" in journal and "Apache-2.0" in journal
