@@ -36,6 +36,9 @@ IMPLEMENTATION = "services.modelkit.ultralytics_model:UltralyticsModel"
 HEAD_OF_TASK = {"detect": "detector", "segment": "promptable_masks", "pose": "keypoints"}
 MODEL_FILE = "model.onnx"
 INFO_FILE = "prelabel-model.json"
+#: The models of model_repository/: Triton needs names unique across its repositories
+#: (tests/unit/test_user_models.py keeps this list equal to the folder's).
+BUILT_IN_MODELS = ("coco_detector", "face_detector", "keypointer", "segmenter")
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 ROWS = {"detect": 100, "segment": 32, "pose": 32}  # output rows (N) per task
 PROMPTS = 32  # prompt rows (P) of the prompted heads
@@ -136,6 +139,8 @@ def add_model(name: str, file: Path, *, task: str | None = None, names: Sequence
     repository = repository or user_models_dir()
     if not NAME_PATTERN.match(name):
         raise UserModelError(f"model name {name!r}: lowercase letters, digits and _, starting with a letter")
+    if name in BUILT_IN_MODELS:
+        raise UserModelError(f"{name} is a built-in model's name (model_repository/): choose another")
     if (repository / name).exists():
         raise UserModelError(f"{name} is already in {repository}: remove it first")
     layout = read_layout(file, task=task, names=names, input_size=input_size)
