@@ -30,6 +30,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from prelabel import opt_in_models
 from prelabel.core.models import catalog, store, user_models
 
 CONVERT_SCRIPT = Path(store.__file__).with_name("convert") / "tfjs_to_onnx.py"
@@ -342,6 +343,10 @@ def add_parser(sub) -> None:
                    help="add: YAML class names (a list, id: name, or a data.yaml's `names:`)")
     p.add_argument("--license", default=None, help="add: the weights' license (SPDX id), e.g. AGPL-3.0")
     p.add_argument("--input-size", type=int, default=None, help="add: input size of a dynamic-size graph")
+    p.add_argument("--model", default=None, choices=sorted(catalog.OPT_IN),
+                   help="pull: an opt-in model (exported and added as a user model), e.g. yolo11n")
+    p.add_argument("--accept-license", default=None, metavar="SPDX",
+                   help="pull --model: accept the opt-in model's license (yolo11n: AGPL-3.0); nothing is fetched without it")
     p.add_argument("--user-models-dir", type=Path, default=None,
                    help="user model repository (default $PRELABEL_USER_MODELS_DIR or ~/.local/share/prelabel/models)")
     p.add_argument("--profile", choices=sorted(catalog.PROFILES), default="cpu")
@@ -378,6 +383,14 @@ def run(args: argparse.Namespace) -> int:
             if not problems:
                 _say(f"{args.profile} profile: every file matches the lock ({cache_dir})")
             return 1 if problems else 0
+        if args.model:
+            try:
+                model = opt_in_models.pull_opt_in(args.model, args.accept_license, cache_dir, repository)
+            except opt_in_models.OptInError as exc:
+                raise PullError(str(exc)) from exc
+            _say(f"{model.name} ({model.license}) is served from {repository / model.name}: "
+                 f"PRELABEL_DEV_DETECT_MODEL={model.name} make run uses it for the detect task")
+            return 0
         if args.profile == "cpu":
             converted = pull_converted(cache_dir, lock, args.update_lock)
             if args.update_lock:
