@@ -5,7 +5,7 @@ The config names the file (`onnx_file`, relative to the model folder), its SHA-2
 file is hashed at load and refused if it differs), what it is (`family`, `task`), its
 class names (`names`, JSON; the config's label_map is "custom", so the services name every
 category from the same list: category id = class index + 1) and its `license`. The layout
-is read from the file itself (services.modelkit.families) and must agree with all of it.
+is read from the file itself (prelabel.core.models.ultralytics_layouts) and must agree with all of it.
 
 Input: the services send IMAGE already letterboxed to S x S (centred, padded with 0, INTER_AREA
 below half size). The model re-fits that IMAGE to the graph's input as Ultralytics' predictor
@@ -65,7 +65,7 @@ class UltralyticsParameters(BoxFloorParameters):
     """SHA-256 of that file (hex): a different file is refused at load."""
 
     family: str
-    """The export's layout: yolo, end2end or rtdetr (services.modelkit.families)."""
+    """The export's layout: yolo, end2end or rtdetr (prelabel.core.models.ultralytics_layouts)."""
 
     task: str
     """detect, segment or pose; must match the head."""
