@@ -1,5 +1,6 @@
 """The Ultralytics layouts and decoders (prelabel/core/models/ultralytics_layouts.py,
-services/modelkit/families) against Ultralytics' own predictor, on the same ONNX files and real photos.
+services/modelkit/families) against Ultralytics' own predictor, on the same ONNX files and
+real photos.
 
 Ultralytics 8.4 (the onnx-export tool venv) exports models offline: random-initialised
 detect / segment / pose / RT-DETR / end-to-end (YOLO26 `nms=False`, YOLO11 `nms=True`) /

@@ -1,6 +1,7 @@
 """Ultralytics export layouts (prelabel/core/models/ultralytics_layouts.py; decoded by
-services/modelkit/families) without Ultralytics: what a file's edges say, what is refused and why, and the decoding steps against torch's own operators
-(torchvision's NMS, torch's bilinear interpolate) as oracles. The equivalence with
+services/modelkit/families) without Ultralytics: what a file's edges say, what is refused
+and why, and the decoding steps against torch's own operators (torchvision's NMS, torch's
+bilinear interpolate) as oracles. The equivalence with
 Ultralytics' predictor on real exports is tests/tools/test_ultralytics_layouts.py."""
 from __future__ import annotations
 
