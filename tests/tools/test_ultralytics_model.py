@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import yaml
 from google.protobuf import json_format, text_format
+from pycocotools.coco import COCO
 from tritonclient.grpc import model_config_pb2
 
 from prelabel.core.labels import custom_categories
@@ -263,7 +264,12 @@ def test_added_model_labels_end_to_end_through_the_suite_with_its_names_and_prov
         assert done.returncode == 0, done.stderr[-3000:]
     finally:
         stack.stop()
-    [coco] = [json.loads(p.read_text()) for p in out.rglob("*.json") if "coco" in p.parts]
+    [coco_path] = [p for p in out.rglob("*.json") if "coco" in p.parts]
+    coco = json.loads(coco_path.read_text())
+    loaded = COCO(str(coco_path))  # pycocotools, as COCO tools load it
+    assert {loaded.cats[a["category_id"]]["name"] for a in loaded.anns.values()} <= {"scratch", "dent"}
+    cvat = json.loads((out / "cvat_labels.json").read_text())
+    assert {"scratch", "dent"} & {label["name"] for label in cvat}
     # COCO files list the 80 COCO categories too (formats/coco.py: the same list in every
     # shard); the custom names are added with their stable ids, and every annotation has one.
     custom_ids = {c["id"] for c in coco["categories"] if c["name"] in ("scratch", "dent")}
