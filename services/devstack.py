@@ -18,7 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from prelabel.core.models.user_models import list_user_models
-from prelabel.v1 import common_pb2, prelabel_pb2, prelabel_pb2_grpc
+from prelabel.v1 import common_pb2, detection_pb2, detection_pb2_grpc, prelabel_pb2, prelabel_pb2_grpc
 from services.detection.settings import DetectionSettings
 from services.embedded_triton.launcher import EmbeddedTriton
 from services.embedded_triton.settings import TritonSettings
@@ -228,6 +228,19 @@ async def summarise(router_port: int, photos: list[Path]) -> None:
               "'What the small CPU models miss'); the GPU profile serves the R-CNN models.")
 
 
+async def compare_detectors(detection_port: int, photos: list[Path], models: list[str]) -> None:
+    """The same photos through each detector by name, side by side (kept drafts, top first)."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{detection_port}") as channel:
+        stub = detection_pb2_grpc.DetectorStub(channel)
+        print(f"\nDetectors side by side ({' | '.join(models)}):")
+        for path in photos:
+            print(f"  {path.name}")
+            for model in models:
+                reply = await stub.Detect(detection_pb2.DetectRequest(
+                    image=common_pb2.Image(data=path.read_bytes(), image_id=path.name), model=model), timeout=120)
+                print(f"    {model:<14} {_top(_kept(reply.detections))}")
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     settings = DevstackSettings()
@@ -242,7 +255,10 @@ def main() -> None:
         await stack.wait_serving()
         assert stack.triton is not None  # set by start()
         await summarise(settings.router_port, sample_photos(settings.samples))
-        if not settings.detect_model:
+        if settings.detect_model:
+            await compare_detectors(settings.detection_port, sample_photos(settings.samples),
+                                    [DetectionSettings().default_model, settings.detect_model])
+        else:
             print(OPT_IN_HINT)
         print(f"\nServing: router 127.0.0.1:{settings.router_port} (PreLabeler), detection :{settings.detection_port}, "
               f"segmentation :{settings.segmentation_port}, keypoints :{settings.keypoints_port}; "

@@ -42,3 +42,35 @@ def test_accepted_yolo11n_is_added_with_its_license_and_finds_the_sample_objects
                  if score >= 0.5}
         assert wanted in found, (photo_name, found)
     assert np.all(np.diff(out["SCORES"][0, :n]) <= 0)
+
+
+def test_devstack_serves_yolo11n_for_detect_side_by_side_with_nanodet(tmp_path, capsys):
+    """What `PRELABEL_DEV_DETECT_MODEL=yolo11n make run` prints after its summary: the sample
+    photos through NanoDet and YOLO11n (real Triton, services, router)."""
+    import asyncio
+
+    from services.devstack import DevstackSettings, Stack, compare_detectors, sample_photos
+    from services.embedded_triton.launcher import free_port
+    from services.embedded_triton.settings import TritonSettings
+
+    repo = tmp_path / "user-models"
+    assert main(["models", "pull", "--model", "yolo11n", "--accept-license", "AGPL-3.0",
+                 "--cache-dir", str(default_cache_dir()), "--user-models-dir", str(repo)]) == 0
+    dev = DevstackSettings(router_port=free_port(), detection_port=free_port(), segmentation_port=free_port(),
+                           keypoints_port=free_port(), metrics_base_port=0, run_dir=tmp_path / "run",
+                           detect_model="yolo11n")
+    stack = Stack(dev, TritonSettings(grpc_port=0, http_port=0, metrics_port=0, user_model_repository=repo))
+    try:
+        stack.start()
+        asyncio.run(stack.wait_serving(600))
+        capsys.readouterr()
+        photos = sample_photos(["coffee.png", "chelsea.png", "motorcycle_left.png", "astronaut.png"])
+        asyncio.run(compare_detectors(dev.detection_port, photos, ["coco_detector", "yolo11n"]))
+    finally:
+        stack.stop()
+    out = capsys.readouterr().out
+    print(out)  # the side-by-side table, for the log
+    found = [line for line in out.splitlines() if line.strip().startswith("yolo11n")]
+    assert len(found) == 4, out
+    for line, wanted in zip(found, ("cup", "cat", "motorcycle", "person"), strict=True):
+        assert wanted in line, out
