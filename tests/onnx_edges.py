@@ -1,7 +1,7 @@
-"""Checks that services/modelkit/families/onnx_graph.py reads a file's edges as onnxruntime does."""
+"""Checks that prelabel/core/models/onnx_graph.py reads a file's edges as onnxruntime does."""
 from __future__ import annotations
 
-from services.modelkit.families.onnx_graph import OnnxGraph
+from prelabel.core.models.onnx_graph import OnnxGraph
 
 ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int32)": "int32",
              "tensor(int64)": "int64", "tensor(uint8)": "uint8"}

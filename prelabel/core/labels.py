@@ -1,6 +1,9 @@
 """Label maps, keyed by the `label_map` parameter of each Triton model config."""
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+
 #: The category of every person (COCO id 1) and of every face (the face detector's only one).
 PERSON = "person"
 FACE = "face"
@@ -54,5 +57,28 @@ FACE_SKELETON = [(1, 2), (1, 3), (2, 3), (3, 4), (3, 5), (4, 5)]
 FACE_LANDMARK_SIGMAS = (0.025,) * len(FACE_LANDMARK_NAMES)
 
 
-def category_name(label_map: str, category_id: int) -> str:
-    return LABEL_MAPS.get(label_map, {}).get(category_id, f"class_{category_id}")
+#: A config's `label_map` when the config carries its own vocabulary (a user's model): its
+#: `names` parameter, a JSON list, names category ids 1..len(names) in order.
+CUSTOM_LABEL_MAP = "custom"
+
+#: A label map: the name of one of LABEL_MAPS, or the categories themselves (custom).
+LabelMap = str | Mapping[int, str]
+
+
+def custom_categories(names_json: str) -> dict[int, str]:
+    """The categories of a `names` parameter (a JSON list of strings): ids 1..N (0 stays
+    "unknown", as in the prompt tensors). ValueError when it is not such a list."""
+    names = json.loads(names_json) if names_json else None
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+        raise ValueError(f"names must be a JSON list of non-empty strings, got {names_json[:80]!r}")
+    if len(set(names)) != len(names):
+        raise ValueError("names must be distinct")
+    return {i + 1: n for i, n in enumerate(names)}
+
+
+def categories(label_map: LabelMap) -> Mapping[int, str]:
+    return LABEL_MAPS.get(label_map, {}) if isinstance(label_map, str) else label_map
+
+
+def category_name(label_map: LabelMap, category_id: int) -> str:
+    return categories(label_map).get(category_id, f"class_{category_id}")

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from prelabel.core.labels import category_name
+from prelabel.core.labels import LabelMap, category_name
 from prelabel.core.review import ReviewPolicy, decision_name, image_uncertainty
 from prelabel.v1 import common_pb2
 from services.common.metrics import Metrics
@@ -34,7 +34,7 @@ class Selected:
     category_name: str
 
 
-def select(scores: np.ndarray, count: int, label_ids: np.ndarray | None, label_map: str,
+def select(scores: np.ndarray, count: int, label_ids: np.ndarray | None, label_map: LabelMap,
            flt: LabelFilter) -> list[Selected]:
     """The rows to return, highest score first (without `label_ids`, every row is
     category 1 of the label map)."""

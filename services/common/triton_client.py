@@ -13,6 +13,7 @@ from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from prelabel.core.errors import DeadlineExceeded, PrelabelError, ResourceExhausted, Unavailable
+from prelabel.core.labels import CUSTOM_LABEL_MAP, LabelMap, custom_categories
 from prelabel.v1 import common_pb2
 from services.modelkit.contract import (
     HEADS,
@@ -96,8 +97,11 @@ class ModelSpec:
         return self.inputs[kinds[0].tensor.name][0] if kinds else 0
 
     @property
-    def label_map(self) -> str:
-        return self.parameters.get("label_map", "")
+    def label_map(self) -> LabelMap:
+        """The label map's name, or for a custom vocabulary (a user's model) its categories
+        from the config's `names` parameter."""
+        name = self.parameters.get("label_map", "")
+        return custom_categories(self.parameters.get("names", "")) if name == CUSTOM_LABEL_MAP else name
 
     def require_head(self, allowed: frozenset[str]) -> None:
         """The service can decode this model's outputs (its settings name the right model)."""

@@ -140,6 +140,7 @@ class EmbeddedTriton:
         cmd = [
             str(inst.binary),
             f"--model-repository={s.model_repository}",
+            *([f"--model-repository={s.user_model_repository}"] if s.user_model_repository.is_dir() else []),
             f"--backend-directory={inst.backend_directory(self._workdir / 'backends')}",
             f"--grpc-address={s.host}", f"--grpc-port={self.grpc_port}",
             # HTTP only when asked for: the services and readiness use gRPC, and every

@@ -2,7 +2,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from prelabel.core.models.user_models import user_models_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -14,6 +17,11 @@ class TritonSettings(BaseSettings):
 
     model_repository: Path = REPO_ROOT / "model_repository"
     """Standard Triton model repository (the same files the GPU container serves)."""
+
+    user_model_repository: Path = Field(default_factory=user_models_dir)
+    """The user model repository (`prelabel models add`; default $PRELABEL_USER_MODELS_DIR or
+    ~/.local/share/prelabel/models), served beside `model_repository` when it exists: Triton
+    takes several --model-repository, and a model name must be unique across them."""
 
     host: str = "127.0.0.1"
     """Address every Triton endpoint binds to. Loopback by default: only local

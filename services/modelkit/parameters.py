@@ -14,7 +14,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from prelabel.core.labels import LABEL_MAPS
+from prelabel.core.labels import CUSTOM_LABEL_MAP, LABEL_MAPS
 from services.modelkit.contract import HEADS, string_parameters
 
 
@@ -40,8 +40,8 @@ class ModelParameters:
     (services.modelkit.entrypoint resolves it)."""
 
     label_map: str = ""
-    """Names of the category ids in LABELS (prelabel.core.labels.LABEL_MAPS); the services
-    read it from Triton's config."""
+    """Names of the category ids in LABELS (prelabel.core.labels.LABEL_MAPS, or "custom":
+    the implementation's `names` parameter); the services read it from Triton's config."""
 
     num_threads: int = 0
     """CPU threads of one instance; 0 keeps the libraries' default (every core). Instances
@@ -49,8 +49,8 @@ class ModelParameters:
 
     def __post_init__(self) -> None:
         require(self.head in HEADS, "head", self.head, f"expected one of {sorted(HEADS)}")
-        require(not self.label_map or self.label_map in LABEL_MAPS, "label_map", self.label_map,
-                f"expected one of {sorted(LABEL_MAPS)}")
+        require(not self.label_map or self.label_map in (*LABEL_MAPS, CUSTOM_LABEL_MAP), "label_map",
+                self.label_map, f"expected one of {sorted(LABEL_MAPS) + [CUSTOM_LABEL_MAP]}")
         require(self.num_threads >= 0, "num_threads", self.num_threads, "must be >= 0")
 
 

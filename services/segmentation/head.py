@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from prelabel.core.errors import InvalidArgument
-from prelabel.core.labels import LABEL_MAPS, category_name
+from prelabel.core.labels import LabelMap, categories, category_name
 from prelabel.core.review import ReviewPolicy, policy_from_proto
 from prelabel.v1 import common_pb2, segmentation_pb2
 from services.common import requests as fields
@@ -74,10 +74,10 @@ def options(request: segmentation_pb2.SegmentRequest) -> Options:
     )
 
 
-def prompt_category(prompt: segmentation_pb2.BoxPrompt, label_map: str) -> tuple[int, str, int]:
+def prompt_category(prompt: segmentation_pb2.BoxPrompt, label_map: LabelMap) -> tuple[int, str, int]:
     """(echoed id, echoed name, model channel or 0 for "let the model choose")."""
     cat_id, name = prompt.category.id, prompt.category.name
-    known = LABEL_MAPS.get(label_map, {})
+    known = categories(label_map)
     if cat_id in known:
         return cat_id, name or known[cat_id], cat_id
     if cat_id == 0 and name:

@@ -1,5 +1,6 @@
-"""The Ultralytics layout decoders (services/modelkit/families) against Ultralytics' own
-predictor, on the same ONNX files and real photos.
+"""The Ultralytics layouts and decoders (prelabel/core/models/ultralytics_layouts.py,
+services/modelkit/families) against Ultralytics' own predictor, on the same ONNX files and
+real photos.
 
 Ultralytics 8.4 (the onnx-export tool venv) exports models offline: random-initialised
 detect / segment / pose / RT-DETR / end-to-end (YOLO26 `nms=False`, YOLO11 `nms=True`) /
@@ -29,11 +30,11 @@ import cv2
 import numpy as np
 import pytest
 
+from prelabel.core.models.onnx_graph import read_onnx_graph
+from prelabel.core.models.ultralytics_layouts import LayoutError, UltralyticsLayout, read_layout
 from scripts.tool_venv import SPECS, cache_root
 from services.common.letterbox import boxes_to_source, points_to_source
-from services.modelkit.families.onnx_graph import read_onnx_graph
 from services.modelkit.families.ultralytics_decode import Detections, decode, fit_to_input, to_input
-from services.modelkit.families.ultralytics_layouts import LayoutError, UltralyticsLayout, read_layout
 from tests.onnx_edges import assert_agrees_with_onnxruntime
 from tests.photos import photo_path
 

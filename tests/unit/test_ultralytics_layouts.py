@@ -1,6 +1,7 @@
-"""Ultralytics export layouts (services/modelkit/families) without Ultralytics: what a file's
-edges say, what is refused and why, and the decoding steps against torch's own operators
-(torchvision's NMS, torch's bilinear interpolate) as oracles. The equivalence with
+"""Ultralytics export layouts (prelabel/core/models/ultralytics_layouts.py; decoded by
+services/modelkit/families) without Ultralytics: what a file's edges say, what is refused
+and why, and the decoding steps against torch's own operators (torchvision's NMS, torch's
+bilinear interpolate) as oracles. The equivalence with
 Ultralytics' predictor on real exports is tests/tools/test_ultralytics_layouts.py."""
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import pytest
 import torch
 import torchvision
 
+from prelabel.core.models.onnx_graph import NotOnnxError, OnnxGraph, TensorInfo, read_onnx_graph
 from prelabel.core.models.store import verified_model_path
-from services.modelkit.families.onnx_graph import NotOnnxError, OnnxGraph, TensorInfo, read_onnx_graph
+from prelabel.core.models.ultralytics_layouts import LayoutError, describe_graph, read_layout
 from services.modelkit.families.ultralytics_decode import (
     PAD_VALUE,
     box_masks,
@@ -19,7 +21,6 @@ from services.modelkit.families.ultralytics_decode import (
     nms,
     to_input,
 )
-from services.modelkit.families.ultralytics_layouts import LayoutError, describe_graph, read_layout
 from tests.onnx_edges import assert_agrees_with_onnxruntime
 from tests.photos import photo_bytes
 

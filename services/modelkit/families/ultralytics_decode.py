@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from prelabel.core.models.ultralytics_layouts import UltralyticsLayout
 from services.common.letterbox import Letterbox, letterbox_for
-from services.modelkit.families.ultralytics_layouts import UltralyticsLayout
 
 PAD_VALUE = 114  # LetterBox's grey
 MAX_WH = 7680  # non_max_suppression's per-class box offset: all classes in one NMS pass

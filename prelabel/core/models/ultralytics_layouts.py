@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from services.modelkit.families.onnx_graph import OnnxGraph, TensorInfo, read_onnx_graph
+from prelabel.core.models.onnx_graph import OnnxGraph, TensorInfo, read_onnx_graph
 
 TASKS = ("detect", "segment", "pose")
 FAMILIES = ("yolo", "end2end", "rtdetr")
