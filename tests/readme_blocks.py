@@ -14,8 +14,15 @@ class Block:
     language: str  # "" for a block without one
     code: str
     line: int  # where its fence opens in README.md (1-based)
+    marker: str = ""  # an HTML comment on the line before the fence (another test runs that block)
+
+
+def _marker_before(text: str, start: int) -> str:
+    previous = text[:start].rstrip("\n").rsplit("\n", 1)[-1].strip()
+    return previous if previous.startswith("<!--") else ""
 
 
 def code_blocks(text: str | None = None) -> list[Block]:
     text = README.read_text() if text is None else text
-    return [Block(m.group(1), m.group(2), text.count("\n", 0, m.start()) + 1) for m in _FENCE.finditer(text)]
+    return [Block(m.group(1), m.group(2), text.count("\n", 0, m.start()) + 1, _marker_before(text, m.start()))
+            for m in _FENCE.finditer(text)]

@@ -12,9 +12,14 @@ import pytest
 from tests.photos import photo
 from tests.readme_blocks import README, code_blocks
 
+REPO_ROOT = README.parent
+
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
-PYTHON_BLOCKS = [b for b in code_blocks() if b.language == "python"]
+#: Blocks that need another setup (a photo, the segmentation service) are run by their own
+#: test, which finds them by the marker on the line before their fence.
+RUN_ELSEWHERE = {"<!-- interactive-session -->": REPO_ROOT / "tests/integration/test_interactive_segmentation.py"}
+PYTHON_BLOCKS = [b for b in code_blocks() if b.language == "python" and b.marker not in RUN_ELSEWHERE]
 #: What each of README's addresses is (services/*/settings.py default ports).
 ADDRESSES = {"127.0.0.1:50051": "router", "127.0.0.1:50052": "detection"}
 
@@ -39,3 +44,11 @@ async def test_readme_python_block_runs_as_written_when_suite_serves(block, rout
 
 def test_readme_has_python_blocks_to_run_when_read():
     assert len(PYTHON_BLOCKS) >= 2 and README.is_file()
+
+
+def test_readme_blocks_run_elsewhere_are_run_by_the_test_they_name():
+    marked = [b for b in code_blocks() if b.marker in RUN_ELSEWHERE]
+    assert marked, "no README block carries a marker of RUN_ELSEWHERE: drop the entry"
+    for block in marked:
+        runner = RUN_ELSEWHERE[block.marker]
+        assert block.marker in runner.read_text(encoding="utf-8"), f"README.md:{block.line}: {runner} does not run it"
