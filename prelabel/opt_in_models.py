@@ -96,7 +96,7 @@ def ensure_checkpoint(model: catalog.OptInCheckpoint, cache_dir: Path) -> Path:
 def converter_venv(cache_dir: Path) -> Path:
     """The pinned Ultralytics converter; torch and the rest come from this environment."""
     if find_spec("torch") is None:
-        raise OptInError("exporting an Ultralytics checkpoint needs torch here (pip install 'prelabel[server]')")
+        raise OptInError("exporting an Ultralytics checkpoint needs torch here (pip install 'prelabel[models]')")
     pins = sorted(f"{k}=={v}" for k, v in catalog.ULTRALYTICS_CONVERTER_PACKAGES.items())
     key = hashlib.sha256(json.dumps([sys.version_info[:2], pins]).encode()).hexdigest()[:16]
     venv = cache_dir / "ultralytics-converter" / key
