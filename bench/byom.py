@@ -282,6 +282,17 @@ def measure_byom(r: Rounds, *, accept_license: str | None, logs: Path | None) ->
     except (NotAvailable, OSError, subprocess.SubprocessError) as exc:
         return not_measured(f"not measured: {exc}")
     log.info("-- bring your own model: %s", found.what)
+    try:
+        return _measure_on_stack(r, found, logs)
+    except Exception as exc:  # noqa: BLE001 - a stack that does not start must not fail the bench
+        log.exception("bring your own model failed")
+        return not_measured(f"error: {type(exc).__name__}: {exc}")
+    finally:
+        load.PROBES.clear()
+        load.STAGES = None
+
+
+def _measure_on_stack(r: Rounds, found: ByomExports, logs: Path | None) -> dict:
     with Stack(triton_models=[], service_models=[MODEL], echo=False, keep_logs=logs,
                add_models=lambda repo: add_to_repository(repo, found)) as stack:
         load.PROBES.clear()
@@ -295,6 +306,4 @@ def measure_byom(r: Rounds, *, accept_license: str | None, logs: Path | None) ->
 
         out = asyncio.run(go())
         out["byom_throughput"]["startup_s"] = stack.startup_s
-    load.PROBES.clear()
-    load.STAGES = None
     return out
