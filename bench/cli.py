@@ -1,9 +1,11 @@
-"""`python -m bench [--smoke] [--out DIR] [--router HOST:PORT]`: the CPU bench.
+"""`python -m bench [--smoke] [--out DIR] [--router HOST:PORT] [--byom-only]`: the CPU bench.
 
 Starts the real tritonserver (a temporary repository: coco_detector, its
 no-batching twin, bench_identity), the detection service as its own process and a
 bare echo server, then runs every comparison with interleaved rounds and writes
-bench.json, bench.md and the plots to --out (default bench/results/).
+bench.json, bench.md and the plots to --out (default bench/results/). A full run
+ends with the bring-your-own-model comparisons (bench/byom.py, a stack of their own);
+--byom-only runs those alone.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from pathlib import Path
 
 from bench import images, load, report, stages
 from bench.bulk import measure_bulk
+from bench.byom import Rounds, measure_byom, not_measured
 from bench.clients import (
     Clients,
     batch_stats_delta,
@@ -378,23 +381,54 @@ async def measure(stack: Stack, plan: Plan, deadline: Deadline, router: str | No
     return comps
 
 
-def run(plan: Plan, out: Path, router: str | None = None, singles: dict[str, str] | None = None) -> dict:
-    deadline = Deadline(plan.budget_s)
+def byom_rounds(plan: Plan) -> Rounds:
+    return Rounds(rounds=min(plan.rounds, 4), warm_s=plan.warm_s, window_s=plan.window_s, max_s=plan.batching_max_s,
+                  concurrency=plan.suite_concurrency, batching_concurrency=plan.batching_concurrency)
+
+
+def byom_comparisons(plan: Plan, deadline: Deadline, logs: Path, accept_license: str | None) -> dict:
+    """Bring your own model (bench/byom.py), on a stack of its own; not in smoke mode
+    (YOLO11n at 640 px is seconds per round trip on a loaded 2-core machine). It runs after
+    the soft budget too: the whole-suite comparisons before it usually spend that, and its
+    own rounds are capped (about 4 minutes with its Triton's start)."""
+    if plan.mode == "smoke":
+        return not_measured("not measured in smoke mode (a YOLO11n export at 640 px; `python -m bench --byom-only`)")
+    log.info("-- bring your own model at %.0fs", deadline.elapsed())
+    return measure_byom(byom_rounds(plan), accept_license=accept_license, logs=logs)
+
+
+def meta(plan: Plan) -> dict:
     full_machine, short_machine = machine()
-    result: dict = {
-        "meta": {
-            "mode": plan.mode,
-            "date_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
-            "machine": full_machine,
-            "machine_short": short_machine,
-            "loadavg_start": loadavg(),
-            "command": " ".join(shlex.quote(a) for a in [Path(sys.executable).name, "-m", "bench", *sys.argv[1:]]),
-            "commit": commit(),
-            "versions": versions(),
-            "plan": asdict(plan),
-            "profile": "cpu",
-        },
+    return {
+        "mode": plan.mode,
+        "date_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": full_machine,
+        "machine_short": short_machine,
+        "loadavg_start": loadavg(),
+        "command": " ".join(shlex.quote(a) for a in [Path(sys.executable).name, "-m", "bench", *sys.argv[1:]]),
+        "commit": commit(),
+        "versions": versions(),
+        "plan": asdict(plan),
+        "profile": "cpu",
     }
+
+
+def run_byom_only(plan: Plan, out: Path, accept_license: str | None) -> dict:
+    """`--byom-only`: the bring-your-own-model comparisons alone, to bench_byom.json/.md."""
+    deadline = Deadline(plan.budget_s)
+    result: dict = {"meta": meta(plan), "stages": {}}
+    result["comparisons"] = measure_byom(byom_rounds(plan), accept_license=accept_license, logs=out / "logs" / "byom")
+    result["targets"] = report.byom_rows(result["comparisons"])
+    result["meta"]["loadavg_end"] = loadavg()
+    result["meta"]["wall_s"] = deadline.elapsed()
+    report.write(result, out, stem="bench_byom")
+    return result
+
+
+def run(plan: Plan, out: Path, router: str | None = None, singles: dict[str, str] | None = None,
+        accept_license: str | None = None) -> dict:
+    deadline = Deadline(plan.budget_s)
+    result: dict = {"meta": meta(plan)}
     log.info("-- per-image CPU stages")
     result["stages"] = stages.measure(input_size=image_size(plan.detector), budget_s=plan.stage_budget_s)
     log.info("stages done at %.0fs", deadline.elapsed())
@@ -406,6 +440,7 @@ def run(plan: Plan, out: Path, router: str | None = None, singles: dict[str, str
         result["comparisons"] = asyncio.run(measure(stack, plan, deadline, router, singles or {}))
     if router is None and plan.mode == "full" and not deadline.expired():
         result["comparisons"].update(whole_suite_comparisons(plan, out / "logs"))
+    result["comparisons"].update(byom_comparisons(plan, deadline, out / "logs" / "byom", accept_license))
     result["targets"] = report.targets(result["comparisons"], result["stages"])
     result["meta"]["loadavg_end"] = loadavg()
     result["meta"]["wall_s"] = deadline.elapsed()
@@ -471,6 +506,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fanout-single", action="append", default=[], metavar="TASK=HOST:PORT",
                         help="a service the router fans out to (detect, segment, keypoints, faces); repeat")
     parser.add_argument("--budget-s", type=float, default=None, help="soft time budget for the comparisons")
+    parser.add_argument("--byom-only", action="store_true",
+                        help="only the bring-your-own-model comparisons (bench/byom.py), to bench_byom.json/.md")
+    parser.add_argument("--accept-license", default=None, metavar="SPDX",
+                        help="AGPL-3.0: measure the real YOLO11n if `prelabel models pull` has cached its export "
+                             "(nothing is fetched); otherwise a random-initialised yolo11n.yaml export")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, _exit_on_sigterm)  # `timeout`, CI: stop the servers on the way out
@@ -478,9 +518,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.budget_s is not None:
         plan = Plan(**{**asdict(plan), "budget_s": args.budget_s})
     singles = dict(item.split("=", 1) for item in args.fanout_single)
-    result = run(plan, args.out, args.router, singles)
+    if args.byom_only:
+        result = run_byom_only(plan, args.out, args.accept_license)
+    else:
+        result = run(plan, args.out, args.router, singles, args.accept_license)
     print(report.markdown(result))
-    print(f"\nwritten: {args.out}/bench.json, bench.md, {', '.join(result.get('plots', []))}")
+    stem = "bench_byom" if args.byom_only else "bench"
+    print(f"\nwritten: {args.out}/{stem}.json, {stem}.md, {', '.join(result.get('plots', []))}")
 
 
 if __name__ == "__main__":

@@ -75,6 +75,8 @@ def targets(c: dict, stages: dict) -> list[dict]:
         rows.append(row("bulk_throughput", "Bulk: prelabel annotate (detect) / NanoDet in-process", None, "x", ">= 0.8",
                         None, k.get("reason", "not measured (full run only)")))
 
+    rows += byom_rows(c)
+
     p = c.get("payload", {})
     if p.get("measured"):
         rows.append(row("payload", "Payload cost per MB: Detect / bare grpc.aio echo", p["ratio"], "x", "<= 1.3",
@@ -103,6 +105,32 @@ def targets(c: dict, stages: dict) -> list[dict]:
                         f"{st['stages']['letterbox']['median_ms']:.2f} + request/serialize "
                         f"{st['stages']['triton_request_build']['median_ms'] + st['stages']['triton_request_serialize']['median_ms'] + st['stages']['detect_request_parse']['median_ms']:.2f}"
                         f" + postprocess {st['stages']['postprocess']['median_ms']:.2f}"))
+    return rows
+
+
+def byom_rows(c: dict) -> list[dict]:
+    """Bring your own model (issue 18, bench/byom.py): suite / in-process, batching on / off."""
+    rows = []
+    t = c.get("byom_throughput", {})
+    if t.get("measured"):
+        v = t["variants"]
+        rows.append(row("byom_throughput", f"User model: Detect / the same ONNX in-process ({t['export']}, "
+                        f"concurrency {t['concurrency']})", t["ratio"], "x", ">= 0.9", t["ratio"] >= 0.9,
+                        f"suite {v['suite']['throughput_rps']:.2f} img/s vs onnxruntime in-process "
+                        f"{v['in_process']['throughput_rps']:.2f} img/s ({t['threads_in_process']} threads); {t['weights']}"))
+    else:
+        rows.append(row("byom_throughput", "User model: Detect / the same ONNX in-process", None, "x", ">= 0.9", None,
+                        t.get("reason", "not measured")))
+    b = c.get("byom_batching", {})
+    if b.get("measured"):
+        v = b["variants"]
+        rows.append(row("byom_batching", f"User model, dynamic batch export: batching on / off ({b['export']}, "
+                        f"concurrency {b['concurrency']})", b["ratio"], "x", "report the gain", None,
+                        f"on {v['on']['throughput_rps']:.2f} img/s, off {v['off']['throughput_rps']:.2f} img/s; "
+                        f"batches formed {b['batch_sizes_on']}"))
+    else:
+        rows.append(row("byom_batching", "User model, dynamic batch export: batching on / off", None, "x",
+                        "report the gain", None, b.get("reason", "not measured")))
     return rows
 
 

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -95,8 +96,10 @@ class Stack:
     """Start with `with Stack(...) as stack:`; everything is stopped on exit."""
 
     def __init__(self, *, triton_models: list[str], service_models: list[str], profile: str = "cpu",
-                 echo: bool = True, startup_timeout_s: float = 300.0, keep_logs: Path | None = None):
+                 echo: bool = True, startup_timeout_s: float = 300.0, keep_logs: Path | None = None,
+                 add_models: Callable[[Path], list[str]] | None = None):
         self.triton_models = triton_models
+        self.add_models = add_models  # writes more model folders into the repository, returns their names
         self.service_models = service_models
         self.profile = profile
         self.echo = echo
@@ -134,9 +137,11 @@ class Stack:
         from services.embedded_triton.settings import TritonSettings
 
         repo = build_repository(self.workdir / "model_repository", self.triton_models)
+        models = [*self.triton_models, *(self.add_models(repo) if self.add_models else [])]
         started = time.monotonic()
         settings = TritonSettings(
-            model_repository=repo, models=self.triton_models, profile=self.profile,
+            model_repository=repo, models=models, profile=self.profile,
+            user_model_repository=self.workdir / "no-user-models",  # not the developer's own models
             grpc_port=0, http_port=0, metrics_port=0, startup_timeout_s=self.startup_timeout_s,
             allow_random_weights=True,
         )
