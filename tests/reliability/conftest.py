@@ -21,6 +21,7 @@ import tritonclient.grpc as triton_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.embedded_triton.launcher import EmbeddedTriton, free_port
+from services.embedded_triton.settings import TritonSettings
 from tests.conftest import REPO_ROOT, running, wait_serving
 from tests.reliability import report
 
@@ -99,6 +100,19 @@ def sigkill_triton(server: EmbeddedTriton) -> None:
 
 
 # ---------------------------------------------------------------- process helpers
+@pytest.fixture(scope="module")
+def face_triton(tmp_path_factory):
+    """A Triton of the module's own serving face_detector alone, for tests that kill it
+    (the session server must survive them)."""
+    log_path = tmp_path_factory.mktemp("face-triton") / "tritonserver.log"
+    server = EmbeddedTriton(TritonSettings(grpc_port=0, http_port=0, metrics_port=0, models=["face_detector"]),
+                            log_path=log_path)
+    server.start()
+    yield server
+    if server.process is not None:
+        server.stop()
+
+
 def rss_bytes() -> int:
     """Resident set size of this process, from /proc/self/statm (no psutil)."""
     with open("/proc/self/statm") as f:

@@ -17,8 +17,7 @@ import pytest
 from PIL import Image
 
 from services.common.metrics import Metrics
-from services.embedded_triton.launcher import EmbeddedTriton, free_port
-from services.embedded_triton.settings import TritonSettings
+from services.embedded_triton.launcher import free_port
 from services.router.app import build_app
 from services.router.settings import RouterSettings
 from tests.conftest import REPO_ROOT, running
@@ -36,17 +35,6 @@ RESTART_IMAGES, DONE_BEFORE_KILL, OUTAGE_S = 300, 30, 30.0
 #: Detect calls while Triton is dead: the 4 in flight, then probes 1, 2, 4, 5, 5 ... s apart
 #: (about 10 in 30 s); issue 21 counted ~1,440 retries in a 15 s outage before the circuit.
 MAX_CALLS_WHILE_DEAD = 30
-
-
-@pytest.fixture(scope="module")
-def face_triton(tmp_path_factory):
-    log_path = tmp_path_factory.mktemp("bulk-triton") / "tritonserver.log"
-    server = EmbeddedTriton(TritonSettings(grpc_port=0, http_port=0, metrics_port=0, models=[MODEL]),
-                            log_path=log_path)
-    server.start()
-    yield server
-    if server.process is not None:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

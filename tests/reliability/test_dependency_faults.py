@@ -11,8 +11,6 @@ import grpc
 import pytest
 
 from prelabel.v1 import common_pb2, detection_pb2, detection_pb2_grpc
-from services.embedded_triton.launcher import EmbeddedTriton
-from services.embedded_triton.settings import TritonSettings
 from tests.photos import photo
 from tests.reliability import corpus
 from tests.reliability.conftest import (
@@ -63,17 +61,6 @@ async def timed_detect(stub, request, timeout_s: float) -> Call:
     except grpc.aio.AioRpcError as err:
         code = err.code()
     return Call(start, time.perf_counter(), code)
-
-
-@pytest.fixture(scope="module")
-def face_triton(tmp_path_factory):
-    log_path = tmp_path_factory.mktemp("face-triton") / "tritonserver.log"
-    server = EmbeddedTriton(TritonSettings(grpc_port=0, http_port=0, metrics_port=0, models=[MODEL]),
-                            log_path=log_path)
-    server.start()
-    yield server
-    if server.process is not None:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
