@@ -18,7 +18,8 @@ Each holds:
   label (YOLO's background image);
 - `data.yaml`: `train` and `val` (`images`, or `train.txt` / `val.txt` lists when a
   validation fraction is asked for: an image is in val iff SHA-256 of its id, mod 10 000,
-  is below fraction x 10 000, so shards agree), `names`, plus `kpt_shape` and `flip_idx`
+  is below fraction x 10 000, so shards agree; a side left empty points at the other one,
+  which Ultralytics then reads for both), `names`, plus `kpt_shape` and `flip_idx`
   for pose and faces. No `path`: Ultralytics then takes the folder of data.yaml, so the
   dataset can be moved (a relative `path` would be read from the working directory).
 
@@ -143,7 +144,7 @@ class YoloWriter:
         # Keypoint names by dataset: the registry's until a response names the model's.
         self._kp_names = {t.yolo_kind: list(t.keypoints.names) for t in self.tasks if t.keypoints is not None}
         self._lists: dict[str, dict[str, TextIO]] = {}  # dataset -> split -> image list
-        self._n_val = 0
+        self._n_split = {"train": 0, "val": 0}
         for task in self.tasks:
             for sub in ("labels", "images"):
                 os.makedirs(os.path.join(self.tmp, task.yolo_kind, sub))
@@ -174,7 +175,7 @@ class YoloWriter:
         name = self._name(image_id)
         target = os.path.abspath(path or image_id)
         split = "val" if self.val_fraction > 0 and in_val(image_id, self.val_fraction) else "train"
-        self._n_val += split == "val"
+        self._n_split[split] += 1
         for task in self.tasks:
             kind = task.yolo_kind
             lines = lines_for(response, task, self.class_of, review=self.review,
@@ -199,8 +200,10 @@ class YoloWriter:
                "# this file's folder, so the dataset can be moved."]
         if kind not in self._lists:
             out += ["train: images", "val: images"]
-        else:  # Ultralytics refuses an empty val list: a run too small to split validates on train
-            out += ["train: train.txt", "val: val.txt" if self._n_val else "val: train.txt"]
+        else:  # Ultralytics refuses an empty list: a run too small to split uses its one non-empty side
+            train, val = (f"{split}.txt" for split in ("train", "val"))
+            out += [f"train: {train if self._n_split['train'] else val}",
+                    f"val: {val if self._n_split['val'] else train}"]
         if task.keypoints is not None:
             names = [task.keypoints.category]
             kps = self._kp_names[kind]

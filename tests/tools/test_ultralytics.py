@@ -54,7 +54,7 @@ def test_ultralytics_loads_datasets_when_names_are_absolute_paths_and_split(tmp_
     found = load(run_probe, out)
     for kind in KINDS:
         splits = found[kind]["splits"]
-        # ids are tmp paths, so which images fall in val varies; an empty val falls back to train
+        # ids are tmp paths, so which images fall in val varies; an empty side points at the other
         parts = ["train"] if found[kind]["val_is_train"] else ["train", "val"]
         assert sum(splits[p]["images"] for p in parts) == len(samples), kind
         assert sum(splits[p]["instances"] for p in parts) == expected_counts(samples)[kind], kind

@@ -251,6 +251,19 @@ def test_yolo_splits_train_and_val_when_a_val_fraction_is_given(tmp_path):
     assert all(line.startswith("./images/") for line in train + val)
 
 
+@pytest.mark.parametrize("fraction,side", [(0.9999, "val"), (0.0001, "train")])
+def test_yolo_points_an_empty_split_at_the_other_when_every_image_fell_on_one_side(tmp_path, fraction, side):
+    # Ultralytics refuses an empty image list; with few images a fraction can put them all in one split.
+    yaml = pytest.importorskip("yaml")
+    items = [(f"{i}.jpg", make_response()) for i in range(3)]
+    write_outputs(tmp_path, ["yolo"], [(n, i, i, r) for n, (i, r) in enumerate(items, 1)], tasks=["detect"],
+                  val_fraction=fraction)
+    root = tmp_path / "yolo/detect"
+    data = yaml.safe_load((root / "data.yaml").read_text())
+    assert (data["train"], data["val"]) == (f"{side}.txt", f"{side}.txt")
+    assert len((root / f"{side}.txt").read_text().split()) == 3
+
+
 def test_yolo_data_yaml_lists_keypoint_shape_when_pose(tmp_path):
     yaml = pytest.importorskip("yaml")
     write_all(tmp_path, [("x.jpg", make_response())], formats=["yolo"])
