@@ -8,8 +8,10 @@ model_repository/, see prelabel/core/models/user_models.py) or remove it.
   in a virtualenv of its own (the services never import TensorFlow); every produced file
   must match the SHA-256 in prelabel/core/models/models.lock.json.
 - gpu profile: torchvision's published COCO weights, checked against the SHA-256 prefix
-  their file names carry. Offline, `pull` fails at once naming the file, its URL and
-  where to put it.
+  their file names carry, and Meta's SAM ViT-B (checked against its published MD5),
+  exported to an ONNX pair with Meta's code and added as a SAM pair for click-to-segment
+  (prelabel/sam_checkpoints.py; `--model sam_vit_l` for ViT-L). Offline, `pull` fails at
+  once naming the file, its URL and where to put it.
 
 Idempotent: with a complete cache, `pull` only re-hashes files (seconds).
 """
@@ -30,8 +32,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from prelabel import opt_in_models
+from prelabel import opt_in_models, sam_checkpoints
 from prelabel.core.models import catalog, store, user_models
+from prelabel.export_venv import ExportError
 
 CONVERT_SCRIPT = Path(store.__file__).with_name("convert") / "tfjs_to_onnx.py"
 NPM_TIMEOUT_S = 600
@@ -224,8 +227,7 @@ def pull_published(cache_dir: Path, base_url: str | None,
         _say(f"downloading {url}")
         tmp = target.with_name(f".{name}.part")
         try:
-            with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, tmp.open("wb") as out:
-                shutil.copyfileobj(response, out, 1 << 20)
+            store.download(url, tmp, DOWNLOAD_TIMEOUT_S)
         except (urllib.error.URLError, OSError) as exc:
             tmp.unlink(missing_ok=True)
             raise PullError(
@@ -238,6 +240,16 @@ def pull_published(cache_dir: Path, base_url: str | None,
                             f"{f.sha256_prefix}...: refused")
         os.replace(tmp, target)
     return entries
+
+
+def pull_sam_pairs(names: list[str], cache_dir: Path, repository: Path, base_url: str | None) -> None:
+    for name in names:
+        try:
+            models = sam_checkpoints.pull_sam(name, cache_dir, repository, base_url)
+        except (ExportError, ValueError) as exc:  # ValueError: the export is not SAM's interface
+            raise PullError(str(exc)) from exc
+        _say(f"{name}: served as {' + '.join(m.name for m in models)} from {repository}; "
+             f"PRELABEL_CLICK_MODEL={name} makes the segmentation service answer clicks with it")
 
 
 # -- verify / list ------------------------------------------------------------------
@@ -347,8 +359,9 @@ def add_parser(sub) -> None:
                    help="add: YAML class names (a list, id: name, or a data.yaml's `names:`)")
     p.add_argument("--license", default=None, help="add: the weights' license (SPDX id), e.g. AGPL-3.0")
     p.add_argument("--input-size", type=int, default=None, help="add: input size of a dynamic-size graph")
-    p.add_argument("--model", default=None, choices=sorted(catalog.OPT_IN),
-                   help="pull: an opt-in model (exported and added as a user model), e.g. yolo11n")
+    p.add_argument("--model", default=None, choices=sorted([*catalog.OPT_IN, *catalog.SAM_CHECKPOINTS]),
+                   help="pull: an opt-in model (exported and added as a user model), e.g. yolo11n, or one of "
+                        "Meta's SAM checkpoints (exported and added as a SAM pair for clicks), e.g. sam_vit_b")
     p.add_argument("--accept-license", default=None, metavar="SPDX",
                    help="pull --model: accept the opt-in model's license (yolo11n: AGPL-3.0); nothing is fetched without it")
     p.add_argument("--user-models-dir", type=Path, default=None,
@@ -387,10 +400,13 @@ def run(args: argparse.Namespace) -> int:
             if not problems:
                 _say(f"{args.profile} profile: every file matches the lock ({cache_dir})")
             return 1 if problems else 0
+        if args.model in catalog.SAM_CHECKPOINTS:
+            pull_sam_pairs([args.model], cache_dir, repository, args.base_url)
+            return 0
         if args.model:
             try:
                 model = opt_in_models.pull_opt_in(args.model, args.accept_license, cache_dir, repository)
-            except opt_in_models.OptInError as exc:
+            except ExportError as exc:
                 raise PullError(str(exc)) from exc
             _say(f"{model.name} ({model.license}) is served from {repository / model.name}: "
                  f"PRELABEL_DEV_DETECT_MODEL={model.name} make run uses it for the detect task")
@@ -409,6 +425,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             published = pull_published(cache_dir, args.base_url)
             _say(f"gpu profile: {len(published)} published files cached and verified in {cache_dir}")
+            pull_sam_pairs(catalog.PROFILES["gpu"].sam, cache_dir, repository, args.base_url)
         return 0
     except PullError as exc:
         print(f"prelabel models: error: {exc}", file=sys.stderr)

