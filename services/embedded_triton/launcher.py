@@ -38,6 +38,17 @@ class TritonStartError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class ModelState:
+    """A model's load state in Triton's repository index (READY, UNAVAILABLE, LOADING, ...)."""
+
+    state: str
+    reason: str
+
+
+UNKNOWN = ModelState("", "")
+
+
+@dataclass(frozen=True)
 class TritonInstallation:
     """Where the pytriton wheel keeps the server, its libraries and backends."""
 
@@ -109,6 +120,7 @@ class EmbeddedTriton:
         self.shm_prefix = f"prelabel_{os.getpid()}_{self.grpc_port}_"
         self.admin_key = secrets.token_urlsafe(24)  # per launch; see admin_headers
         self._log_file: IO[bytes] | None = None
+        self.unavailable: dict[str, str] = {}  # model -> Triton's reason, set by wait_ready()
 
     @property
     def admin_headers(self) -> dict[str, str]:
@@ -151,6 +163,9 @@ class EmbeddedTriton:
             f"--metrics-address={s.host}", f"--metrics-port={self.metrics_port}",
             f"--exit-timeout-secs={s.exit_timeout_s}",
             "--strict-readiness=true",
+            # A user model that fails to load must not take the built-in ones down with it:
+            # wait_ready() fails on the models it requires and reports the others.
+            "--exit-on-error=false",
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             f"--log-verbose={s.log_verbose}",
             # Admin endpoints (model repository, logging, trace settings, shared-memory
@@ -198,28 +213,60 @@ class EmbeddedTriton:
         self.wait_ready(self.settings.startup_timeout_s)
         return self
 
-    def is_ready(self) -> bool:
-        """Every model ready (--strict-readiness), asked over gRPC."""
+    def required_models(self) -> list[str]:
+        """The models the suite cannot run without: the configured list, else every model
+        of model_repository. A user model outside them that fails to load is reported,
+        not fatal."""
+        if self.settings.models:
+            return list(self.settings.models)
+        return sorted(p.name for p in self.settings.model_repository.iterdir()
+                      if p.is_dir() and not p.name.startswith("."))
+
+    def model_states(self) -> dict[str, ModelState] | None:
+        """Every model of the repositories with its load state and Triton's reason (the
+        repository index: an admin API, asked with this launch's key); None while Triton
+        does not answer."""
         client = triton_grpc.InferenceServerClient(self.grpc_url)
         try:
-            return bool(client.is_server_ready(client_timeout=2))
+            index = client.get_model_repository_index(headers=dict(self.admin_grpc_metadata), as_json=True,
+                                                      client_timeout=2)
         except InferenceServerException:
-            return False
+            return None
         finally:
             client.close()
+        return {m["name"]: ModelState(m.get("state", ""), m.get("reason", "")) for m in index.get("models", [])}
+
+    def is_ready(self) -> bool:
+        """Every required model ready (see wait_ready)."""
+        states = self.model_states()
+        return states is not None and all(states.get(m, UNKNOWN).state == "READY" for m in self.required_models())
 
     def wait_ready(self, timeout_s: float) -> None:
+        """Until every required model is READY. One that failed to load ends the wait at
+        once with Triton's reason; any other model that failed (a user model) is logged
+        with its reason and listed in `self.unavailable`, and the rest are served."""
         assert self.process is not None, "wait_ready() after start()"
         deadline = time.monotonic() + timeout_s
+        required = self.required_models()
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise TritonStartError(
                     f"tritonserver exited with code {self.process.returncode} while starting"
                     + (f"; see {self.log_path}" if self.log_path else "")
                 )
-            if self.is_ready():
-                log.info("tritonserver ready: grpc %s, metrics %s", self.grpc_url, self.metrics_url)
-                return
+            states = self.model_states()
+            if states is not None:
+                failed = [m for m in required if states.get(m, UNKNOWN).state == "UNAVAILABLE"]
+                if failed:
+                    self.stop()
+                    raise TritonStartError("models failed to load: " + "; ".join(
+                        f"{m}: {states[m].reason or 'no reason given'}" for m in failed))
+                if all(states.get(m, UNKNOWN).state == "READY" for m in required):
+                    self.unavailable = {m: s.reason for m, s in states.items() if s.state == "UNAVAILABLE"}
+                    for name, reason in self.unavailable.items():
+                        log.warning("model %s failed to load and is not served (the others are): %s", name, reason)
+                    log.info("tritonserver ready: grpc %s, metrics %s", self.grpc_url, self.metrics_url)
+                    return
             time.sleep(0.25)
         self.stop()
         raise TritonStartError(f"tritonserver not ready after {timeout_s:.0f}s")
