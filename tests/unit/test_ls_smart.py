@@ -10,6 +10,8 @@ from pycocotools import mask as coco_mask
 
 from prelabel.formats import ls_brush
 from prelabel.ls_backend.project import ConfigError, parse_config
+from prelabel.ls_backend.server import Backend
+from prelabel.ls_backend.settings import LsBackendSettings
 from prelabel.ls_backend.smart import (
     BoxPct,
     Click,
@@ -126,3 +128,15 @@ def test_brush_region_is_the_best_candidate_in_label_studio_rle_and_none_when_it
     assert brush_region(response, "mask", "cup", "img") is None
     response.candidates.add().instance.mask.size[:] = [40, 60]  # an empty mask
     assert brush_region(response, "mask", "cup", "img") is None
+
+
+def test_predict_refuses_an_interactive_request_before_fetching_when_two_tasks_or_no_brush_label():
+    backend = Backend(LsBackendSettings(), client=object())  # neither Label Studio nor the router is asked
+    body = {"label_config": CONFIG, "tasks": [{"id": 1, "data": {"image": "/data/a.png"}}] * 2,
+            "params": {"context": {"result": [keypoint(50, 50)]}}}
+    with pytest.raises(ConfigError, match="an interactive request .* is for one task"):
+        backend.predict(body)
+    dog = keypoint(50, 50)
+    dog["value"]["keypointlabels"] = ["Dog"]
+    with pytest.raises(ConfigError, match="no label 'Dog'"):
+        backend.predict({**body, "tasks": body["tasks"][:1], "params": {"context": {"result": [dog]}}})
