@@ -2,7 +2,8 @@
 settings (legacy API tokens disabled; a personal access token made the way a user makes one),
 takes what annotate writes as it is -- the labeling config, the tasks with predictions,
 images through its local-files storage -- and, connected to `prelabel ls-backend` in front
-of the real suite, asks it for predictions."""
+of the real suite, asks it for predictions and, through its interactive pre-annotation, for
+the mask of a clicked object."""
 from __future__ import annotations
 
 import asyncio
