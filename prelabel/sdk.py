@@ -7,6 +7,7 @@
 
     with SyncPreLabelClient("127.0.0.1:50051") as client:      # e.g. a web backend
         labels = response_to_dict(client.prelabel(data, "img-1"))
+        masks = client.segment_click(click_request)             # Segmenter.SegmentClick
 
 Unary calls are retried by gRPC itself (service config): UNAVAILABLE only, at most
 `max_attempts` attempts with exponential backoff, under retry throttling (retries stop
