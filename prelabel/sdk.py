@@ -7,6 +7,7 @@
 
     with SyncPreLabelClient("127.0.0.1:50051") as client:      # e.g. a web backend
         labels = response_to_dict(client.prelabel(data, "img-1"))
+        masks = client.segment_click(click_request)             # Segmenter.SegmentClick
 
 Unary calls are retried by gRPC itself (service config): UNAVAILABLE only, at most
 `max_attempts` attempts with exponential backoff, under retry throttling (retries stop
@@ -26,7 +27,7 @@ import grpc
 from prelabel.core import tasks as tasks_registry
 from prelabel.core.review import decision_name
 from prelabel.core.tasks import LabelKind
-from prelabel.v1 import common_pb2, prelabel_pb2, prelabel_pb2_grpc
+from prelabel.v1 import common_pb2, prelabel_pb2, prelabel_pb2_grpc, segmentation_pb2, segmentation_pb2_grpc
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 #: Largest message sent or received: images up to the router's limit (20 MiB by default), and replies
@@ -183,6 +184,8 @@ class _ClientBase:
             address, aio=self._aio, tls=tls, root_certificates=root_certificates, private_key=private_key,
             certificate_chain=certificate_chain, max_attempts=max_attempts, options=options)
         self.stub = prelabel_pb2_grpc.PreLabelerStub(self.channel)
+        #: The router's interactive segmentation (Segmenter.SegmentClick, ClickSession).
+        self.segmenter = segmentation_pb2_grpc.SegmenterStub(self.channel)
 
 
 class PreLabelClient(_ClientBase):
@@ -328,6 +331,12 @@ class SyncPreLabelClient(_ClientBase):
         """As PreLabelClient.prelabel; raises grpc.RpcError."""
         request = build_request(image_bytes, image_id, tasks, **request_options)
         return self.stub.PreLabel(request, timeout=timeout_s or self.timeout_s, metadata=self.metadata)
+
+    def segment_click(self, request: segmentation_pb2.ClickRequest, *,
+                      timeout_s: float | None = None) -> segmentation_pb2.ClickResponse:
+        """One click prompt on an image (Segmenter.SegmentClick through the router);
+        raises grpc.RpcError."""
+        return self.segmenter.SegmentClick(request, timeout=timeout_s or self.timeout_s, metadata=self.metadata)
 
     def close(self) -> None:
         self.channel.close()

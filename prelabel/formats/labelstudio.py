@@ -78,7 +78,7 @@ from prelabel.formats.common import (
 )
 from prelabel.formats.objects import group_objects
 from prelabel.formats.polygons import DEFAULT_TOLERANCE_PX, mask_polygon
-from prelabel.v1 import prelabel_pb2
+from prelabel.v1 import common_pb2, prelabel_pb2
 
 FILE_NAME = "labelstudio.json"
 CONFIG_NAME = "labelstudio.xml"
@@ -132,6 +132,15 @@ def source_line(label: Label) -> str:
             f" ({model_tag(label.detection.provenance)})")
 
 
+def brush_value(rle: common_pb2.RleMask, label: str) -> dict | None:
+    """The `value` of a brushlabels region holding a COCO RLE mask (formats.ls_brush);
+    None for an empty mask."""
+    if not rle.counts:
+        return None
+    mask = mask_utils.decode({"size": list(rle.size), "counts": rle.counts})
+    return {"format": "rle", "rle": ls_brush.encode(np.asarray(mask)), "brushlabels": [label]}
+
+
 def results_of(response: prelabel_pb2.PreLabelResponse, masks: str = "polygon",
                controls: Controls = Controls(), *, review: Collection[str] | None = None,
                polygon_tolerance: float = DEFAULT_TOLERANCE_PX) -> tuple[list[dict], list[float]]:
@@ -157,13 +166,11 @@ def results_of(response: prelabel_pb2.PreLabelResponse, masks: str = "polygon",
         assert label.mask is not None
         score = round(float(label.detection.score), 5)
         if masks == "brush":
-            rle = label.mask.mask
-            if not rle.counts:
+            value = brush_value(label.mask.mask, label.category)
+            if value is None:
                 return None
-            mask = mask_utils.decode({"size": list(rle.size), "counts": rle.counts})
             return {"id": rid_of(label), "type": "brushlabels", "from_name": controls.brush, **common,
-                    "value": {"format": "rle", "rle": ls_brush.encode(np.asarray(mask)),
-                              "brushlabels": [label.category]}, "score": score}
+                    "value": value, "score": score}
         poly = mask_polygon(label.mask, polygon_tolerance)
         if not poly:
             return None

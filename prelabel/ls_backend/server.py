@@ -7,7 +7,10 @@
                     refuses the connection, or marks it "Error", with the reason)
     POST /predict   {"tasks": [...], "label_config": "<View>...", "project": ...}
                     -> {"results": [{"result": [...], "score": s, "model_version": v}, ...]}
-                    one entry per task, in order; see below for tasks that fail
+                    one entry per task, in order; see below for tasks that fail.
+                    Interactive pre-annotation (one task, the annotator's smart keypoints /
+                    rectangle in "params": {"context": ...}): the one brushlabels mask of
+                    the clicked object, through the router's SegmentClick (smart.py)
     POST /webhook   accepted (200 {}): this backend does not train
     GET  /versions  {"versions": [model_version]}
     GET  /metrics   Prometheus metrics
@@ -52,6 +55,7 @@ from prelabel.formats.labelstudio import PER_REGION_TYPES, results_of, run_model
 from prelabel.ls_backend.fetch import FetchError, check_token, exchange_token, fetch_image
 from prelabel.ls_backend.project import ConfigError, Project, parse_config, relabel
 from prelabel.ls_backend.settings import LsBackendSettings
+from prelabel.ls_backend.smart import SmartPrompt, brush_label, brush_region, click_request, smart_prompt, upright_size
 from prelabel.ls_backend.tokens import LabelStudioToken, TokenError
 from prelabel.sdk import TASK_NAMES, SyncPreLabelClient
 
@@ -172,7 +176,11 @@ class Backend:
         if len(tasks) > self.settings.max_tasks_per_request:
             raise ConfigError(f"at most {self.settings.max_tasks_per_request} tasks per request")
         project = self._project(body)
-        answers = [self.predict_task(task, project) for task in tasks]
+        params = body.get("params")
+        prompt = smart_prompt(params.get("context"), project) if isinstance(params, dict) else None
+        if prompt is not None and len(tasks) != 1:
+            raise ConfigError("an interactive request (params.context) is for one task")
+        answers = [self.predict_task(task, project, prompt) for task in tasks]
         failures = [a for a in answers if isinstance(a, TaskFailure)]
         if failures and len(failures) == len(answers):
             first = failures[0]
@@ -182,10 +190,11 @@ class Backend:
         return {"results": [{"error": f"task {a.task_id}: {a.message}"} if isinstance(a, TaskFailure) else a
                             for a in answers]}
 
-    def predict_task(self, task: object, project: Project) -> dict | TaskFailure:
-        """The task's prediction, or why it gets none."""
+    def predict_task(self, task: object, project: Project, prompt: SmartPrompt | None = None) -> dict | TaskFailure:
+        """The task's prediction (with `prompt`: the mask for the annotator's smart regions),
+        or why it gets none."""
         started = time.monotonic()
-        answer = self._prediction(task, project)
+        answer = self._prediction(task, project) if prompt is None else self._click_prediction(task, project, prompt)
         self.metrics.predict_seconds.observe(time.monotonic() - started)
         if isinstance(answer, TaskFailure):
             log.warning("task %s: no prediction (%d): %s", answer.task_id, answer.status, answer.message)
@@ -195,25 +204,36 @@ class Backend:
             self.metrics.regions.inc(sum(r["type"] not in PER_REGION_TYPES for r in answer["result"]))
         return answer
 
-    def _prediction(self, task: object, project: Project) -> dict | TaskFailure:
+    def _image(self, task: object, project: Project) -> bytes | TaskFailure:
+        """The bytes of the task's image, or why they cannot be had."""
         task_id = task.get("id") if isinstance(task, dict) else None
         data = task.get("data") if isinstance(task, dict) else None
         url = data.get(project.image_field) if isinstance(data, dict) else None
         if not isinstance(url, str) or not url:
             return TaskFailure(task_id, 422, f"task has no data.{project.image_field}", "bad_task")
         try:
-            image = fetch_image(url, self.settings, self.token)
+            return fetch_image(url, self.settings, self.token)
         except FetchError as exc:
             return TaskFailure(task_id, exc.status, f"cannot read image: {exc}", "fetch_error")
+
+    @staticmethod
+    def _router_failure(task_id: object, exc: grpc.RpcError) -> TaskFailure:
+        code = exc.code().name if hasattr(exc, "code") else "UNKNOWN"
+        details = exc.details() if hasattr(exc, "details") else str(exc)
+        return TaskFailure(task_id, _router_status(code), f"router: {code}: {details}",
+                           "bad_task" if code == "INVALID_ARGUMENT" else "router_error")
+
+    def _prediction(self, task: object, project: Project) -> dict | TaskFailure:
+        task_id = task.get("id") if isinstance(task, dict) else None
+        image = self._image(task, project)
+        if isinstance(image, TaskFailure):
+            return image
         try:
             response = self.client.prelabel(
                 image, str(task_id or ""), project.tasks, include_polygons=project.masks == "polygon",
                 score_threshold=self.settings.score_threshold or None)
         except grpc.RpcError as exc:
-            code = exc.code().name if hasattr(exc, "code") else "UNKNOWN"
-            details = exc.details() if hasattr(exc, "details") else str(exc)
-            return TaskFailure(task_id, _router_status(code), f"router: {code}: {details}",
-                               "bad_task" if code == "INVALID_ARGUMENT" else "router_error")
+            return self._router_failure(task_id, exc)
         failed = [r for r in response.task_results if r.code != "OK"]
         if failed:  # a stored prediction without, say, its masks would never be completed
             return TaskFailure(task_id, max(_router_status(r.code) for r in failed),
@@ -230,6 +250,32 @@ class Backend:
         scores = [r["score"] for r in regions if r["type"] != "keypointlabels" and "score" in r]
         return {"result": regions, "model_version": self.model_version,
                 "score": round(sum(scores) / len(scores), 5) if scores else 0.0}
+
+    def _click_prediction(self, task: object, project: Project, prompt: SmartPrompt) -> dict | TaskFailure:
+        """One brushlabels region for the smart regions (smart.py), or why there is none:
+        an interactive answer is never empty."""
+        control, label = brush_label(prompt, project)
+        task_id = task.get("id") if isinstance(task, dict) else None
+        image = self._image(task, project)
+        if isinstance(image, TaskFailure):
+            return image
+        try:
+            size = upright_size(image)
+        except ValueError as exc:
+            return TaskFailure(task_id, 422, f"cannot read image: {exc}", "bad_task")
+        try:
+            response = self.client.segment_click(click_request(prompt, image, str(task_id or ""), size))
+        except grpc.RpcError as exc:
+            return self._router_failure(task_id, exc)
+        served = (response.image_size.width, response.image_size.height)
+        if served != size:  # the clicks would land elsewhere than the annotator put them
+            return TaskFailure(task_id, 502, f"router: the image is {served[0]}x{served[1]} there and "
+                                             f"{size[0]}x{size[1]} here", "router_error")
+        region = brush_region(response, control, label, project.image)
+        if region is None:
+            return TaskFailure(task_id, 502, "router: no mask for the clicks (no candidate, or an empty one)",
+                               "router_error")
+        return {"result": [region], "model_version": self.model_version, "score": region["score"]}
 
 
 _NOT_IN_REASON = re.compile(r"[^\x20-\x7e]+")

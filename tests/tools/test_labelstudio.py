@@ -2,7 +2,8 @@
 settings (legacy API tokens disabled; a personal access token made the way a user makes one),
 takes what annotate writes as it is -- the labeling config, the tasks with predictions,
 images through its local-files storage -- and, connected to `prelabel ls-backend` in front
-of the real suite, asks it for predictions."""
+of the real suite, asks it for predictions and, through its interactive pre-annotation, for
+the mask of a clicked object."""
 from __future__ import annotations
 
 import asyncio
@@ -18,10 +19,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
+from pycocotools import mask as coco_mask
 
 from prelabel.formats.labelstudio import PER_REGION_TYPES
+from prelabel.sdk import SyncPreLabelClient
+from prelabel.v1 import common_pb2, segmentation_pb2
 from tests.photos import photo_path
 from tests.tools import samples as samples_mod
 
@@ -343,3 +348,168 @@ async def test_label_studio_at_defaults_gets_predictions_from_real_suite_when_co
     # blocking HTTP in a thread: the suite's servers run in this event loop
     await asyncio.to_thread(live_backend_scenario, label_studio, (out / "labelstudio.xml").read_text(),
                             Path(os.path.dirname(root)), router_address, tmp_path)
+
+
+# ---------------------------------------------------------------- interactive pre-annotation
+
+#: The labeling config docs/tools.md gives for interactive pre-annotation (checked equal below).
+SMART_CONFIG = """<View>
+  <Image name="image" value="$image" zoom="true"/>
+  <KeyPointLabels name="click" toName="image" smart="true">
+    <Label value="cup" background="#ff0000"/>
+  </KeyPointLabels>
+  <RectangleLabels name="box" toName="image" smart="true">
+    <Label value="cup" background="#ff0000"/>
+  </RectangleLabels>
+  <BrushLabels name="mask" toName="image">
+    <Label value="cup" background="#ff0000"/>
+  </BrushLabels>
+</View>"""
+COFFEE_W, COFFEE_H = 600, 400
+# On scikit-image's coffee photo (looked at: the cup with its saucer and spoon, on a wooden
+# table), in pixels: a click on the cup's rim, points on the cup and saucer, the table
+# below the saucer that one click's mask runs into (tests/unit/test_grabcut_clicks.py), and
+# points off the cup.
+CUP_CLICK, TABLE = (300, 200), (420, 385)
+ON_CUP = [(250, 120), (200, 300)]
+OFF_CUP = [(20, 20), (560, 60), (560, 380), (40, 300)]
+CUP_BOX = (80, 30, 480, 360)
+
+
+def smart_keypoint(x: float, y: float, positive: bool = True) -> dict:
+    """A smart keypoint (pixels of the coffee photo) as Label Studio's editor serializes it
+    into the context: percent of the image, `is_positive` false for an Alt+click."""
+    return {"id": f"kp{x:.0f}-{y:.0f}", "type": "keypointlabels", "from_name": "click", "to_name": "image",
+            "origin": "manual", "original_width": COFFEE_W, "original_height": COFFEE_H, "image_rotation": 0,
+            "is_positive": positive,
+            "value": {"x": 100 * x / COFFEE_W, "y": 100 * y / COFFEE_H, "width": 0.5, "keypointlabels": ["cup"],
+                      "labels": ["cup"]}}
+
+
+def smart_rectangle(x_min: float, y_min: float, x_max: float, y_max: float) -> dict:
+    return {"id": "box1", "type": "rectanglelabels", "from_name": "box", "to_name": "image", "origin": "manual",
+            "original_width": COFFEE_W, "original_height": COFFEE_H, "image_rotation": 0,
+            "value": {"x": 100 * x_min / COFFEE_W, "y": 100 * y_min / COFFEE_H, "width": 100 * (x_max - x_min) / COFFEE_W,
+                      "height": 100 * (y_max - y_min) / COFFEE_H, "rotation": 0, "rectanglelabels": ["cup"]}}
+
+
+def at(mask, points) -> list[bool]:
+    return [bool(mask[y, x]) for x, y in points]
+
+
+def router_mask(router: str, image: bytes, points: list[tuple[int, int, bool]], box=None):
+    """The mask the router's SegmentClick gives for the same prompt, asked directly."""
+    prompt = segmentation_pb2.ClickPrompt(points=[segmentation_pb2.PointPrompt(
+        x=x, y=y, label=segmentation_pb2.POINT_LABEL_POSITIVE if positive else segmentation_pb2.POINT_LABEL_NEGATIVE)
+        for x, y, positive in points], multimask_output=len(points) == 1 and box is None)
+    if box is not None:
+        prompt.box.CopyFrom(common_pb2.Box(x_min=box[0], y_min=box[1], x_max=box[2], y_max=box[3]))
+    with SyncPreLabelClient(router, timeout_s=60) as client:
+        reply = client.segment_click(segmentation_pb2.ClickRequest(image=common_pb2.Image(data=image), prompt=prompt))
+    rle = reply.candidates[0].instance.mask
+    return coco_mask.decode({"size": list(rle.size), "counts": rle.counts}).astype(bool)
+
+
+def interactive_scenario(ls: LabelStudio, document_root: Path, router: str, logs: Path, run_probe) -> None:
+    photos = document_root / "smart-photos"
+    photos.mkdir()
+    shutil.copy(photo_path("coffee.png"), photos / "coffee.png")
+    pid = new_project(ls, "prelabel smart", SMART_CONFIG, str(photos))
+    with ls_backend(ls, router, ls.pat, logs / "smart-backend.log") as url:
+        r = requests.post(f"{ls.base}/api/ml", headers=ls.headers(), timeout=120,
+                          json={"url": url, "project": pid, "title": "prelabel", "is_interactive": True})
+        assert r.status_code == 201 and r.json()["state"] == "CO", r.text
+        ml_id = r.json()["id"]
+        r = requests.post(f"{ls.base}/api/projects/{pid}/import", headers=ls.headers(), timeout=60, json=[
+            {"data": {"image": "/data/local-files/?d=smart-photos/coffee.png"}},
+            {"data": {"image": "/data/local-files/?d=smart-photos/missing.png"}}])
+        assert r.status_code == 201, r.text
+        ids = {Path(t["data"]["image"]).name: t["id"] for t in tasks_of(ls, pid)}
+        coffee, missing = ids["coffee.png"], ids["missing.png"]
+
+        def interactive(task: int, *regions: dict) -> dict:
+            """What Label Studio's editor posts when a smart region is finished; its answer."""
+            r = requests.post(f"{ls.base}/api/ml/{ml_id}/interactive-annotating", headers=ls.headers(), timeout=120,
+                              json={"task": task, "context": {"result": list(regions)}})
+            assert r.status_code == 200, r.text
+            return r.json()
+
+        prompts = {  # name: (context regions, the same prompt in pixels for the router)
+            "click": ([smart_keypoint(*CUP_CLICK)], [(*CUP_CLICK, True)], None),
+            "negative": ([smart_keypoint(*CUP_CLICK), smart_keypoint(*TABLE, positive=False)],
+                         [(*CUP_CLICK, True), (*TABLE, False)], None),
+            "box": ([smart_rectangle(*CUP_BOX)], [], CUP_BOX),
+        }
+        regions = []
+        for name, (context, _, _) in prompts.items():
+            answer = interactive(coffee, *context)
+            assert "errors" not in answer, (name, answer)
+            (region,) = answer["data"]["result"]
+            assert region["type"] == "brushlabels" and region["value"]["format"] == "rle", region
+            assert (region["from_name"], region["to_name"], region["value"]["brushlabels"]) == ("mask", "image", ["cup"])
+            assert (region["original_width"], region["original_height"]) == (COFFEE_W, COFFEE_H)
+            # GrabCut has no confidence of its own: the served grabcut_probability (0.6), a
+            # little less at the mask's edge
+            assert 0.55 < region["score"] <= 0.6 + 1e-6 and answer["data"]["score"] == region["score"]
+            assert answer["data"]["model_version"]
+            regions.append(region)
+        (logs / "smart.json").write_text(json.dumps(regions))
+        run_probe("label-studio", "ls_brush_decode.py", logs / "smart.json", logs / "smart.npz")  # Label Studio's decoder
+        decoded = np.load(logs / "smart.npz")
+        masks = dict(zip(prompts, (decoded[f"arr_{i}"] for i in range(len(prompts))), strict=True))
+        image = photo_path("coffee.png").read_bytes()
+        for name, (_, points, box) in prompts.items():
+            assert masks[name].shape == (COFFEE_H, COFFEE_W)
+            assert np.array_equal(masks[name], router_mask(router, image, points, box)), name  # the RLE is exact
+        click, negative, box = masks["click"], masks["negative"], masks["box"]
+        assert at(click, [CUP_CLICK, *ON_CUP]) == [True] * 3 and at(click, OFF_CUP) == [False] * 4
+        assert at(click, [TABLE]) == [True], "premise: one click's mask runs into the table below the saucer"
+        assert at(negative, [CUP_CLICK, *ON_CUP]) == [True] * 3, "the negative click kept the cup"
+        assert at(negative, [TABLE, (440, 370), *OFF_CUP]) == [False] * 6, "the negative click removed the table"
+        rows, cols = np.nonzero(box)
+        assert at(box, [CUP_CLICK, *ON_CUP, (400, 220)]) == [True] * 4
+        assert cols.min() >= CUP_BOX[0] - 3 and cols.max() <= CUP_BOX[2] + 3, "the box's mask stays inside it"
+        assert rows.min() >= CUP_BOX[1] - 3 and rows.max() <= CUP_BOX[3] + 3
+
+        # The annotator accepts the suggestion and submits: Label Studio stores the mask
+        # as it came, and gives it back.
+        r = requests.post(f"{ls.base}/api/tasks/{coffee}/annotations", headers=ls.headers(), timeout=60,
+                          json={"result": [regions[1]]})
+        assert r.status_code == 201, r.text
+        r = requests.get(f"{ls.base}/api/annotations/{r.json()['id']}", headers=ls.headers(), timeout=60)
+        (stored,) = r.json()["result"]
+        assert stored["value"] == regions[1]["value"] and stored["type"] == "brushlabels", stored
+        (logs / "stored.json").write_text(json.dumps([stored]))
+        run_probe("label-studio", "ls_brush_decode.py", logs / "stored.json", logs / "stored.npz")
+        assert np.array_equal(np.load(logs / "stored.npz")["arr_0"], negative)
+
+        # Failures are said to the annotator (Label Studio's {"errors": [...]}), never an empty mask:
+        # an image Label Studio cannot serve, a click the router refuses (outside the image).
+        errors = interactive(missing, smart_keypoint(*CUP_CLICK))["errors"]
+        assert f"task {missing}: cannot read image: HTTP 404" in errors[0], errors
+        errors = interactive(coffee, smart_keypoint(COFFEE_W * 1.5, 200))["errors"]
+        assert f"422 Client Error: task {coffee}: router: INVALID_ARGUMENT: prompt.points: points lie outside " \
+               f"the {COFFEE_W}x{COFFEE_H} image" in errors[0], errors
+        # Interactive answers are suggestions: Label Studio stored no prediction of them.
+        assert all(t["predictions"] == [] for t in tasks_of(ls, pid))
+        metrics = requests.get(url + "/metrics", timeout=10).text
+        assert 'prelabel_ls_tasks_total{outcome="ok"} 3.0' in metrics
+    assert ls.pat not in (logs / "smart-backend.log").read_text()
+
+
+def test_tools_doc_gives_the_tested_interactive_labeling_config():
+    assert SMART_CONFIG in (REPO / "docs" / "tools.md").read_text()
+
+
+@pytest.mark.integration
+async def test_label_studio_interactive_request_gets_a_mask_of_the_clicked_object_from_the_real_suite(
+        label_studio, sample_run, router_address, tmp_path, run_probe):
+    """Label Studio at its defaults, a project with smart KeyPointLabels and RectangleLabels and
+    a BrushLabels control, `prelabel ls-backend` connected with interactive pre-annotation on,
+    in front of the real router (GrabCut on CPU): interactive requests through Label Studio's
+    own API get one brush mask of the clicked cup (a click, a click and a negative click, a
+    box), which decode with Label Studio's decoder to the router's mask, and Label Studio
+    stores the accepted mask; an unreadable image or a refused click is an error."""
+    _, _, root = sample_run
+    await asyncio.to_thread(interactive_scenario, label_studio, Path(os.path.dirname(root)), router_address,
+                            tmp_path, run_probe)
