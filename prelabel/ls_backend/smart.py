@@ -33,14 +33,13 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from prelabel.core import orientation
 from prelabel.formats.labelstudio import brush_value
 from prelabel.ls_backend.project import ConfigError, Project
 from prelabel.v1 import common_pb2, segmentation_pb2
 
 #: Regions of the context that are prompts, by result type.
 _PROMPT_TYPES = ("keypointlabels", "rectanglelabels")
-_ORIENTATION_TAG = 0x0112
-_SWAPS_AXES = {5, 6, 7, 8}
 
 
 @dataclass(frozen=True)
@@ -126,16 +125,14 @@ def brush_label(prompt: SmartPrompt, project: Project) -> tuple[str, str]:
 
 
 def upright_size(image: bytes) -> tuple[int, int]:
-    """(width, height) of the image after EXIF orientation, from its header -- the frame the
-    suite's pixel coordinates are in (the rule of services.common.imaging: an integer
-    orientation 5-8 swaps the axes). ValueError when Pillow cannot read it."""
+    """(width, height) of the image after EXIF orientation, from its header: the frame the
+    suite's pixel coordinates are in (prelabel.core.orientation). ValueError when Pillow
+    cannot read it."""
     try:
         with Image.open(io.BytesIO(image)) as im:
-            width, height = im.size
-            orientation = im.getexif().get(_ORIENTATION_TAG, 1)
+            return orientation.upright_size(im)
     except Exception as exc:  # Pillow raises many kinds for bytes that are not an image
         raise ValueError(f"not an image ({type(exc).__name__}: {exc})") from None
-    return (height, width) if type(orientation) is int and orientation in _SWAPS_AXES else (width, height)
 
 
 def click_request(prompt: SmartPrompt, image: bytes, image_id: str, size: tuple[int, int]) -> segmentation_pb2.ClickRequest:

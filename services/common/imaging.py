@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageFile, PngImagePlugin, UnidentifiedImageError
 
 from prelabel.core.errors import DeadlineExceeded, InvalidArgument
+from prelabel.core.orientation import SWAPS_AXES, exif_orientation
 
 #: Formats accepted; anything else (TIFF, EPS, JPEG 2000, SVG, FITS...) is refused
 #: before a decoder for it is ever run (no Ghostscript, no exotic codecs).
@@ -27,8 +28,6 @@ DECODE_ERRORS = (
     struct.error, ZeroDivisionError, Image.DecompressionBombError,
 )
 
-_ORIENTATION_TAG = 0x0112
-_SWAPS_AXES = {5, 6, 7, 8}
 # What makes a stored image upright for each EXIF orientation (as Pillow's exif_transpose).
 _TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -139,11 +138,11 @@ def decode_image(
     raw_w, raw_h = image.size
     fmt = str(image.format or "")
     orientation = exif_orientation(image)
-    width, height = (raw_h, raw_w) if orientation in _SWAPS_AXES else (raw_w, raw_h)
+    width, height = (raw_h, raw_w) if orientation in SWAPS_AXES else (raw_w, raw_h)
 
     try:
         if target_size is not None and fmt == "JPEG":
-            _draft_for(image, width, height, target_size, swapped=orientation in _SWAPS_AXES)
+            _draft_for(image, width, height, target_size, swapped=orientation in SWAPS_AXES)
         image.load()
         # Apply the orientation we read ourselves (not ImageOps.exif_transpose, which
         # may disagree on malformed tags), so pixels and reported size always match.
@@ -153,16 +152,6 @@ def decode_image(
     except DECODE_ERRORS as exc:
         raise InvalidArgument(field, f"corrupt or truncated image ({type(exc).__name__}: {exc})") from None
     return DecodedImage(image=image, width=width, height=height, format=fmt)
-
-
-def exif_orientation(image: Image.Image) -> int:
-    """The EXIF orientation (1..8) when stored as a proper integer, else 1 (upright).
-    A tag of another type (ASCII "6", a rational) is ignored rather than half-applied."""
-    try:
-        raw = image.getexif().get(_ORIENTATION_TAG, 1)
-    except DECODE_ERRORS:
-        return 1
-    return raw if type(raw) is int and 1 <= raw <= 8 else 1
 
 
 def _draft_for(image: Image.Image, width: int, height: int, target: tuple[int, int], swapped: bool) -> None:
