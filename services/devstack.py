@@ -242,8 +242,9 @@ def banner(settings: DevstackSettings, triton_metrics_url: str) -> str:
     """What `make run` prints once the stack serves."""
     base = settings.metrics_base_port
     metrics = "metrics on free ports (see each log)" if base == 0 else f"metrics :{base}-{base + 3}"
+    clicks = f"SAM pair {settings.click_model}" if settings.click_model else "GrabCut"
     return (f"Serving: router 127.0.0.1:{settings.router_port} (PreLabeler), detection :{settings.detection_port}, "
-            f"segmentation :{settings.segmentation_port}, keypoints :{settings.keypoints_port}; "
+            f"segmentation :{settings.segmentation_port} (clicks: {clicks}), keypoints :{settings.keypoints_port}; "
             f"{metrics}, Triton metrics {triton_metrics_url}. Logs in {settings.run_dir}/. Ctrl-C to stop.")
 
 
