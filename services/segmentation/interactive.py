@@ -86,10 +86,10 @@ class ClickEngine(Protocol):
     """What answers clicks: the image's state (held, or made now), then any number of
     clicks on it."""
 
-    async def prepare(self, data: bytes, deadline: float) -> PreparedImage: ...
+    async def prepare(self, data: bytes, deadline: float, priority: common_pb2.Priority) -> PreparedImage: ...
 
-    async def answer(self, prepared, click: Click, *, image_id: str, policy: ReviewPolicy,
-                     deadline: float) -> segmentation_pb2.ClickResponse: ...
+    async def answer(self, prepared, click: Click, *, image_id: str, policy: ReviewPolicy, deadline: float,
+                     priority: common_pb2.Priority) -> segmentation_pb2.ClickResponse: ...
 
 
 @dataclass(frozen=True)
@@ -120,11 +120,11 @@ class GrabCutClicks:
         self.settings, self.state, self.metrics, self.grabcut = settings, state, metrics, grabcut
         self.kind = f"grabcut-grid:{settings.click_grid_max_side}"
 
-    async def prepare(self, data: bytes, deadline: float) -> PreparedClickImage:
-        return await self.image(data)  # no model call: nothing waits on the deadline
+    async def prepare(self, data: bytes, deadline: float, priority: common_pb2.Priority) -> PreparedClickImage:
+        return await self.image(data)  # no model call: no deadline or priority to pass on
 
     async def answer(self, prepared: PreparedClickImage, click: Click, *, image_id: str, policy: ReviewPolicy,
-                     deadline: float) -> segmentation_pb2.ClickResponse:
+                     deadline: float, priority: common_pb2.Priority) -> segmentation_pb2.ClickResponse:
         return await answer_click(self, prepared, click, image_id=image_id, policy=policy,
                                   grabcut=await self.grabcut(), deadline=deadline)
 

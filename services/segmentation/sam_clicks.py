@@ -9,6 +9,8 @@ embedding (float32 [1, 256, 64, 64], 4 MiB) is held in the per-image state cache
 bytes' SHA-256 and bounded by click_state_max_bytes, so a later click on the same bytes
 calls only the decoder. An evicted image is encoded again.
 
+Both Triton calls carry the request's priority (a session's: its start message's).
+
 Per click: one NAME_decoder call with the clicks (positive 1, negative 0) and the box's
 corners in the encoder's pixels and the previous low-resolution mask, if any. The decoder
 answers its four masks; the candidates are SamPredictor's (mask 0, or masks 1-3 with
@@ -129,26 +131,26 @@ class SamClicks:
         self.encoder, self.decoder = sam_model_name(pair, "encoder"), sam_model_name(pair, "decoder")
         self.kind = f"sam-embedding:{pair}"
 
-    async def _encode(self, data: bytes, deadline: float) -> SamImage:
+    async def _encode(self, data: bytes, deadline: float, priority: common_pb2.Priority) -> SamImage:
         placed = await asyncio.to_thread(place_image, data, self.settings)
         result = await self.triton.infer(
             self.encoder, {IMAGE.name: placed.pixels[None], IMAGE_VALID.name: np.array([placed.valid], np.int32)},
-            timeout_s=deadline - time.monotonic())
+            timeout_s=deadline - time.monotonic(), priority=priority)
         return SamImage(read_only(result.outputs[IMAGE_EMBEDDINGS.name]), placed.width, placed.height)
 
-    async def prepare(self, data: bytes, deadline: float) -> PreparedSamImage:
+    async def prepare(self, data: bytes, deadline: float, priority: common_pb2.Priority) -> PreparedSamImage:
         """The image's embedding: held, or encoded now (and held if it fits)."""
         settings = self.settings
         if not self.state.enabled or len(data) > settings.max_image_bytes:  # an oversize image: refused, never hashed
-            return PreparedSamImage(await self._encode(data, deadline), reused=False)
+            return PreparedSamImage(await self._encode(data, deadline, priority), reused=False)
         key = StateKey(await image_digest_async(data, settings.inline_decode_max_bytes), self.kind)
         reused = key in self.state
-        image = await self.state.get_or_compute(key, lambda: self._encode(data, deadline),
+        image = await self.state.get_or_compute(key, lambda: self._encode(data, deadline, priority),
                                                 size_of=lambda image: image.nbytes)
         return PreparedSamImage(image, reused)
 
-    async def _decode(self, image: SamImage, click: Click, previous: np.ndarray | None,
-                      deadline: float) -> DecoderAnswer:
+    async def _decode(self, image: SamImage, click: Click, previous: np.ndarray | None, deadline: float,
+                      priority: common_pb2.Priority) -> DecoderAnswer:
         spec = await self.triton.spec(self.decoder)
         rows = spec.inputs[PROMPT_POINTS.name][1]
         labels = np.r_[np.full(len(click.positive), sam_onnx.POSITIVE), np.full(len(click.negative), sam_onnx.NEGATIVE)]
@@ -169,7 +171,7 @@ class SamClicks:
             IMAGE_EMBEDDINGS.name: np.asarray(image.embedding), PROMPT_POINTS.name: coords,
             PROMPT_POINT_SIGNS.name: signs, PROMPT_MASKS.name: masks,
             PROMPT_MASK_GIVEN.name: np.array([[int(previous is not None)]], np.int32),
-            PROMPT_COUNT.name: np.array([[1]], np.int32)}, timeout_s=deadline - time.monotonic())
+            PROMPT_COUNT.name: np.array([[1]], np.int32)}, timeout_s=deadline - time.monotonic(), priority=priority)
         return DecoderAnswer(result.outputs[LOW_RES_MASKS.name][0, 0], result.outputs[PREDICTED_IOUS.name][0, 0],
                              result.provenance)
 
@@ -208,13 +210,13 @@ class SamClicks:
         return float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1)
 
     async def answer(self, prepared: PreparedSamImage, click: Click, *, image_id: str, policy: ReviewPolicy,
-                     deadline: float) -> segmentation_pb2.ClickResponse:
+                     deadline: float, priority: common_pb2.Priority) -> segmentation_pb2.ClickResponse:
         """The response to one click on a prepared image."""
         image = prepared.image
         click = placed_click(click, image.width, image.height)
         previous = previous_mask(click, LOW_RES_SHAPE, LOW_RES_DTYPE)
         started = time.perf_counter()
-        answer = await self._decode(image, click, previous, deadline)
+        answer = await self._decode(image, click, previous, deadline, priority)
         budget = WorkBudget(deadline, self.settings.max_polygon_vertices)
         candidates = await run_bounded(self.candidates, image, click, answer, policy, budget=budget)
         self.metrics.stage.labels(self.metrics.service, "click").observe(time.perf_counter() - started)

@@ -52,9 +52,10 @@ class SegmenterServicer(TaskServicer, segmentation_pb2_grpc.SegmenterServicer):
         image_id = fields.image_id(request.image.image_id)
         click = read_click(request.prompt, "prompt", settings.click_max_points)
         with self.metrics.timed("decode"):
-            prepared = await self.clicks.prepare(request.image.data, deadline)
+            prepared = await self.clicks.prepare(request.image.data, deadline, request.priority)
         return await self.clicks.answer(prepared, click, image_id=image_id,
-                                        policy=policy_from_proto(request.review_policy), deadline=deadline)
+                                        policy=policy_from_proto(request.review_policy), deadline=deadline,
+                                        priority=request.priority)
 
     async def ClickSession(self, request_iterator: AsyncIterator[segmentation_pb2.ClickSessionRequest],
                            context) -> AsyncIterator[segmentation_pb2.ClickResponse]:
@@ -97,7 +98,7 @@ class SegmenterServicer(TaskServicer, segmentation_pb2_grpc.SegmenterServicer):
                 current = None  # the old image is let go before the new one is decoded
                 deadline = min(session_end, time.monotonic() + settings.default_timeout_s)
                 with self.metrics.timed("decode"):
-                    current = (start, await self.clicks.prepare(start.image.data, deadline))
+                    current = (start, await self.clicks.prepare(start.image.data, deadline, start.priority))
             elif which == "click":
                 if current is None:
                     raise InvalidArgument("click", "arrived before any image: send a start message first")
@@ -105,6 +106,7 @@ class SegmenterServicer(TaskServicer, segmentation_pb2_grpc.SegmenterServicer):
                 click = read_click(message.click, "click", settings.click_max_points)
                 deadline = min(session_end, time.monotonic() + settings.default_timeout_s)
                 yield await self.clicks.answer(prepared, click, image_id=start.image.image_id,
-                                               policy=policy_from_proto(start.review_policy), deadline=deadline)
+                                               policy=policy_from_proto(start.review_policy), deadline=deadline,
+                                               priority=start.priority)
             else:
                 raise InvalidArgument("message", "must be a start or a click")
