@@ -110,6 +110,21 @@ def test_add_refuses_a_bad_name_a_bad_weights_kind_and_a_file_that_is_not_onnx_n
     assert list(tmp_path.iterdir()) == [text]  # nothing written
 
 
+def test_the_cli_says_what_a_sam_pair_needs_and_why_a_file_is_refused(tmp_path, capsys):
+    from prelabel.cli import main
+
+    repo = ["--user-models-dir", str(tmp_path / "repo")]
+    assert main(["models", "add", "tiny", "--family", "sam", "--encoder", "e.onnx", *repo]) == 1
+    assert "usage: prelabel models add NAME --family sam --encoder" in capsys.readouterr().err
+    assert main(["models", "add", "tiny", "x.onnx", "--encoder", "e.onnx", *repo]) == 1
+    assert "--encoder / --decoder are for --family sam" in capsys.readouterr().err
+    text = tmp_path / "decoder.onnx"
+    text.write_text("not a model")
+    assert main(["models", "add", "tiny", "--family", "sam", "--encoder", str(text), "--decoder", str(text),
+                 *repo]) == 1
+    assert f"{text}:" in capsys.readouterr().err
+
+
 def sam_pair(repo, pair: str) -> None:
     for part, head in (("encoder", "image_encoder"), ("decoder", "mask_decoder")):
         name = f"{pair}_{part}"

@@ -237,7 +237,7 @@ def add_sam_model(name: str, encoder: Path, decoder: Path, *, license: str = "",
         if folder in BUILT_IN_MODELS or (repository / folder).exists():
             raise UserModelError(f"{folder} is already in {repository} or built in: remove it or choose another name")
     pair = read_sam_pair(encoder, decoder)
-    added = []
+    added, written = [], []
     for part, source in (("encoder", pair.encoder), ("decoder", pair.decoder)):
         folder = sam_model_name(name, part)
         part_dir = repository / f".{folder}.part"
@@ -253,8 +253,10 @@ def add_sam_model(name: str, encoder: Path, decoder: Path, *, license: str = "",
         model = UserModel(folder, part, "sam", SAM_PARTS[part][1], (), sha256, license, str(Path(source).resolve()),
                           weights=weights, pair=name)
         (part_dir / INFO_FILE).write_text(json.dumps(asdict(model), indent=1, ensure_ascii=False) + "\n")
-        part_dir.rename(repository / folder)
+        written.append(part_dir)
         added.append(model)
+    for part_dir, model in zip(written, added, strict=True):  # both written before either is served
+        part_dir.rename(repository / model.name)
     return added
 
 
