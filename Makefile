@@ -58,6 +58,7 @@ run: venv models ## Start embedded Triton + the services on localhost, pre-label
 bench: venv models ## Benchmarks side by side (suite vs bare Triton, batching on/off, hops, payload): bench/results/
 	$(PY) -m bench
 	$(PY) -m bench.clicks --out bench/results/clicks.json
+	$(PY) -m bench.sam_clicks --out bench/results/sam_clicks.json
 
 bench-gpu: ## GPU benchmark on a machine with one NVIDIA GPU (see bench/gpu.sh)
 	bash bench/gpu.sh

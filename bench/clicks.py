@@ -42,9 +42,13 @@ def measure(rounds: int, settings: SegmentationSettings | None = None) -> dict:
     settings = settings or SegmentationSettings()
     photo = cv2.resize(skimage.data.coffee(), SIZE, interpolation=cv2.INTER_CUBIC)
     data = cv2.imencode(".jpg", photo[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
-    engine = GrabCutClicks(settings, ImageStateCache(0), Metrics("segmentation"))
-    policy = policy_from_proto(common_pb2.ReviewPolicy())
     grabcut = GrabCutSettings(DEFAULT_PROBABILITY, DEFAULT_ITERATIONS)
+
+    async def fixed() -> GrabCutSettings:
+        return grabcut
+
+    engine = GrabCutClicks(settings, ImageStateCache(0), Metrics("segmentation"), fixed)
+    policy = policy_from_proto(common_pb2.ReviewPolicy())
     prompt = segmentation_pb2.ClickPrompt(points=[segmentation_pb2.PointPrompt(
         x=SIZE[0] / 2, y=SIZE[1] / 2, label=segmentation_pb2.POINT_LABEL_POSITIVE)])
     timings: dict[str, list[float]] = {"first_wall": [], "first_cpu": [], "later_wall": [], "later_cpu": []}

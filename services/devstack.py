@@ -54,12 +54,17 @@ class DevstackSettings(BaseSettings):
     """PRELABEL_DEV_KEYPOINTS_MODEL: the keypoints task's person model (a pose export of
     COCO's 17 keypoints)."""
 
+    click_model: str = ""
+    """PRELABEL_DEV_CLICK_MODEL: the SAM pair (`models add --family sam NAME`) that answers
+    the segmentation service's clicks instead of GrabCut."""
+
 
 def user_model_env(settings: DevstackSettings, repository: Path) -> dict[str, dict[str, str]]:
     """Per service, the environment that serves the user models of `repository`: the
     detection service takes every detector-head one by name, and the dev settings choose
     which one each task uses."""
-    users = {m.name: m.head for m in list_user_models(repository)}
+    listed = list_user_models(repository)
+    users = {m.name: m.head for m in listed}
     chosen = {"detection": ("detect_model", "detector", "PRELABEL_DEFAULT_MODEL"),
               "segmentation": ("segment_model", "promptable_masks", "PRELABEL_SEGMENTATION_MODEL"),
               "keypoints": ("keypoints_model", "keypoints", "PRELABEL_PERSON_KEYPOINT_MODEL")}
@@ -76,6 +81,11 @@ def user_model_env(settings: DevstackSettings, repository: Path) -> dict[str, di
             raise ValueError(f"PRELABEL_DEV_{field.upper()}={name!r}: {found} in {repository}; "
                              f"the {service} service needs a {head} model (`prelabel models list`)")
         env[service][variable] = name
+    if settings.click_model:
+        if settings.click_model not in {m.pair for m in listed if m.family == "sam"}:
+            raise ValueError(f"PRELABEL_DEV_CLICK_MODEL={settings.click_model!r}: no SAM pair of that name in "
+                             f"{repository} (`prelabel models add --family sam NAME ...`, `prelabel models list`)")
+        env["segmentation"]["PRELABEL_CLICK_MODEL"] = settings.click_model
     return env
 
 
@@ -232,8 +242,9 @@ def banner(settings: DevstackSettings, triton_metrics_url: str) -> str:
     """What `make run` prints once the stack serves."""
     base = settings.metrics_base_port
     metrics = "metrics on free ports (see each log)" if base == 0 else f"metrics :{base}-{base + 3}"
+    clicks = f"SAM pair {settings.click_model}" if settings.click_model else "GrabCut"
     return (f"Serving: router 127.0.0.1:{settings.router_port} (PreLabeler), detection :{settings.detection_port}, "
-            f"segmentation :{settings.segmentation_port}, keypoints :{settings.keypoints_port}; "
+            f"segmentation :{settings.segmentation_port} (clicks: {clicks}), keypoints :{settings.keypoints_port}; "
             f"{metrics}, Triton metrics {triton_metrics_url}. Logs in {settings.run_dir}/. Ctrl-C to stop.")
 
 

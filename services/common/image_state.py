@@ -18,19 +18,18 @@ computation once and every caller gets its result (or its exception; a failure i
 cached). The computation outlives a caller that is cancelled, so the others still get it.
 It runs on the event loop; `get` and `put` may also be called from worker threads.
 
-The interactive segmentation's image embedding fits as is: the first click on an image
-computes the embedding with one Triton call and later clicks (same image bytes) reuse it:
+The interactive segmentation keeps its per-image state here: the GrabCut engine its
+downscaled image (services/segmentation/interactive.py), the SAM engine the image
+embedding, computed with one Triton call on the first click and reused by later clicks on
+the same bytes (services/segmentation/sam_clicks.py, kind "sam-embedding:<pair>"):
 
-    key = StateKey(await image_digest_async(data, settings.inline_decode_max_bytes),
-                   spec.name)
-    embedding = await cache.get_or_compute(
-        key, lambda: encode_image(triton, spec.name, prepared.tensor),
-        size_of=lambda embedding: embedding.nbytes)
+    key = StateKey(await image_digest_async(data, settings.inline_decode_max_bytes), self.kind)
+    image = await self.state.get_or_compute(key, lambda: self._encode(data, deadline),
+                                            size_of=lambda image: image.nbytes)
 
-where `encode_image` returns a read-only array (a task that needs the digest and the
-prepared input both can have prepare_image_async return the digest it computed). The cache
-is per process: one image's interactive requests must reach the same replica (the router's
-job) to find its embedding.
+where `_encode` returns the embedding (a read-only array) with the image's size. The cache is per process: one
+image's interactive requests must reach the same replica (the router's job) to find its
+embedding.
 """
 from __future__ import annotations
 

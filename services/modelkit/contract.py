@@ -4,9 +4,9 @@ by both sides.
 - Tensors: every tensor a model exchanges is a `TensorSpec` here (IMAGE, PROMPT_BOXES,
   BOXES, ...). The model code and the services read and write tensors by these specs'
   names, never by position or by a name of their own.
-- Prompt kinds: the ways a caller points at an object (`PromptKind`). Boxes are served
-  today; points with a sign, a previous low-resolution mask and text are declared for the
-  models and tasks that will read them. A kind's tensors have the prompt axis P first;
+- Prompt kinds: the ways a caller points at an object (`PromptKind`). Boxes, points
+  with a sign and a previous low-resolution mask are served (points and masks by the
+  click decoder); text is declared for the models and tasks that will read it. A kind's tensors have the prompt axis P first;
   PROMPT_COUNT says how many rows are valid, whatever the kinds (0 = automatic mode).
 - Heads: each model in model_repository/ implements one head, named by its config's
   `head` parameter. A head fixes the tensor names, dtypes and shapes (symbols such as N
@@ -69,10 +69,20 @@ PROMPT_LABELS = TensorSpec("PROMPT_LABELS", "TYPE_INT32", ("P",), "COCO id per p
 PROMPT_POINTS = TensorSpec("PROMPT_POINTS", "TYPE_FP32", ("P", "Q", 2),
                            "up to Q clicks (x, y) per prompt, model-input pixels", geometry=POINTS)
 PROMPT_POINT_SIGNS = TensorSpec("PROMPT_POINT_SIGNS", "TYPE_INT32", ("P", "Q"),
-                                "per click: 1 = on the object, 0 = background, -1 = no click", pad=-1)
+                                "per click: 1 = on the object, 0 = background, 2 / 3 = a box's top-left / "
+                                "bottom-right corner (SAM's encoding of a box), -1 = no click", pad=-1)
 PROMPT_MASKS = TensorSpec("PROMPT_MASKS", "TYPE_FP32", ("P", "L", "L"),
                           "the previous answer's low-resolution mask logits, on the model's own grid")
+PROMPT_MASK_GIVEN = TensorSpec("PROMPT_MASK_GIVEN", "TYPE_INT32", ("P",),
+                               "1 where the PROMPT_MASKS row is a previous answer, 0 where there is none")
 PROMPT_TEXT = TensorSpec("PROMPT_TEXT", "TYPE_STRING", ("P",), "UTF-8 phrase naming what to find", pad=b"")
+
+IMAGE_VALID = TensorSpec("IMAGE_VALID", "TYPE_INT32", (2,),
+                         "(height, width) of the picture in IMAGE from its top-left corner; zeros pad the rest")
+IMAGE_EMBEDDINGS = TensorSpec("IMAGE_EMBEDDINGS", "TYPE_FP32", (256, 64, 64),
+                              "an image encoder's output for one image (SAM's interface)")
+#: Inputs that carry the image or what a model made of it: neither prompts nor their count.
+IMAGE_INPUTS = (IMAGE, IMAGE_VALID, IMAGE_EMBEDDINGS)
 
 # -- outputs --------------------------------------------------------------------------
 BOXES = TensorSpec("BOXES", "TYPE_FP32", ("N", 4), "x_min, y_min, x_max, y_max, model-input pixels", geometry=BOX)
@@ -83,6 +93,9 @@ KEYPOINTS = TensorSpec("KEYPOINTS", "TYPE_FP32", ("N", "K", 2), "(x, y) model-in
 KEYPOINT_SCORES = TensorSpec("KEYPOINT_SCORES", "TYPE_FP32", ("N", "K"), "per-keypoint score in [0, 1]")
 MASKS = TensorSpec("MASKS", "TYPE_FP32", ("N", "M", "M"), "mask probabilities over each row's box")
 COUNT = TensorSpec("COUNT", "TYPE_INT32", (1,), "valid rows")
+LOW_RES_MASKS = TensorSpec("LOW_RES_MASKS", "TYPE_FP32", ("P", "C", "L", "L"),
+                           "per prompt, the decoder's C candidate masks as logits on its own L x L grid")
+PREDICTED_IOUS = TensorSpec("PREDICTED_IOUS", "TYPE_FP32", ("P", "C"), "per candidate, the decoder's predicted IoU")
 PROVENANCE = TensorSpec("PROVENANCE", "TYPE_STRING", (1,), "JSON: architecture, weights kind, source, sha256, license")
 
 
@@ -105,9 +118,9 @@ class PromptKind:
 
 BOX_PROMPTS = PromptKind("boxes", (PROMPT_BOXES, PROMPT_LABELS), served=True,
                          description="a box around the object, with its category when the caller knows it")
-POINT_PROMPTS = PromptKind("points", (PROMPT_POINTS, PROMPT_POINT_SIGNS), served=False,
+POINT_PROMPTS = PromptKind("points", (PROMPT_POINTS, PROMPT_POINT_SIGNS), served=True,
                            description="clicks, each positive (on the object) or negative (background)")
-MASK_PROMPTS = PromptKind("masks", (PROMPT_MASKS,), served=False,
+MASK_PROMPTS = PromptKind("masks", (PROMPT_MASKS, PROMPT_MASK_GIVEN), served=True,
                           description="the previous answer's low-resolution mask, refined by the next clicks")
 TEXT_PROMPTS = PromptKind("text", (PROMPT_TEXT,), served=False,
                           description="a phrase naming the objects to find")
@@ -137,7 +150,7 @@ class Head:
             if kind.tensor not in self.inputs:
                 raise ContractError(f"{self.name}: takes {kind.name} prompts without {kind.tensor.name}")
         for tensor in self.inputs:
-            if tensor not in (IMAGE, PROMPT_COUNT) and tensor not in prompt_tensors:
+            if tensor not in (*IMAGE_INPUTS, PROMPT_COUNT) and tensor not in prompt_tensors:
                 raise ContractError(f"{self.name}: input {tensor.name} belongs to no prompt kind it takes")
         if (PROMPT_COUNT in self.inputs) != bool(self.prompts):
             raise ContractError(f"{self.name}: PROMPT_COUNT is an input exactly when the head takes prompts")
@@ -147,7 +160,7 @@ class Head:
 
     def prompt_inputs(self) -> tuple[TensorSpec, ...]:
         """The inputs that carry prompts, one row per prompt (PROMPT_COUNT excluded)."""
-        return tuple(t for t in self.inputs if t not in (IMAGE, PROMPT_COUNT))
+        return tuple(t for t in self.inputs if t not in (*IMAGE_INPUTS, PROMPT_COUNT))
 
     def row_outputs(self) -> tuple[TensorSpec, ...]:
         """The outputs with one row per instance (N first); in prompted mode row k answers prompt k."""
@@ -167,8 +180,21 @@ PROMPTABLE_MASKS_HEAD = Head("promptable_masks", (IMAGE, PROMPT_BOXES, PROMPT_LA
                              prompts=(BOX_PROMPTS,), at_most=(("P", "N"),),
                              description="instance masks; automatic or one row per prompt box")
 
+# A click-to-segment model in two parts (SAM's interface; services.modelkit.sam_model):
+# the encoder runs once per image, the decoder once per click on the kept embedding.
+IMAGE_ENCODER_HEAD = Head("image_encoder", (IMAGE, IMAGE_VALID), (IMAGE_EMBEDDINGS, PROVENANCE),
+                          description="an image's embedding: the picture resized so its long side is S, "
+                                      "at IMAGE's top-left")
+MASK_DECODER_HEAD = Head("mask_decoder",
+                         (IMAGE_EMBEDDINGS, PROMPT_POINTS, PROMPT_POINT_SIGNS, PROMPT_MASKS, PROMPT_MASK_GIVEN,
+                          PROMPT_COUNT),
+                         (LOW_RES_MASKS, PREDICTED_IOUS, PROVENANCE), prompts=(POINT_PROMPTS, MASK_PROMPTS),
+                         description="candidate masks for clicks, a box and a previous mask, on an "
+                                     "image_encoder's embedding; points in the encoder's IMAGE pixels")
+
 HEADS: dict[str, Head] = {
-    h.name: h for h in (DETECTOR_HEAD, FACE_DETECTOR_HEAD, KEYPOINTS_HEAD, PROMPTABLE_MASKS_HEAD)
+    h.name: h for h in (DETECTOR_HEAD, FACE_DETECTOR_HEAD, KEYPOINTS_HEAD, PROMPTABLE_MASKS_HEAD,
+                        IMAGE_ENCODER_HEAD, MASK_DECODER_HEAD)
 }
 
 

@@ -17,7 +17,7 @@ from typing import Generic
 import numpy as np
 import torch
 
-from services.modelkit.contract import IMAGE, PROVENANCE, TensorSpec, check_config
+from services.modelkit.contract import PROVENANCE, TensorSpec, check_config
 from services.modelkit.parameters import P, parse_parameters
 from services.modelkit.settings import ModelSettings
 from services.modelkit.weights import WeightsInfo
@@ -96,7 +96,8 @@ class BatchedModel(Generic[P]):
                 {n: pb_utils.get_input_tensor_by_name(r, n).as_numpy() for n in self._inputs}
                 for r in requests
             ]
-            sizes = [len(inputs[IMAGE.name]) for inputs in per_request]
+            first = next(iter(self._inputs))  # every input has the batch axis first
+            sizes = [len(inputs[first]) for inputs in per_request]
             batch = {n: np.concatenate([p[n] for p in per_request]) for n in self._inputs}
             with torch.inference_mode():
                 results = self.infer(batch)

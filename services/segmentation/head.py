@@ -45,6 +45,7 @@ from services.modelkit.contract import (
     PROMPTABLE_MASKS_HEAD,
     SCORES,
 )
+from services.segmentation.sam_clicks import sam_model_heads
 from services.segmentation.settings import SegmentationSettings
 
 TASK = "segment"
@@ -110,7 +111,12 @@ class SegmentHead(TaskHead):
     settings: SegmentationSettings
 
     def model_heads(self) -> dict[str, frozenset[str]]:
-        return {self.settings.segmentation_model: frozenset({PROMPTABLE_MASKS_HEAD.name})}
+        """The segmenter, and the click model's pair when one is set (waited for, checked
+        and warmed up at start-up like the segmenter)."""
+        models = {self.settings.segmentation_model: frozenset({PROMPTABLE_MASKS_HEAD.name})}
+        if self.settings.click_model:
+            models |= sam_model_heads(self.settings.click_model)
+        return models
 
     def ask(self, request: segmentation_pb2.SegmentRequest) -> Ask:
         opts = options(request)

@@ -14,12 +14,18 @@ GrabCut has no confidence: the mask's pixels get the served segmenter's
 `grabcut_probability` (its Triton config, 0.6 in the CPU profile), so mask quality and
 score say "draft" and the default review bands send the mask to review. One candidate
 per prompt (multimask_output asks for more than GrabCut makes).
+
+A served SAM-interface pair answers clicks instead when the `click_model` setting names it
+(services.segmentation.sam_clicks); both engines meet `ClickEngine`, so the servicer runs
+one request path for either.
 """
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -69,6 +75,23 @@ class PreparedClickImage:
     reused: bool  # found in the per-image state
 
 
+class PreparedImage(Protocol):
+    """An engine's state of one image, as a session holds it between clicks."""
+
+    @property
+    def reused(self) -> bool: ...  # found in the per-image state
+
+
+class ClickEngine(Protocol):
+    """What answers clicks: the image's state (held, or made now), then any number of
+    clicks on it."""
+
+    async def prepare(self, data: bytes, deadline: float, priority: common_pb2.Priority) -> PreparedImage: ...
+
+    async def answer(self, prepared, click: Click, *, image_id: str, policy: ReviewPolicy, deadline: float,
+                     priority: common_pb2.Priority) -> segmentation_pb2.ClickResponse: ...
+
+
 @dataclass(frozen=True)
 class GrabCutSettings:
     """What the served segmenter's config says about GrabCut."""
@@ -89,11 +112,21 @@ def prepare_click_image(data: bytes, settings: SegmentationSettings) -> ClickIma
 
 
 class GrabCutClicks:
-    """The CPU engine: per-image state and one candidate per prompt."""
+    """The CPU engine: per-image state and one candidate per prompt. `grabcut` reads the
+    GrabCut settings of the served segmenter's config."""
 
-    def __init__(self, settings: SegmentationSettings, state: ImageStateCache, metrics: Metrics):
-        self.settings, self.state, self.metrics = settings, state, metrics
+    def __init__(self, settings: SegmentationSettings, state: ImageStateCache, metrics: Metrics,
+                 grabcut: Callable[[], Awaitable[GrabCutSettings]]):
+        self.settings, self.state, self.metrics, self.grabcut = settings, state, metrics, grabcut
         self.kind = f"grabcut-grid:{settings.click_grid_max_side}"
+
+    async def prepare(self, data: bytes, deadline: float, priority: common_pb2.Priority) -> PreparedClickImage:
+        return await self.image(data)  # no model call: no deadline or priority to pass on
+
+    async def answer(self, prepared: PreparedClickImage, click: Click, *, image_id: str, policy: ReviewPolicy,
+                     deadline: float, priority: common_pb2.Priority) -> segmentation_pb2.ClickResponse:
+        return await answer_click(self, prepared, click, image_id=image_id, policy=policy,
+                                  grabcut=await self.grabcut(), deadline=deadline)
 
     async def image(self, data: bytes) -> PreparedClickImage:
         """The image's state: held, or prepared now (and held if it fits)."""

@@ -1,5 +1,7 @@
 """Thin gRPC adapter: Segment runs the shared request path with the segmentation head;
-SegmentClick and ClickSession run the interactive engine (services.segmentation.interactive)."""
+SegmentClick and ClickSession run the interactive engine: GrabCut
+(services.segmentation.interactive), or the SAM pair the click_model setting names
+(services.segmentation.sam_clicks)."""
 from __future__ import annotations
 
 import asyncio
@@ -15,7 +17,8 @@ from services.common.interceptors import time_left
 from services.common.task import TaskServicer
 from services.modelkit.grabcut_clicks import DEFAULT_ITERATIONS, DEFAULT_PROBABILITY
 from services.segmentation.clicks import read_click
-from services.segmentation.interactive import GrabCutClicks, GrabCutSettings, PreparedClickImage, answer_click
+from services.segmentation.interactive import ClickEngine, GrabCutClicks, GrabCutSettings, PreparedImage
+from services.segmentation.sam_clicks import SamClicks
 from services.segmentation.settings import SegmentationSettings
 
 
@@ -24,7 +27,10 @@ class SegmenterServicer(TaskServicer, segmentation_pb2_grpc.SegmenterServicer):
         super().__init__(head, triton, metrics)
         self.settings: SegmentationSettings = head.settings
         settings = self.settings
-        self.clicks = GrabCutClicks(settings, ImageStateCache(settings.click_state_max_bytes, metrics), metrics)
+        state = ImageStateCache(settings.click_state_max_bytes, metrics)
+        self.clicks: ClickEngine = (
+            SamClicks(settings.click_model, settings, state, triton, metrics) if settings.click_model
+            else GrabCutClicks(settings, state, metrics, self.grabcut_settings))
         self.open_sessions = 0
 
     async def Segment(self, request: segmentation_pb2.SegmentRequest, context) -> segmentation_pb2.SegmentResponse:
@@ -45,12 +51,11 @@ class SegmenterServicer(TaskServicer, segmentation_pb2_grpc.SegmenterServicer):
         fields.priority(request.priority)
         image_id = fields.image_id(request.image.image_id)
         click = read_click(request.prompt, "prompt", settings.click_max_points)
-        grabcut = await self.grabcut_settings()
         with self.metrics.timed("decode"):
-            prepared = await self.clicks.image(request.image.data)
-        return await answer_click(self.clicks, prepared, click, image_id=image_id,
-                                  policy=policy_from_proto(request.review_policy), grabcut=grabcut,
-                                  deadline=deadline)
+            prepared = await self.clicks.prepare(request.image.data, deadline, request.priority)
+        return await self.clicks.answer(prepared, click, image_id=image_id,
+                                        policy=policy_from_proto(request.review_policy), deadline=deadline,
+                                        priority=request.priority)
 
     async def ClickSession(self, request_iterator: AsyncIterator[segmentation_pb2.ClickSessionRequest],
                            context) -> AsyncIterator[segmentation_pb2.ClickResponse]:
@@ -72,8 +77,7 @@ class SegmenterServicer(TaskServicer, segmentation_pb2_grpc.SegmenterServicer):
                        context) -> AsyncIterator[segmentation_pb2.ClickResponse]:
         settings = self.settings
         session_end = time.monotonic() + time_left(context, settings.click_session_max_s, settings.min_time_left_s)
-        grabcut = await self.grabcut_settings()
-        current: tuple[segmentation_pb2.ClickSessionStart, PreparedClickImage] | None = None
+        current: tuple[segmentation_pb2.ClickSessionStart, PreparedImage] | None = None
         messages = aiter(request_iterator)
         while True:
             left = session_end - time.monotonic()
@@ -92,16 +96,17 @@ class SegmenterServicer(TaskServicer, segmentation_pb2_grpc.SegmenterServicer):
                 fields.priority(start.priority, "start.priority")
                 fields.image_id(start.image.image_id, "start.image.image_id")
                 current = None  # the old image is let go before the new one is decoded
+                deadline = min(session_end, time.monotonic() + settings.default_timeout_s)
                 with self.metrics.timed("decode"):
-                    current = (start, await self.clicks.image(start.image.data))
+                    current = (start, await self.clicks.prepare(start.image.data, deadline, start.priority))
             elif which == "click":
                 if current is None:
                     raise InvalidArgument("click", "arrived before any image: send a start message first")
                 start, prepared = current
                 click = read_click(message.click, "click", settings.click_max_points)
                 deadline = min(session_end, time.monotonic() + settings.default_timeout_s)
-                yield await answer_click(self.clicks, prepared, click, image_id=start.image.image_id,
-                                         policy=policy_from_proto(start.review_policy), grabcut=grabcut,
-                                         deadline=deadline)
+                yield await self.clicks.answer(prepared, click, image_id=start.image.image_id,
+                                               policy=policy_from_proto(start.review_policy), deadline=deadline,
+                                               priority=start.priority)
             else:
                 raise InvalidArgument("message", "must be a start or a click")

@@ -21,6 +21,11 @@ class SegmentationSettings(ServiceSettings):
     """Work and size bound per request on include_polygons: more vertices than this
     end the call INVALID_ARGUMENT (ask without polygons or with smaller boxes)."""
 
+    click_model: str = ""
+    """Interactive segmentation: the SAM-interface pair that answers clicks (PRELABEL_CLICK_MODEL;
+    the NAME of `prelabel models add --family sam NAME ...`, served as NAME_encoder and
+    NAME_decoder); empty answers them with GrabCut."""
+
     click_max_points: int = 64
     """Interactive segmentation: points one click prompt may carry (more: INVALID_ARGUMENT)."""
 
@@ -32,8 +37,9 @@ class SegmentationSettings(ServiceSettings):
 
     click_state_max_bytes: int = 64 * 1024 * 1024
     """Interactive segmentation: bound of the per-image state kept between clicks (the
-    downscaled images, at most 192 KB each at 256 px), least recently used evicted first; 0 keeps
-    none (every click prepares its image again)."""
+    downscaled images, at most 192 KB each at 256 px; with a click_model, the SAM image
+    embeddings, 4 MiB each), least recently used evicted first; 0 keeps none (every click
+    prepares its image again)."""
 
     click_session_idle_s: float = 300.0
     """ClickSession: a session with no message for this long ends DEADLINE_EXCEEDED."""

@@ -107,3 +107,16 @@ def test_click_bench_measures_first_and_later_clicks():
     for name in ("first_wall", "later_wall", "first_cpu", "later_cpu"):
         assert 0 < result[name]["p50_ms"] <= result[name]["p95_ms"]
     assert result["state_bytes_per_image"] == 171 * 256 * 3
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(600)
+def test_sam_click_bench_measures_first_and_later_clicks_through_triton():
+    """bench.sam_clicks with two rounds: the tiny SAM pair through the embedded Triton and
+    the segmentation service (the bench itself asserts the later click reused the state)."""
+    from bench.sam_clicks import measure
+
+    result = measure(rounds=2)
+    for name in ("first_wall", "later_wall"):
+        assert 0 < result[name]["p50_ms"] <= result[name]["p95_ms"]
+    assert result["state_bytes_per_image"] == 256 * 64 * 64 * 4

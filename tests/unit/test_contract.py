@@ -194,11 +194,12 @@ def test_common_parameters_are_the_base_of_every_shipped_implementation():
         assert issubclass(implementation_class(config_json(model, profile)).parameters_class, ModelParameters)
 
 
-def test_prompt_kinds_declare_boxes_served_and_points_masks_text_next():
+def test_prompt_kinds_declare_boxes_points_masks_served_and_text_next():
     assert {k.name: k.served for k in PROMPT_KINDS.values()} == {
-        "boxes": True, "points": False, "masks": False, "text": False}
+        "boxes": True, "points": True, "masks": True, "text": False}
     assert {h.name: [k.name for k in h.prompts] for h in HEADS.values()} == {
-        "detector": [], "face_detector": [], "keypoints": ["boxes"], "promptable_masks": ["boxes"]}
+        "detector": [], "face_detector": [], "keypoints": ["boxes"], "promptable_masks": ["boxes"],
+        "image_encoder": [], "mask_decoder": ["points", "masks"]}
 
 
 @pytest.mark.parametrize("inputs,prompts,message", [

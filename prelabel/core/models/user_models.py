@@ -1,5 +1,7 @@
 """The user model repository: a user's own Ultralytics ONNX exports, each a Triton model
-folder served beside model_repository/ (`prelabel models add/list/remove`).
+folder served beside model_repository/ (`prelabel models add/list/remove`), and SAM-interface
+encoder + decoder pairs for click-to-segment (`models add --family sam`, two folders: see
+`add_sam_model`).
 
 Where: PRELABEL_USER_MODELS_DIR, default $XDG_DATA_HOME/prelabel/models
 (~/.local/share/prelabel/models): outside the source tree, kept across cache clean-ups.
@@ -29,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from prelabel.core.models.sam_interface import read_sam_pair
 from prelabel.core.models.store import sha256_file
 from prelabel.core.models.ultralytics_layouts import UltralyticsLayout, read_layout
 
@@ -43,6 +46,11 @@ NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 ROWS = {"detect": 100, "segment": 32, "pose": 32}  # output rows (N) per task
 PROMPTS = 32  # prompt rows (P) of the prompted heads
 MASK_GRID = 64  # M: mask probabilities over each row's box
+SAM_IMPLEMENTATION = "services.modelkit.sam_model:{part}"
+#: A SAM pair's two Triton models: NAME_encoder and NAME_decoder.
+SAM_PARTS = {"encoder": ("SamEncoder", "image_encoder"), "decoder": ("SamDecoder", "mask_decoder")}
+SAM_POINT_ROWS = 66  # Q: the decoder model's point rows (64 clicks + a box's two corners)
+WEIGHTS_KINDS = ("pretrained", "custom", "random")  # services.modelkit.weights' kinds
 
 
 class UserModelError(ValueError):
@@ -67,6 +75,8 @@ class UserModel:
     sha256: str
     license: str
     source_file: str  # the path it was added from
+    weights: str = "custom"  # the provenance's weights kind (WEIGHTS_KINDS)
+    pair: str = ""  # a SAM pair's name (both its folders carry it); "" for a single model
 
     @classmethod
     def read(cls, folder: Path) -> UserModel:
@@ -163,6 +173,93 @@ def add_model(name: str, file: Path, *, task: str | None = None, names: Sequence
     return model
 
 
+def sam_model_name(pair: str, part: str) -> str:
+    """The Triton model of one part ("encoder" or "decoder") of the SAM pair `pair`."""
+    return f"{pair}_{part}"
+
+
+def sam_model_config(pair: str, part: str, sha256: str, license: str, weights: str, gpu: bool) -> str:
+    """The config.pbtxt (or configs/gpu.pbtxt) text of one part of a SAM pair."""
+    name = sam_model_name(pair, part)
+    if part == "encoder":
+        inputs = ['{ name: "IMAGE" data_type: TYPE_UINT8 dims: [ 1024, 1024, 3 ] }',
+                  '{ name: "IMAGE_VALID" data_type: TYPE_INT32 dims: [ 2 ] }']
+        outputs = ['{ name: "IMAGE_EMBEDDINGS" data_type: TYPE_FP32 dims: [ 256, 64, 64 ] }']
+    else:
+        q = SAM_POINT_ROWS
+        inputs = ['{ name: "IMAGE_EMBEDDINGS" data_type: TYPE_FP32 dims: [ 256, 64, 64 ] }',
+                  f'{{ name: "PROMPT_POINTS" data_type: TYPE_FP32 dims: [ 1, {q}, 2 ] }}',
+                  f'{{ name: "PROMPT_POINT_SIGNS" data_type: TYPE_INT32 dims: [ 1, {q} ] }}',
+                  '{ name: "PROMPT_MASKS" data_type: TYPE_FP32 dims: [ 1, 256, 256 ] }',
+                  '{ name: "PROMPT_MASK_GIVEN" data_type: TYPE_INT32 dims: [ 1 ] }',
+                  '{ name: "PROMPT_COUNT" data_type: TYPE_INT32 dims: [ 1 ] }']
+        outputs = ['{ name: "LOW_RES_MASKS" data_type: TYPE_FP32 dims: [ 1, 4, 256, 256 ] }',
+                   '{ name: "PREDICTED_IOUS" data_type: TYPE_FP32 dims: [ 1, 4 ] }']
+    outputs.append('{ name: "PROVENANCE" data_type: TYPE_STRING dims: [ 1 ] }')
+    implementation, head = SAM_PARTS[part]
+    parameters = {"head": head, "implementation": SAM_IMPLEMENTATION.format(part=implementation),
+                  "onnx_file": f"1/{MODEL_FILE}", "sha256": sha256, "pair": pair, "weights": weights,
+                  "license": license, "num_threads": "0" if gpu else "1"}
+    lines = [
+        f"# {name}: the {part} of a user's SAM-interface ONNX pair {pair!r}, {'GPU' if gpu else 'CPU'} profile.",
+        "# Written by `prelabel models add --family sam`; re-add the files rather than editing the sha256.",
+        f"name: {_string(name)}",
+        'backend: "python"',
+        "max_batch_size: 1",  # SAM's exports take one image / one prompt set
+        "input [\n  " + ",\n  ".join(inputs) + "\n]",
+        "output [\n  " + ",\n  ".join(outputs) + "\n]",
+        "dynamic_batching {\n  priority_levels: 2\n  default_priority_level: 1\n  default_queue_policy {\n"
+        "    max_queue_size: 64\n    timeout_action: REJECT\n    default_timeout_microseconds: 30000000\n"
+        "    allow_timeout_override: true\n  }\n}",
+        f"instance_group [ {{ count: 1 kind: {'KIND_GPU' if gpu else 'KIND_CPU'} }} ]",
+    ]
+    lines += [f"parameters {{ key: {_string(k)} value {{ string_value: {_string(v)} }} }}"
+              for k, v in parameters.items()]
+    return "\n".join(lines) + "\n"
+
+
+def add_sam_model(name: str, encoder: Path, decoder: Path, *, license: str = "", weights: str = "custom",
+                  repository: Path | None = None) -> list[UserModel]:
+    """Check a SAM-interface encoder + decoder pair (prelabel.core.models.sam_interface) and
+    write its two model folders, NAME_encoder and NAME_decoder, into the user model
+    repository. Two Triton models, not one: the encoder runs once per image and the decoder
+    once per click, so each has its own queue and instances (a click on a held image never
+    waits behind another image's encoding) and Triton counts each one's inferences.
+    NotOnnxError / SamInterfaceError / UserModelError (all ValueError) say why not."""
+    repository = repository or user_models_dir()
+    if not NAME_PATTERN.match(name) or len(name) > 56:
+        raise UserModelError(f"model name {name!r}: lowercase letters, digits and _, starting with a letter, "
+                             "at most 56 characters (_encoder / _decoder are added)")
+    if weights not in WEIGHTS_KINDS:
+        raise UserModelError(f"weights {weights!r}: expected one of {list(WEIGHTS_KINDS)}")
+    for part in SAM_PARTS:
+        folder = sam_model_name(name, part)
+        if folder in BUILT_IN_MODELS or (repository / folder).exists():
+            raise UserModelError(f"{folder} is already in {repository} or built in: remove it or choose another name")
+    pair = read_sam_pair(encoder, decoder)
+    added, written = [], []
+    for part, source in (("encoder", pair.encoder), ("decoder", pair.decoder)):
+        folder = sam_model_name(name, part)
+        part_dir = repository / f".{folder}.part"
+        shutil.rmtree(part_dir, ignore_errors=True)
+        (part_dir / "1").mkdir(parents=True)
+        (part_dir / "configs").mkdir()
+        shutil.copyfile(source, part_dir / "1" / MODEL_FILE)
+        sha256 = sha256_file(part_dir / "1" / MODEL_FILE)
+        (part_dir / "1" / "model.py").write_text(ENTRY_POINT)
+        (part_dir / "config.pbtxt").write_text(sam_model_config(name, part, sha256, license, weights, gpu=False))
+        (part_dir / "configs" / "gpu.pbtxt").write_text(sam_model_config(name, part, sha256, license, weights,
+                                                                         gpu=True))
+        model = UserModel(folder, part, "sam", SAM_PARTS[part][1], (), sha256, license, str(Path(source).resolve()),
+                          weights=weights, pair=name)
+        (part_dir / INFO_FILE).write_text(json.dumps(asdict(model), indent=1, ensure_ascii=False) + "\n")
+        written.append(part_dir)
+        added.append(model)
+    for part_dir, model in zip(written, added, strict=True):  # both written before either is served
+        part_dir.rename(repository / model.name)
+    return added
+
+
 def list_user_models(repository: Path | None = None) -> list[UserModel]:
     repository = repository or user_models_dir()
     if not repository.is_dir():
@@ -171,8 +268,11 @@ def list_user_models(repository: Path | None = None) -> list[UserModel]:
 
 
 def remove_model(name: str, repository: Path | None = None) -> None:
+    """Remove the user model `name`, or both folders of the SAM pair `name`."""
     repository = repository or user_models_dir()
-    folder = repository / name
-    if not NAME_PATTERN.match(name) or not (folder / INFO_FILE).is_file():
+    pair = [m.name for m in list_user_models(repository) if m.pair and m.pair == name]
+    folders = [repository / n for n in pair] or [repository / name]
+    if not NAME_PATTERN.match(name) or not all((f / INFO_FILE).is_file() for f in folders):
         raise UserModelError(f"no user model {name!r} in {repository}")
-    shutil.rmtree(folder)
+    for folder in folders:
+        shutil.rmtree(folder)

@@ -4,7 +4,7 @@ exported with Meta's SamOnnxModel (return_single_mask=False) run by onnxruntime 
 made by services.modelkit.sam_onnx, on the embedding of the encoder exported to ONNX and
 fed by sam_onnx.encoder_input. Prints one JSON line: the largest embedding difference and,
 per case, the IoU of the masks, the largest predicted-IoU, logit and low-res differences,
-the areas."""
+the areas, and the IoU of the masks sam_onnx.upscaled makes from the low-res ones."""
 from __future__ import annotations
 
 import json
@@ -108,6 +108,9 @@ def main() -> None:
                 "score_diff": float(np.abs(got.scores - ref_scores).max()),
                 "logit_diff": float(np.abs(outputs[0][0, chosen] - ref_masks).max()),
                 "low_res_diff": float(np.abs(got.low_res - ref_low).max()),
+                # what a server makes from the low-res masks alone (the decoder model's output)
+                "upscaled_iou": min(iou(u > sam_prompts.MASK_THRESHOLD, r) for u, r in zip(
+                    sam_prompts.upscaled(outputs[2][0, chosen], height, width), ref_binary, strict=True)),
                 "areas": [int(m.sum()) for m in ref_binary],
                 "shape": list(got.masks.shape[1:]),
             }

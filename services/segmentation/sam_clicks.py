@@ -1,0 +1,225 @@
+"""The SAM click engine: a served SAM-interface pair (`prelabel models add --family sam
+NAME`, models NAME_encoder and NAME_decoder, services.modelkit.sam_model) answers SegmentClick
+and ClickSession when the segmentation service's `click_model` setting names it.
+
+Per image (the first click, or a session's start): decode, resize so the long side is 1024
+(services.modelkit.sam_onnx.placed_image, in a worker thread), one NAME_encoder call; the
+embedding (float32 [1, 256, 64, 64], 4 MiB) is held in the per-image state cache
+(services.common.image_state) under the kind "sam-embedding:NAME", keyed by the image
+bytes' SHA-256 and bounded by click_state_max_bytes, so a later click on the same bytes
+calls only the decoder. An evicted image is encoded again.
+
+Both Triton calls carry the request's priority (a session's: its start message's).
+
+Per click: one NAME_decoder call with the clicks (positive 1, negative 0) and the box's
+corners in the encoder's pixels and the previous low-resolution mask, if any. The decoder
+answers its four masks; the candidates are SamPredictor's (mask 0, or masks 1-3 with
+multimask_output: sam_onnx.chosen), best first by predicted IoU. Each candidate's mask is
+its logits upscaled to the source (sam_onnx.upscaled) and cut at the click's
+mask_threshold (a probability: logit > log(t / (1 - t)); the default 0.5 is SAM's logit 0);
+its mask quality and score are the predicted IoU clipped to [0, 1]; its box the mask's
+bounding box (the prompt box, else zeros, when the mask is empty); its low_res_mask the
+float32 [256, 256] logits, which the next click may send back as previous_mask (another
+shape or size is refused by services.segmentation.clicks.previous_mask). Provenance is
+the decoder's, from Triton (the weights kind given at add time: random weights are said).
+
+Large JPEGs are decoded at a reduced scale no smaller than 1024 px on the long side (as the
+GrabCut engine does for its grid), so their embedding differs slightly from SamPredictor's
+on a full decode; other formats are decoded whole.
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from prelabel.core.errors import InvalidArgument
+from prelabel.core.models.user_models import SAM_PARTS, sam_model_name
+from prelabel.core.review import ReviewPolicy
+from prelabel.v1 import common_pb2, segmentation_pb2
+from services.common.image_state import ImageStateCache, StateKey, image_digest_async, read_only
+from services.common.imaging import decode_image
+from services.common.labeling import make_detection
+from services.common.masks import BinaryMask, encode_rle, outer_polygons
+from services.common.metrics import Metrics
+from services.common.triton_client import TritonClient
+from services.common.work import WorkBudget, run_bounded
+from services.modelkit import sam_onnx
+from services.modelkit.contract import (
+    IMAGE,
+    IMAGE_EMBEDDINGS,
+    IMAGE_VALID,
+    LOW_RES_MASKS,
+    PREDICTED_IOUS,
+    PROMPT_COUNT,
+    PROMPT_MASK_GIVEN,
+    PROMPT_MASKS,
+    PROMPT_POINT_SIGNS,
+    PROMPT_POINTS,
+)
+from services.segmentation.clicks import Click, placed_click, previous_mask
+from services.segmentation.settings import SegmentationSettings
+
+LOW_RES_SHAPE = (sam_onnx.LOW_RES, sam_onnx.LOW_RES)
+LOW_RES_DTYPE = np.dtype(np.float32)  # SAM's low-resolution logits
+
+
+def sam_model_heads(pair: str) -> dict[str, frozenset[str]]:
+    """The pair's two Triton models -> the contract head each must implement."""
+    return {sam_model_name(pair, part): frozenset({head}) for part, (_, head) in SAM_PARTS.items()}
+
+
+@dataclass(frozen=True)
+class PlacedImage:
+    """An image as the encoder model takes it."""
+
+    pixels: np.ndarray  # uint8 [1024, 1024, 3]: resized, at the top-left
+    valid: tuple[int, int]  # (height, width) of the resized picture in `pixels`
+    width: int  # source size, after EXIF orientation
+    height: int
+
+
+@dataclass(frozen=True)
+class SamImage:
+    """An image as the SAM engine keeps it between clicks."""
+
+    embedding: np.ndarray  # float32 [1, 256, 64, 64], read-only
+    width: int
+    height: int
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.embedding.nbytes)
+
+
+@dataclass(frozen=True)
+class PreparedSamImage:
+    image: SamImage
+    reused: bool  # found in the per-image state
+
+
+@dataclass(frozen=True)
+class DecoderAnswer:
+    low_res: np.ndarray  # float32 [4, 256, 256] logits
+    ious: np.ndarray  # float32 [4] predicted IoUs
+    provenance: common_pb2.Provenance
+
+
+def place_image(data: bytes, settings: SegmentationSettings) -> PlacedImage:
+    """Decode and resize for the encoder. CPU-bound: runs in a worker thread."""
+    side = sam_onnx.LONG_SIDE
+    decoded = decode_image(data, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels,
+                           target_size=(side, side))
+    source = (decoded.height, decoded.width)
+    pixels = sam_onnx.placed_image(np.asarray(decoded.image), source)
+    return PlacedImage(pixels, sam_onnx.resized_size(*source), decoded.width, decoded.height)
+
+
+def logit(probability: float) -> float:
+    return math.log(probability / (1.0 - probability))
+
+
+class SamClicks:
+    """The SAM engine (ClickEngine): per-image embeddings and the decoder's candidates."""
+
+    def __init__(self, pair: str, settings: SegmentationSettings, state: ImageStateCache, triton: TritonClient,
+                 metrics: Metrics):
+        self.settings, self.state, self.triton, self.metrics = settings, state, triton, metrics
+        self.encoder, self.decoder = sam_model_name(pair, "encoder"), sam_model_name(pair, "decoder")
+        self.kind = f"sam-embedding:{pair}"
+
+    async def _encode(self, data: bytes, deadline: float, priority: common_pb2.Priority) -> SamImage:
+        placed = await asyncio.to_thread(place_image, data, self.settings)
+        result = await self.triton.infer(
+            self.encoder, {IMAGE.name: placed.pixels[None], IMAGE_VALID.name: np.array([placed.valid], np.int32)},
+            timeout_s=deadline - time.monotonic(), priority=priority)
+        return SamImage(read_only(result.outputs[IMAGE_EMBEDDINGS.name]), placed.width, placed.height)
+
+    async def prepare(self, data: bytes, deadline: float, priority: common_pb2.Priority) -> PreparedSamImage:
+        """The image's embedding: held, or encoded now (and held if it fits)."""
+        settings = self.settings
+        if not self.state.enabled or len(data) > settings.max_image_bytes:  # an oversize image: refused, never hashed
+            return PreparedSamImage(await self._encode(data, deadline, priority), reused=False)
+        key = StateKey(await image_digest_async(data, settings.inline_decode_max_bytes), self.kind)
+        reused = key in self.state
+        image = await self.state.get_or_compute(key, lambda: self._encode(data, deadline, priority),
+                                                size_of=lambda image: image.nbytes)
+        return PreparedSamImage(image, reused)
+
+    async def _decode(self, image: SamImage, click: Click, previous: np.ndarray | None, deadline: float,
+                      priority: common_pb2.Priority) -> DecoderAnswer:
+        spec = await self.triton.spec(self.decoder)
+        rows = spec.inputs[PROMPT_POINTS.name][1]
+        labels = np.r_[np.full(len(click.positive), sam_onnx.POSITIVE), np.full(len(click.negative), sam_onnx.NEGATIVE)]
+        points = sam_onnx.prompt_points(sam_onnx.SamPrompt(np.concatenate([click.positive, click.negative]), labels,
+                                                           None if click.box is None else np.asarray(click.box),
+                                                           previous), image.height, image.width)
+        k = len(points.labels)
+        if k > rows:
+            raise InvalidArgument(f"{click.field}.points", f"{self.decoder} takes at most {rows} points "
+                                                           f"(a box counts two), got {k}")
+        coords = np.zeros((1, 1, rows, 2), np.float32)
+        signs = np.full((1, 1, rows), -1, np.int32)
+        coords[0, 0, :k], signs[0, 0, :k] = points.coords, points.labels
+        masks = np.zeros((1, 1, *LOW_RES_SHAPE), np.float32)
+        if previous is not None:
+            masks[0, 0] = previous
+        result = await self.triton.infer(self.decoder, {
+            IMAGE_EMBEDDINGS.name: np.asarray(image.embedding), PROMPT_POINTS.name: coords,
+            PROMPT_POINT_SIGNS.name: signs, PROMPT_MASKS.name: masks,
+            PROMPT_MASK_GIVEN.name: np.array([[int(previous is not None)]], np.int32),
+            PROMPT_COUNT.name: np.array([[1]], np.int32)}, timeout_s=deadline - time.monotonic(), priority=priority)
+        return DecoderAnswer(result.outputs[LOW_RES_MASKS.name][0, 0], result.outputs[PREDICTED_IOUS.name][0, 0],
+                             result.provenance)
+
+    def candidates(self, image: SamImage, click: Click, answer: DecoderAnswer, policy: ReviewPolicy,
+                   budget: WorkBudget) -> list[segmentation_pb2.MaskCandidate]:
+        """SamPredictor's candidates, best first (worker thread)."""
+        which = sam_onnx.chosen(click.multimask)
+        low_res, scores = answer.low_res[which], answer.ious[which]
+        cut = logit(click.mask_threshold)
+        out = []
+        for j in np.argsort(-scores, kind="stable"):
+            budget.check()
+            binary = sam_onnx.upscaled(low_res[j:j + 1], image.height, image.width)[0] > cut
+            mask = BinaryMask(binary, 0, 0, image.width, image.height)
+            area = mask.area
+            quality = float(np.clip(scores[j], 0.0, 1.0))
+            polygons = outer_polygons(mask, budget) if click.polygons and area else []
+            box = self._mask_box(binary) if area else (click.box or (0.0, 0.0, 0.0, 0.0))
+            rle = encode_rle(mask)
+            instance = segmentation_pb2.InstanceMask(
+                detection=make_detection(box, click.category.id, click.category.name, quality, policy,
+                                         answer.provenance),
+                mask=common_pb2.RleMask(size=rle["size"], counts=rle["counts"]),
+                area=area,
+                mask_quality=quality,
+                polygons=[common_pb2.Polygon(points=p) for p in polygons],
+            )
+            low = segmentation_pb2.LowResMask(data=np.ascontiguousarray(low_res[j], LOW_RES_DTYPE).tobytes(),
+                                              shape=list(LOW_RES_SHAPE))
+            out.append(segmentation_pb2.MaskCandidate(instance=instance, low_res_mask=low))
+        return out
+
+    @staticmethod
+    def _mask_box(binary: np.ndarray) -> tuple[float, float, float, float]:
+        rows, cols = np.nonzero(binary.any(axis=1))[0], np.nonzero(binary.any(axis=0))[0]
+        return float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1)
+
+    async def answer(self, prepared: PreparedSamImage, click: Click, *, image_id: str, policy: ReviewPolicy,
+                     deadline: float, priority: common_pb2.Priority) -> segmentation_pb2.ClickResponse:
+        """The response to one click on a prepared image."""
+        image = prepared.image
+        click = placed_click(click, image.width, image.height)
+        previous = previous_mask(click, LOW_RES_SHAPE, LOW_RES_DTYPE)
+        started = time.perf_counter()
+        answer = await self._decode(image, click, previous, deadline, priority)
+        budget = WorkBudget(deadline, self.settings.max_polygon_vertices)
+        candidates = await run_bounded(self.candidates, image, click, answer, policy, budget=budget)
+        self.metrics.stage.labels(self.metrics.service, "click").observe(time.perf_counter() - started)
+        return segmentation_pb2.ClickResponse(
+            image_id=image_id, image_size=common_pb2.ImageSize(width=image.width, height=image.height),
+            candidates=candidates, provenance=answer.provenance, image_state_reused=prepared.reused)
