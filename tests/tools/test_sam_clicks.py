@@ -32,6 +32,7 @@ import skimage.data
 import tritonclient.grpc as grpcclient
 from pycocotools import mask as coco_mask
 
+from prelabel import sam_checkpoints
 from prelabel.v1 import common_pb2, segmentation_pb2, segmentation_pb2_grpc
 from scripts.tool_venv import SPECS, cache_root
 from services.common.metrics import Metrics
@@ -60,6 +61,7 @@ def exported_pair(run_probe) -> Path:
     """The tiny SAM's encoder.onnx, decoder.onnx and sam.pt, made once per version of the
     export scripts, the sam venv's pins and torch."""
     key = hashlib.sha256("\n".join([(PROBES / "sam_export.py").read_text(), (PROBES / "sam_reference.py").read_text(),
+                                    sam_checkpoints.EXPORT_SCRIPT.read_text(),
                                     (SPECS / f"{TOOL}.txt").read_text(), importlib.metadata.version("torch")])
                          .encode()).hexdigest()[:12]
     out = cache_root() / "exports" / f"tiny-sam-{key}"

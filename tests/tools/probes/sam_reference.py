@@ -4,12 +4,13 @@ exported with Meta's SamOnnxModel (return_single_mask=False) run by onnxruntime 
 made by services.modelkit.sam_onnx, on the embedding of the encoder exported to ONNX and
 fed by sam_onnx.encoder_input. Prints one JSON line: the largest embedding difference and,
 per case, the IoU of the masks, the largest predicted-IoU, logit and low-res differences,
-the areas, and the IoU of the masks sam_onnx.upscaled makes from the low-res ones."""
+the areas, and the IoU of the masks sam_onnx.upscaled makes from the low-res ones. The
+tiny SAM and both exports are the ones `prelabel models pull` uses for Meta's checkpoints
+(prelabel/core/models/convert/sam_to_onnx.py)."""
 from __future__ import annotations
 
 import json
 import sys
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -17,49 +18,19 @@ import onnxruntime
 import skimage.data
 import torch
 from segment_anything import SamPredictor
-from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
-from segment_anything.utils.onnx import SamOnnxModel
+from segment_anything.modeling import Sam
 
+from prelabel.core.models.convert.sam_to_onnx import export_decoder as export
+from prelabel.core.models.convert.sam_to_onnx import export_encoder
+from prelabel.core.models.convert.sam_to_onnx import tiny_sam as untrained_tiny_sam
 from services.modelkit import sam_onnx as sam_prompts
 from services.modelkit.sam_onnx import SamPrompt
 
 
 def tiny_sam() -> Sam:
+    """The exporter's tiny SAM (prelabel/core/models/convert/sam_to_onnx.py), seed 0."""
     torch.manual_seed(0)
-    encoder = ImageEncoderViT(depth=1, embed_dim=64, img_size=1024, mlp_ratio=4,
-                              norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), num_heads=2, patch_size=16,
-                              qkv_bias=True, use_rel_pos=True, global_attn_indexes=(0,), window_size=14,
-                              out_chans=256)
-    sam = Sam(image_encoder=encoder,
-              prompt_encoder=PromptEncoder(embed_dim=256, image_embedding_size=(64, 64),
-                                           input_image_size=(1024, 1024), mask_in_chans=16),
-              mask_decoder=MaskDecoder(num_multimask_outputs=3,
-                                       transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048,
-                                                                     num_heads=8),
-                                       transformer_dim=256, iou_head_depth=3, iou_head_hidden_dim=256),
-              pixel_mean=[123.675, 116.28, 103.53], pixel_std=[58.395, 57.12, 57.375])
-    return sam.eval()
-
-
-def export(sam: Sam, path: Path) -> None:
-    model = SamOnnxModel(sam, return_single_mask=False)
-    inputs = {
-        "image_embeddings": torch.randn(1, 256, 64, 64),
-        "point_coords": torch.randint(0, 1024, (1, 5, 2), dtype=torch.float),
-        "point_labels": torch.randint(0, 4, (1, 5), dtype=torch.float),
-        "mask_input": torch.randn(1, 1, 256, 256),
-        "has_mask_input": torch.tensor([1], dtype=torch.float),
-        "orig_im_size": torch.tensor([1500, 2250], dtype=torch.float),
-    }
-    torch.onnx.export(model, tuple(inputs.values()), str(path), input_names=list(inputs),
-                      output_names=["masks", "iou_predictions", "low_res_masks"], opset_version=17,
-                      dynamic_axes={"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}},
-                      do_constant_folding=True, dynamo=False)
-
-
-def export_encoder(sam: Sam, path: Path) -> None:
-    torch.onnx.export(sam.image_encoder, (torch.randn(1, 3, 1024, 1024),), str(path), input_names=["image"],
-                      output_names=["image_embeddings"], opset_version=17, dynamo=False)
+    return untrained_tiny_sam().eval()
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
