@@ -26,7 +26,8 @@ def build_app(settings: RouterSettings | None = None, metrics: Metrics | None = 
     def register(server) -> None:
         prelabel_pb2_grpc.add_PreLabelerServicer_to_server(servicer, server)
         # Interactive segmentation, forwarded (services.router.clicks).
-        segmentation_pb2_grpc.add_SegmenterServicer_to_server(ClickForwarder(settings, down), server)
+        segmentation_pb2_grpc.add_SegmenterServicer_to_server(ClickForwarder(settings, down, servicer.image_bytes),
+                                                           server)
 
     return GrpcApp(
         settings, metrics, [SERVICE_NAME, CLICKS_SERVICE_NAME],

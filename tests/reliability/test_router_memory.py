@@ -14,7 +14,7 @@ import yaml
 
 from prelabel.core.limits import MAX_IMAGE_BYTES
 from prelabel.core.status import RETRY_AFTER_KEY
-from prelabel.v1 import common_pb2, prelabel_pb2
+from prelabel.v1 import common_pb2, prelabel_pb2, segmentation_pb2
 from tests.conftest import REPO_ROOT
 from tests.reliability.conftest import service_process
 from tests.reliability.recording_services import recording_services
@@ -132,10 +132,9 @@ RECEIVED_CALLS = 32
 SMALL_CALLS = 8
 
 
-async def hinted_call(channel, payload: bytes) -> tuple[grpc.StatusCode, str | None]:
+async def hinted_call(channel, payload: bytes, method: str = METHOD) -> tuple[grpc.StatusCode, str | None]:
     """The call's code and its retry hint (trailing metadata), if any."""
-    call = channel.unary_unary(METHOD, request_serializer=lambda b: b,
-                               response_deserializer=prelabel_pb2.PreLabelResponse.FromString)
+    call = channel.unary_unary(method, request_serializer=lambda b: b, response_deserializer=lambda b: b)
     try:
         await call(payload, timeout=60)
         return grpc.StatusCode.OK, None
@@ -172,7 +171,7 @@ async def test_router_stays_under_its_pod_limit_when_32_admitted_20mb_calls_arri
                                                             "with a retry hint; 1,694 MB peak before the receive budget"),
            admitted_20mb_calls_peak_rss_mb=figure(peak / 2**20, "MB", f"< pod limit {limit >> 20} MiB", peak < limit,
                                                   note=f"{before / 2**20:.0f} MB before"),
-           small_calls_among_them_answered=figure(
+           admitted_20mb_calls_100kb_calls_among_them_answered=figure(
                [code for code, _ in small_results].count(grpc.StatusCode.OK), f"of {SMALL_CALLS}",
                f"{SMALL_CALLS}", all(code == grpc.StatusCode.OK for code, _ in small_results)))
     assert answered >= 1, big_results
@@ -180,3 +179,54 @@ async def test_router_stays_under_its_pod_limit_when_32_admitted_20mb_calls_arri
         assert code == grpc.StatusCode.OK or (code == grpc.StatusCode.RESOURCE_EXHAUSTED and hint), big_results
     assert [code for code, _ in small_results] == [grpc.StatusCode.OK] * SMALL_CALLS, small_results
     assert peak < limit, f"router peak RSS {peak / 2**20:.0f} MB (pod limit {limit >> 20} MiB)"
+
+
+@pytest.mark.timeout(180)
+async def test_router_stays_under_its_pod_limit_when_32_20mb_segment_clicks_arrive_at_once(tmp_path, record):
+    """Forwarded to the segmentation service: without the image-bytes budget every admitted
+    click held its image's copies until the service answered (32 of them: 1,216-1,378 MB peak)."""
+    limit = pod_memory_limit_bytes("router.yaml", "router")
+    click = segmentation_pb2.ClickRequest(image=common_pb2.Image(data=bytes(MAX_IMAGE_BYTES), image_id="big"),
+                                          ).SerializeToString()
+    async with recording_services(delay_s=1.0) as (services, received), \
+            service_process("router", tmp_path, PRELABEL_DETECTION_ADDR=services,
+                            PRELABEL_SEGMENTATION_ADDR=services, PRELABEL_KEYPOINTS_ADDR=services) as router, \
+            grpc.aio.insecure_channel(router.address, options=[
+                ("grpc.max_send_message_length", 64 * 2**20)]) as channel:
+        results = await asyncio.gather(*(hinted_call(channel, click, "/prelabel.v1.Segmenter/SegmentClick")
+                                         for _ in range(RECEIVED_CALLS)))
+        peak = peak_rss_bytes(router.process.pid)
+    answered = [code for code, _ in results].count(grpc.StatusCode.OK)
+    record("router_memory", segment_click_20mb_peak_rss_mb=figure(
+        peak / 2**20, "MB", f"< pod limit {limit >> 20} MiB", peak < limit,
+        note=f"{RECEIVED_CALLS} concurrent SegmentClick calls; {answered} answered, the rest RESOURCE_EXHAUSTED "
+             "with a retry hint; 1,216-1,378 MB peak before"))
+    assert answered >= 1 and len(received.sizes) == answered, results
+    for code, hint in results:
+        assert code == grpc.StatusCode.OK or (code == grpc.StatusCode.RESOURCE_EXHAUSTED and hint), results
+    assert peak < limit, f"router peak RSS {peak / 2**20:.0f} MB (pod limit {limit >> 20} MiB)"
+
+
+@pytest.mark.timeout(60)
+async def test_a_call_that_never_sends_its_request_gives_its_room_back_at_the_default_timeout(tmp_path):
+    """A unary call now holds an admission slot and a share of the receive budget while its
+    request is read: one whose request never comes (no deadline either) must end, not keep
+    them for ever. Two such calls fill both; each ends DEADLINE_EXCEEDED after
+    default_timeout_s, and then a call gets through."""
+    small = prelabel_pb2.PreLabelRequest(image=common_pb2.Image(data=b"image", image_id="small"),
+                                         tasks=[prelabel_pb2.TASK_DETECT]).SerializeToString()
+    async with recording_services() as (services, _), \
+            service_process("router", tmp_path, PRELABEL_DETECTION_ADDR=services,
+                            PRELABEL_SEGMENTATION_ADDR=services, PRELABEL_KEYPOINTS_ADDR=services,
+                            PRELABEL_DEFAULT_TIMEOUT_S=2, PRELABEL_MAX_IN_FLIGHT=2) as router, \
+            grpc.aio.insecure_channel(router.address) as channel:
+        silent = channel.stream_unary(METHOD, request_serializer=lambda b: b,
+                                      response_deserializer=prelabel_pb2.PreLabelResponse.FromString)
+        calls = [silent() for _ in range(2)]  # headers sent, no message, no deadline
+        await asyncio.sleep(0.5)
+        assert await raw_call(channel, small) == grpc.StatusCode.RESOURCE_EXHAUSTED  # both slots held
+        for call in calls:
+            with pytest.raises(grpc.aio.AioRpcError) as ended:
+                await asyncio.wait_for(call, timeout=10)
+            assert ended.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED, ended.value
+        assert await raw_call(channel, small) == grpc.StatusCode.OK
