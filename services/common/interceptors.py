@@ -324,8 +324,10 @@ class ReceiveBudgetInterceptor(grpc.aio.ServerInterceptor):
     """Calls with one request message reserve room in the receive budget
     (services.common.receive_budget) before gRPC reads the message, and give it back once
     it is parsed. Innermost: auth and admission refuse on metadata first, and such a call
-    neither waits nor reserves. Streamed requests (PreLabelStream, ClickSession) are read
-    by their servicers, message by message, and are not counted here."""
+    neither waits nor reserves; an admitted call holds its admission slot while it waits
+    and is read (so waiting calls stay bounded too). Streamed requests (PreLabelStream,
+    ClickSession) are read by their servicers, message by message, and are not counted
+    here: a stream waiting for its next message may be idle, and must not hold room."""
 
     def __init__(self, budget: ReceiveBudget, read_timeout_s: float):
         self.budget = budget

@@ -6,17 +6,19 @@ the worst case (the receive limit x RECEIVE_COPIES) *before* gRPC reads its mess
 gives it back once the message is parsed (the router's image-bytes budget then counts
 the image itself).
 
-A call that finds no room waits, its bytes held back by HTTP/2 flow control (~64 KB a
-call is buffered while it waits), up to `wait_s` or its deadline, then RESOURCE_EXHAUSTED
-with a retry hint. Waiting, not refusing at once: a reservation lasts only while a
-message is received and parsed (milliseconds on a fast link), so a small call queued
-behind big ones gets through shortly, where refusing would turn every call that arrives
-during a burst of large ones away.
+A call that finds no room waits, its bytes held back by HTTP/2 flow control (no BDP
+probing: a waiting call has tens of KB buffered), up to `wait_s` or its deadline, then
+RESOURCE_EXHAUSTED with a retry hint. Waiting, not refusing at once: a reservation lasts
+only while a message is received and parsed (milliseconds on a fast link; a slow
+uploader's whole upload, at most its deadline), so a small call queued behind big ones
+gets through shortly, where refusing would turn away every call that arrives during a
+burst of large ones.
 
 Chosen over gRPC's own options: `maximum_concurrent_rpcs` counts calls whatever their
-size and counts idle streams too (issue 21, item 1), and HTTP/2 windows are per
-connection and open to a whole message once it is read (so they cannot bound many
-clients at once)."""
+size and counts idle streams too (issue 21, item 1), and an HTTP/2 window opens to the
+whole message once its read starts, so windows cannot bound many calls at once; what
+they can do is hold a call's bytes back until it is its turn, which is how this budget
+uses them."""
 from __future__ import annotations
 
 import asyncio
