@@ -20,8 +20,10 @@ from services.common.interceptors import (
     AuthInterceptor,
     ErrorInterceptor,
     MetricsInterceptor,
+    ReceiveBudgetInterceptor,
 )
 from services.common.metrics import Metrics
+from services.common.receive_budget import ReceiveBudget
 from services.common.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -97,6 +99,7 @@ class GrpcApp:
         per_item_streams: Iterable[str] = (),
         admission: Admission | None = None,
         draining: Callable[[], None] | None = None,
+        receive_budget: ReceiveBudget | None = None,
     ):
         self.settings = settings
         self.metrics = metrics
@@ -116,8 +119,11 @@ class GrpcApp:
         interceptors = [MetricsInterceptor(metrics), ErrorInterceptor(settings.retry_after_ms, per_item_streams)]
         if settings.auth_tokens:
             interceptors.append(AuthInterceptor(settings.auth_tokens))
+        interceptors.append(AdmissionInterceptor(self.admission, per_item_streams))
+        if receive_budget is not None:  # innermost: calls refused on metadata never reserve
+            interceptors.append(ReceiveBudgetInterceptor(receive_budget, settings.default_timeout_s))
         self.server = grpc.aio.server(
-            interceptors=[*interceptors, AdmissionInterceptor(self.admission, per_item_streams)],
+            interceptors=interceptors,
             options=server_options(settings),
         )
         register(self.server)

@@ -3,6 +3,7 @@ from __future__ import annotations
 from prelabel.v1 import prelabel_pb2, prelabel_pb2_grpc, segmentation_pb2_grpc
 from services.common.interceptors import Admission
 from services.common.metrics import Metrics
+from services.common.receive_budget import RECEIVE_COPIES, ReceiveBudget
 from services.common.server import GrpcApp
 from services.router.clicks import SERVICE_NAME as CLICKS_SERVICE_NAME
 from services.router.clicks import ClickForwarder
@@ -19,11 +20,14 @@ def build_app(settings: RouterSettings | None = None, metrics: Metrics | None = 
     down = Downstream(settings)
     admission = Admission(settings.max_in_flight, settings.retry_after_ms)
     servicer = PreLabelerServicer(settings, down, metrics, admission)
+    receive_budget = ReceiveBudget(settings.max_receiving_bytes, settings.receive_limit_bytes * RECEIVE_COPIES,
+                                   settings.receive_wait_s, settings.retry_after_ms)
 
     def register(server) -> None:
         prelabel_pb2_grpc.add_PreLabelerServicer_to_server(servicer, server)
         # Interactive segmentation, forwarded (services.router.clicks).
-        segmentation_pb2_grpc.add_SegmenterServicer_to_server(ClickForwarder(settings, down), server)
+        segmentation_pb2_grpc.add_SegmenterServicer_to_server(ClickForwarder(settings, down, servicer.image_bytes),
+                                                           server)
 
     return GrpcApp(
         settings, metrics, [SERVICE_NAME, CLICKS_SERVICE_NAME],
@@ -35,4 +39,5 @@ def build_app(settings: RouterSettings | None = None, metrics: Metrics | None = 
         components=list(down.channels),
         component_check=down.components,
         per_item_streams=[f"/{SERVICE_NAME}/PreLabelStream"],
+        receive_budget=receive_budget,
     )

@@ -25,6 +25,20 @@ class RouterSettings(ServiceSettings):
     task it fans out to (services.router.image_bytes); a call beyond gets RESOURCE_EXHAUSTED
     with a retry hint. 384 MiB: with the parsed requests, inside the router pod's 1 GiB."""
 
+    max_receiving_bytes: int = 192 * 1024 * 1024
+    """Memory for unary requests (PreLabel, SegmentClick) being received and parsed. No
+    size is known before gRPC reads a request, so each call reserves the worst case, the
+    receive limit x 3 copies (~61 MiB), before its message is read, and gives it back
+    once the message is parsed (max_in_flight_image_bytes then counts the image); a call
+    that finds no room waits (HTTP/2 flow control holds its bytes back) up to
+    receive_wait_s, then RESOURCE_EXHAUSTED with a retry hint. 192 MiB: three calls
+    received at once (services.common.receive_budget); with max_in_flight_image_bytes and
+    the process itself, inside the router pod's 1 GiB (tests/reliability/test_router_memory.py)."""
+
+    receive_wait_s: float = 5.0
+    """How long a unary call waits for room in max_receiving_bytes (at most its deadline)
+    before RESOURCE_EXHAUSTED with a retry hint."""
+
     stream_window: int = 8
     """PreLabelStream: images in flight per stream. The router reads the next image
     only when one of these has been written back, so a slow reader slows the sender

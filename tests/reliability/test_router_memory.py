@@ -1,7 +1,8 @@
-"""The router's memory under concurrent 20 MB calls it refuses, as a real process: a call
-without a token, or one that arrives when admission has no room, is refused on its
-metadata before its request is read, so 128 of them at once keep the router's peak RSS
-far under its pod's memory limit (k8s/base/router.yaml, read here)."""
+"""The router's memory under concurrent 20 MB calls, as a real process: a call without a
+token, or one that arrives when admission has no room, is refused on its metadata before
+its request is read, so 128 of them at once keep the router's peak RSS far under its pod's
+memory limit (k8s/base/router.yaml, read here); admitted calls are received a few at a
+time (the receive budget) and held by the image-bytes budget, so they stay under it too."""
 from __future__ import annotations
 
 import asyncio
@@ -12,7 +13,8 @@ import pytest
 import yaml
 
 from prelabel.core.limits import MAX_IMAGE_BYTES
-from prelabel.v1 import common_pb2, prelabel_pb2
+from prelabel.core.status import RETRY_AFTER_KEY
+from prelabel.v1 import common_pb2, prelabel_pb2, segmentation_pb2
 from tests.conftest import REPO_ROOT
 from tests.reliability.conftest import service_process
 from tests.reliability.recording_services import recording_services
@@ -124,3 +126,107 @@ async def test_router_stays_under_its_pod_limit_when_8_admitted_20mb_calls_fan_o
     assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}, codes
     assert len(received.sizes) == 4 * codes.count(grpc.StatusCode.OK)
     assert peak < limit, f"router peak RSS {peak / 2**20:.0f} MB (pod limit {limit >> 20} MiB)"
+
+
+RECEIVED_CALLS = 32
+SMALL_CALLS = 8
+
+
+async def hinted_call(channel, payload: bytes, method: str = METHOD) -> tuple[grpc.StatusCode, str | None]:
+    """The call's code and its retry hint (trailing metadata), if any."""
+    call = channel.unary_unary(method, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+    try:
+        await call(payload, timeout=60)
+        return grpc.StatusCode.OK, None
+    except grpc.aio.AioRpcError as err:
+        return err.code(), dict(err.trailing_metadata() or ()).get(RETRY_AFTER_KEY)
+
+
+@pytest.mark.timeout(180)
+async def test_router_stays_under_its_pod_limit_when_32_admitted_20mb_calls_arrive_at_once(tmp_path, record):
+    """All admitted on metadata (64 may be in flight) and each received whole before this
+    change: ~47 MB each while gRPC buffered and Python parsed it, before the image-bytes
+    budget could refuse it (32 of them: 1,694 MB peak). Now each waits for room in the
+    receive budget before its bytes are read; small calls among them still get through."""
+    limit = pod_memory_limit_bytes("router.yaml", "router")
+    big = large_request()
+    small = prelabel_pb2.PreLabelRequest(image=common_pb2.Image(data=bytes(100_000), image_id="small"),
+                                         tasks=[prelabel_pb2.TASK_DETECT]).SerializeToString()
+    async with recording_services(delay_s=1.0) as (services, _), \
+            service_process("router", tmp_path, PRELABEL_DETECTION_ADDR=services,
+                            PRELABEL_SEGMENTATION_ADDR=services, PRELABEL_KEYPOINTS_ADDR=services) as router, \
+            grpc.aio.insecure_channel(router.address, options=[
+                ("grpc.max_send_message_length", 64 * 2**20)]) as channel:
+        before = peak_rss_bytes(router.process.pid)
+        calls = [asyncio.ensure_future(hinted_call(channel, big)) for _ in range(RECEIVED_CALLS)]
+        smalls = []
+        for _ in range(SMALL_CALLS):  # among the big ones: sent while they are received
+            await asyncio.sleep(0.1)
+            smalls.append(asyncio.ensure_future(hinted_call(channel, small)))
+        big_results, small_results = await asyncio.gather(asyncio.gather(*calls), asyncio.gather(*smalls))
+        peak = peak_rss_bytes(router.process.pid)
+    answered = [code for code, _ in big_results].count(grpc.StatusCode.OK)
+    record("router_memory", admitted_20mb_calls=figure(RECEIVED_CALLS, "concurrent calls",
+                                                       note=f"{answered} answered, the rest RESOURCE_EXHAUSTED "
+                                                            "with a retry hint; 1,694 MB peak before the receive budget"),
+           admitted_20mb_calls_peak_rss_mb=figure(peak / 2**20, "MB", f"< pod limit {limit >> 20} MiB", peak < limit,
+                                                  note=f"{before / 2**20:.0f} MB before"),
+           admitted_20mb_calls_100kb_calls_among_them_answered=figure(
+               [code for code, _ in small_results].count(grpc.StatusCode.OK), f"of {SMALL_CALLS}",
+               f"{SMALL_CALLS}", all(code == grpc.StatusCode.OK for code, _ in small_results)))
+    assert answered >= 1, big_results
+    for code, hint in big_results:
+        assert code == grpc.StatusCode.OK or (code == grpc.StatusCode.RESOURCE_EXHAUSTED and hint), big_results
+    assert [code for code, _ in small_results] == [grpc.StatusCode.OK] * SMALL_CALLS, small_results
+    assert peak < limit, f"router peak RSS {peak / 2**20:.0f} MB (pod limit {limit >> 20} MiB)"
+
+
+@pytest.mark.timeout(180)
+async def test_router_stays_under_its_pod_limit_when_32_20mb_segment_clicks_arrive_at_once(tmp_path, record):
+    """Forwarded to the segmentation service: without the image-bytes budget every admitted
+    click held its image's copies until the service answered (32 of them: 1,216-1,378 MB peak)."""
+    limit = pod_memory_limit_bytes("router.yaml", "router")
+    click = segmentation_pb2.ClickRequest(image=common_pb2.Image(data=bytes(MAX_IMAGE_BYTES), image_id="big"),
+                                          ).SerializeToString()
+    async with recording_services(delay_s=1.0) as (services, received), \
+            service_process("router", tmp_path, PRELABEL_DETECTION_ADDR=services,
+                            PRELABEL_SEGMENTATION_ADDR=services, PRELABEL_KEYPOINTS_ADDR=services) as router, \
+            grpc.aio.insecure_channel(router.address, options=[
+                ("grpc.max_send_message_length", 64 * 2**20)]) as channel:
+        results = await asyncio.gather(*(hinted_call(channel, click, "/prelabel.v1.Segmenter/SegmentClick")
+                                         for _ in range(RECEIVED_CALLS)))
+        peak = peak_rss_bytes(router.process.pid)
+    answered = [code for code, _ in results].count(grpc.StatusCode.OK)
+    record("router_memory", segment_click_20mb_peak_rss_mb=figure(
+        peak / 2**20, "MB", f"< pod limit {limit >> 20} MiB", peak < limit,
+        note=f"{RECEIVED_CALLS} concurrent SegmentClick calls; {answered} answered, the rest RESOURCE_EXHAUSTED "
+             "with a retry hint; 1,216-1,378 MB peak before"))
+    assert answered >= 1 and len(received.sizes) == answered, results
+    for code, hint in results:
+        assert code == grpc.StatusCode.OK or (code == grpc.StatusCode.RESOURCE_EXHAUSTED and hint), results
+    assert peak < limit, f"router peak RSS {peak / 2**20:.0f} MB (pod limit {limit >> 20} MiB)"
+
+
+@pytest.mark.timeout(60)
+async def test_a_call_that_never_sends_its_request_gives_its_room_back_at_the_default_timeout(tmp_path):
+    """A unary call now holds an admission slot and a share of the receive budget while its
+    request is read: one whose request never comes (no deadline either) must end, not keep
+    them for ever. Two such calls fill both; each ends DEADLINE_EXCEEDED after
+    default_timeout_s, and then a call gets through."""
+    small = prelabel_pb2.PreLabelRequest(image=common_pb2.Image(data=b"image", image_id="small"),
+                                         tasks=[prelabel_pb2.TASK_DETECT]).SerializeToString()
+    async with recording_services() as (services, _), \
+            service_process("router", tmp_path, PRELABEL_DETECTION_ADDR=services,
+                            PRELABEL_SEGMENTATION_ADDR=services, PRELABEL_KEYPOINTS_ADDR=services,
+                            PRELABEL_DEFAULT_TIMEOUT_S=2, PRELABEL_MAX_IN_FLIGHT=2) as router, \
+            grpc.aio.insecure_channel(router.address) as channel:
+        silent = channel.stream_unary(METHOD, request_serializer=lambda b: b,
+                                      response_deserializer=prelabel_pb2.PreLabelResponse.FromString)
+        calls = [silent() for _ in range(2)]  # headers sent, no message, no deadline
+        await asyncio.sleep(0.5)
+        assert await raw_call(channel, small) == grpc.StatusCode.RESOURCE_EXHAUSTED  # both slots held
+        for call in calls:
+            with pytest.raises(grpc.aio.AioRpcError) as ended:
+                await asyncio.wait_for(call, timeout=10)
+            assert ended.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED, ended.value
+        assert await raw_call(channel, small) == grpc.StatusCode.OK
