@@ -149,7 +149,7 @@ class SamClicks:
                                                 size_of=lambda image: image.nbytes)
         return PreparedSamImage(image, reused)
 
-    async def _decode(self, image: SamImage, click: Click, previous: np.ndarray | None, deadline: float,
+    async def decode(self, image: SamImage, click: Click, previous: np.ndarray | None, deadline: float,
                       priority: common_pb2.Priority) -> DecoderAnswer:
         spec = await self.triton.spec(self.decoder)
         rows = spec.inputs[PROMPT_POINTS.name][1]
@@ -216,7 +216,7 @@ class SamClicks:
         click = placed_click(click, image.width, image.height)
         previous = previous_mask(click, LOW_RES_SHAPE, LOW_RES_DTYPE)
         started = time.perf_counter()
-        answer = await self._decode(image, click, previous, deadline, priority)
+        answer = await self.decode(image, click, previous, deadline, priority)
         budget = WorkBudget(deadline, self.settings.max_polygon_vertices)
         candidates = await run_bounded(self.candidates, image, click, answer, policy, budget=budget)
         self.metrics.stage.labels(self.metrics.service, "click").observe(time.perf_counter() - started)

@@ -1,4 +1,5 @@
-"""Thin gRPC adapter: Segment runs the shared request path with the segmentation head;
+"""Thin gRPC adapter: Segment runs the shared request path with the segmentation head
+(box prompts: the SAM pair instead when one answers clicks, services.segmentation.sam_boxes);
 SegmentClick and ClickSession run the interactive engine: GrabCut
 (services.segmentation.interactive), or the SAM pair the click_model setting names
 (services.segmentation.sam_clicks)."""
@@ -18,6 +19,7 @@ from services.common.task import TaskServicer
 from services.modelkit.grabcut_clicks import DEFAULT_ITERATIONS, DEFAULT_PROBABILITY
 from services.segmentation.clicks import read_click
 from services.segmentation.interactive import ClickEngine, GrabCutClicks, GrabCutSettings, PreparedImage
+from services.segmentation.sam_boxes import segment_boxes
 from services.segmentation.sam_clicks import SamClicks
 from services.segmentation.settings import SegmentationSettings
 
@@ -34,6 +36,12 @@ class SegmenterServicer(TaskServicer, segmentation_pb2_grpc.SegmenterServicer):
         self.open_sessions = 0
 
     async def Segment(self, request: segmentation_pb2.SegmentRequest, context) -> segmentation_pb2.SegmentResponse:
+        settings = self.settings
+        if request.prompts and isinstance(self.clicks, SamClicks) and settings.sam_box_prompts:
+            deadline = time.monotonic() + time_left(context, settings.default_timeout_s, settings.min_time_left_s)
+            request = self.policy.apply(request)
+            fields.priority(request.priority)
+            return await segment_boxes(self.clicks, request, settings, self.metrics, deadline)
         return await self.serve(request, context)
 
     async def grabcut_settings(self) -> GrabCutSettings:

@@ -26,6 +26,12 @@ class SegmentationSettings(ServiceSettings):
     the NAME of `prelabel models add --family sam NAME ...`, served as NAME_encoder and
     NAME_decoder); empty answers them with GrabCut."""
 
+    sam_box_prompts: bool = True
+    """With a click_model: prompted Segment (box prompts, the router's cascade) is answered by
+    that SAM pair, one mask per box on the embedding the clicks use
+    (services.segmentation.sam_boxes); false keeps the segmentation model for boxes. Automatic
+    mode always uses the segmentation model."""
+
     click_max_points: int = 64
     """Interactive segmentation: points one click prompt may carry (more: INVALID_ARGUMENT)."""
 

@@ -12,6 +12,9 @@ segmentation service with click_model set.
   size, so two empty or full masks agreeing would prove nothing);
 - the image-embedding cache: Triton's own inference counts show a second click on the same
   bytes calls only the decoder; an evicted image is encoded again, not an error;
+- box prompts: prompted Segment (what the router's cascade sends) is answered by the pair on
+  the same held embedding, one SamPredictor box mask per prompt; with sam_box_prompts off,
+  and always in automatic mode, the segmenter answers;
 - bad input on the SAM path: INVALID_ARGUMENT naming the field.
 """
 from __future__ import annotations
@@ -144,10 +147,10 @@ class Service:
         return self.metrics.registry.get_sample_value(sample, {"service": "segmentation", "kind": KIND}) or 0.0
 
 
-async def serve(stack: Stack, state_bytes: int):
+async def serve(stack: Stack, state_bytes: int, sam_box_prompts: bool = True):
     metrics = Metrics("segmentation")
     settings = SegmentationSettings(grpc_port=0, metrics_port=None, triton_url=stack.triton_url, click_model=PAIR,
-                                    click_state_max_bytes=state_bytes)
+                                    click_state_max_bytes=state_bytes, sam_box_prompts=sam_box_prompts)
     async with running(build_app(settings, metrics)) as address, grpc.aio.insecure_channel(address) as channel:
         yield Service(address, segmentation_pb2_grpc.SegmenterStub(channel), metrics)
 
@@ -294,6 +297,58 @@ async def test_a_session_holds_the_embedding_and_refines_the_mask(service, stack
     scores = [c.instance.mask_quality for c in replies[1].candidates]
     assert scores == sorted(scores, reverse=True), "best first"
     assert await stack.settled(ENCODER, encoded + 1) == encoded + 1
+
+
+# --- box prompts: prompted Segment and the router's cascade --------------------------------
+
+def box_prompt(box, category: common_pb2.Category | None = None) -> segmentation_pb2.BoxPrompt:
+    return segmentation_pb2.BoxPrompt(box=common_pb2.Box(x_min=box[0], y_min=box[1], x_max=box[2], y_max=box[3]),
+                                      category=category)
+
+
+def segment_request(data: bytes, *prompts: segmentation_pb2.BoxPrompt) -> segmentation_pb2.SegmentRequest:
+    return segmentation_pb2.SegmentRequest(image=common_pb2.Image(data=data, image_id="coffee"), prompts=prompts)
+
+
+async def test_prompted_segment_answers_each_box_with_sam_on_the_embedding_the_clicks_use(service, stack, answers):
+    """The box case of the equivalence above, asked as a Segment prompt (as the router's
+    cascade asks with the detector's boxes) on the image the clicks were made on: SamPredictor's
+    mask, its predicted IoU as score, the caller's category, the prompt box; the held
+    embedding is used (no encoder call)."""
+    _, ref_masks, ref_scores = answers["box/single"]
+    encoded = stack.inferences(ENCODER)
+    cup = common_pb2.Category(id=47, name="cup")
+    reply = await service.stub.Segment(segment_request(coffee_png(1), box_prompt(BOX, cup),
+                                                       box_prompt((400.0, 0.0, 700.0, 150.0))), timeout=RPC_TIMEOUT_S)
+    assert [i.prompt_index for i in reply.instances] == [0, 1]
+    first, second = reply.instances
+    mask = coco_mask.decode({"size": list(first.mask.size), "counts": first.mask.counts}).astype(bool)
+    assert iou(mask, ref_masks[0]) >= 0.99 and abs(first.mask_quality - ref_scores[0]) <= 1e-3
+    assert first.detection.score == pytest.approx(first.mask_quality) and first.area == int(mask.sum())
+    assert (first.detection.category.id, first.detection.category.name) == (47, "cup")
+    b = first.detection.box
+    assert (b.x_min, b.y_min, b.x_max, b.y_max) == BOX
+    b = second.detection.box  # reaching past the image: clipped to it
+    assert (b.x_min, b.y_min, b.x_max, b.y_max) == (400.0, 0.0, 600.0, 150.0)
+    assert (second.detection.category.id, second.detection.category.name) == (0, "")  # SAM names nothing
+    assert reply.provenance.model_name == DECODER and reply.provenance.weights == common_pb2.WEIGHTS_RANDOM
+    assert (reply.image_size.width, reply.image_size.height) == (WIDTH, HEIGHT)
+    assert stack.inferences(ENCODER) == encoded, "the held embedding was not used"
+
+
+async def test_automatic_segment_and_boxes_with_sam_box_prompts_off_stay_with_the_segmenter(stack):
+    async for service in serve(stack, 64 * 1024 * 1024, sam_box_prompts=False):
+        prompted = await service.stub.Segment(segment_request(coffee_png(7), box_prompt(BOX)), timeout=RPC_TIMEOUT_S)
+        automatic = await service.stub.Segment(segment_request(coffee_png(7)), timeout=RPC_TIMEOUT_S)
+    assert prompted.provenance.model_name == automatic.provenance.model_name == "segmenter"
+    assert len(prompted.instances) == 1 and prompted.instances[0].prompt_index == 0
+
+
+async def test_a_bad_box_prompt_on_the_sam_path_is_invalid_argument_naming_the_field(service):
+    request = segment_request(coffee_png(6), box_prompt(BOX), box_prompt((50.0, 10.0, 40.0, 20.0)))
+    assert await invalid_argument_field(service.stub.Segment, request, RPC_TIMEOUT_S) == "prompts[1].box"
+    off_image = segment_request(coffee_png(6), box_prompt((700.0, 500.0, 800.0, 600.0)))
+    assert await invalid_argument_field(service.stub.Segment, off_image, RPC_TIMEOUT_S) == "prompts[0].box"
 
 
 # --- bad input on the SAM path -------------------------------------------------------------
