@@ -38,16 +38,24 @@ def percentiles(values: list[float]) -> dict[str, float]:
     return {"p50_ms": round(float(np.percentile(ms, 50)), 1), "p95_ms": round(float(np.percentile(ms, 95)), 1)}
 
 
+#: What the CPU segmenter's config gives GrabCut (no Triton here to ask).
+GRABCUT = GrabCutSettings(DEFAULT_PROBABILITY, DEFAULT_ITERATIONS)
+
+
+def grabcut_engine(settings: SegmentationSettings) -> GrabCutClicks:
+    """The service's GrabCut engine with the CPU segmenter's defaults (no Triton to ask) and
+    no per-image state."""
+    async def fixed() -> GrabCutSettings:
+        return GRABCUT
+
+    return GrabCutClicks(settings, ImageStateCache(0), Metrics("segmentation"), fixed)
+
+
 def measure(rounds: int, settings: SegmentationSettings | None = None) -> dict:
     settings = settings or SegmentationSettings()
     photo = cv2.resize(skimage.data.coffee(), SIZE, interpolation=cv2.INTER_CUBIC)
     data = cv2.imencode(".jpg", photo[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
-    grabcut = GrabCutSettings(DEFAULT_PROBABILITY, DEFAULT_ITERATIONS)
-
-    async def fixed() -> GrabCutSettings:
-        return grabcut
-
-    engine = GrabCutClicks(settings, ImageStateCache(0), Metrics("segmentation"), fixed)
+    engine = grabcut_engine(settings)
     policy = policy_from_proto(common_pb2.ReviewPolicy())
     prompt = segmentation_pb2.ClickPrompt(points=[segmentation_pb2.PointPrompt(
         x=SIZE[0] / 2, y=SIZE[1] / 2, label=segmentation_pb2.POINT_LABEL_POSITIVE)])
@@ -58,7 +66,7 @@ def measure(rounds: int, settings: SegmentationSettings | None = None) -> dict:
         image = prepare_click_image(data, settings)
         prepared_wall, prepared_cpu = time.perf_counter(), time.process_time()
         click = placed_click(read_click(prompt, "prompt", settings.click_max_points), image.width, image.height)
-        engine.candidates(image, click, policy, grabcut, WorkBudget(time.monotonic() + 600, 0))
+        engine.candidates(image, click, policy, GRABCUT, WorkBudget(time.monotonic() + 600, 0))
         end_wall, end_cpu = time.perf_counter(), time.process_time()
         timings["first_wall"].append(end_wall - wall)
         timings["first_cpu"].append(end_cpu - cpu)

@@ -22,16 +22,14 @@ import cv2
 import numpy as np
 import skimage.data
 
-from bench.clicks import SIZE
+from bench.clicks import GRABCUT, SIZE, grabcut_engine
 from prelabel.core.review import policy_from_proto
 from prelabel.v1 import common_pb2, segmentation_pb2
-from services.common.image_state import ImageStateCache
-from services.common.metrics import Metrics
 from services.common.work import WorkBudget
 from services.modelkit import grabcut_clicks
-from services.modelkit.grabcut_clicks import DEFAULT_ITERATIONS, DEFAULT_PROBABILITY, Seeds
+from services.modelkit.grabcut_clicks import DEFAULT_ITERATIONS, Seeds
 from services.segmentation.clicks import placed_click, read_click
-from services.segmentation.interactive import ClickImage, GrabCutClicks, GrabCutSettings, prepare_click_image
+from services.segmentation.interactive import ClickImage, GrabCutClicks, prepare_click_image
 from services.segmentation.settings import SegmentationSettings
 
 CUP = (SIZE[0] / 2, SIZE[1] / 2)  # bench.clicks' click
@@ -73,11 +71,10 @@ def profile(engine: GrabCutClicks, image: ClickImage, prompt: segmentation_pb2.C
     """The prompt's whole-click and per-iteration costs, and its answer."""
     click = placed_click(read_click(prompt, "prompt", engine.settings.click_max_points), image.width, image.height)
     policy = policy_from_proto(common_pb2.ReviewPolicy())
-    grabcut = GrabCutSettings(DEFAULT_PROBABILITY, DEFAULT_ITERATIONS)
     walls, cpus = [], []
     for _ in range(rounds):
         wall, cpu = time.perf_counter(), time.process_time()
-        candidate, = engine.candidates(image, click, policy, grabcut, WorkBudget(time.monotonic() + 600, 0))
+        candidate, = engine.candidates(image, click, policy, GRABCUT, WorkBudget(time.monotonic() + 600, 0))
         walls.append(time.perf_counter() - wall)
         cpus.append(time.process_time() - cpu)
     previous = None
@@ -103,7 +100,7 @@ def measure(rounds: int) -> dict:
     photo = cv2.resize(skimage.data.coffee(), SIZE, interpolation=cv2.INTER_CUBIC)  # bench.clicks' photo
     data = cv2.imencode(".jpg", photo[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
     image = prepare_click_image(data, settings)
-    engine = GrabCutClicks(settings, ImageStateCache(0), Metrics("segmentation"))
+    engine = grabcut_engine(settings)
     first, answer = profile(engine, image, segmentation_pb2.ClickPrompt(points=positive(CUP)), rounds)
     refinement, _ = profile(engine, image, segmentation_pb2.ClickPrompt(
         points=positive(CUP, CUP_BODY), previous_mask=answer.low_res_mask), rounds)
