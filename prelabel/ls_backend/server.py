@@ -26,7 +26,9 @@ a failed task's entry is `{"error": ...}` without a "result", which Label Studio
 skips. Either way the task has no prediction and is asked for again once the cause is fixed.
 
 The project's labeling config (from /predict, else the one /setup received) decides the
-tasks asked of the router and the label names returned (project.py). Images are fetched
+tasks asked of the router and the label names returned (project.py); `outputs_review`
+decides which review decisions' drafts are returned (formats.common.output_labels, the
+rule of annotate's Label Studio output: by default no rejected draft). Images are fetched
 only from Label Studio or allow-listed prefixes, with a byte cap (fetch.py), with the token
 of tokens.py. Optional basic auth (`PRELABEL_LS_BASIC_AUTH_USER` / `_PASSWORD`, as Label
 Studio's "basic auth" of an ML backend connection).
@@ -243,7 +245,8 @@ class Backend:
         if tags:
             self.model_version = run_model_version(tags)
         try:
-            raw, _ = results_of(response, project.masks, project.region_controls())
+            raw, _ = results_of(response, project.masks, project.region_controls(),
+                                review=self.settings.outputs_review)
         except ValueError as exc:  # an answer without the image's size
             return TaskFailure(task_id, 502, f"router: {exc}", "router_error")
         regions = relabel(raw, project, self.settings.score_threshold)
