@@ -16,9 +16,10 @@ import pytest
 from prelabel.formats.labelstudio import PER_REGION_TYPES, labeling_config, results_of
 from prelabel.ls_backend.fetch import FetchError, Source, fetch_image, resolve
 from prelabel.ls_backend.project import ConfigError, parse_config, relabel
-from prelabel.ls_backend.server import Backend, reason_phrase, serve
+from prelabel.ls_backend.server import Backend, BackendError, reason_phrase, serve
 from prelabel.ls_backend.settings import LsBackendSettings
 from prelabel.ls_backend.tokens import REFRESH_MARGIN_S, LabelStudioToken, TokenError
+from prelabel.ls_backend.version import MAX_AGE_S, Versions
 from prelabel.v1 import common_pb2, prelabel_pb2
 
 CONFIG = """<View>
@@ -289,14 +290,17 @@ class RouterDouble:
     def __init__(self, failing: bool = False, decisions: tuple[int, ...] = (common_pb2.REVIEW_DECISION_UNSPECIFIED,)):
         self.failing = failing
         self.decisions = decisions
+        self.asked: list[str] = []  # image ids
 
     def prelabel(self, image: bytes, image_id: str, tasks, **options) -> prelabel_pb2.PreLabelResponse:
+        self.asked.append(image_id)
         response = prelabel_pb2.PreLabelResponse(image_id=image_id)
         response.image_size.width, response.image_size.height = 40, 30
         if self.failing:
             response.task_results.add(task=prelabel_pb2.TASK_DETECT, code="UNAVAILABLE", message="detection down")
             return response
-        response.task_results.add(task=prelabel_pb2.TASK_DETECT, code="OK")
+        result = response.task_results.add(task=prelabel_pb2.TASK_DETECT, code="OK")
+        result.provenance.model_name, result.provenance.model_version = "coco_detector", "1"
         for i, decision in enumerate(self.decisions):
             detection = response.detections.add(score=0.9 - 0.1 * i, review=decision)
             detection.category.name = "person"
@@ -379,3 +383,24 @@ def test_predict_leaves_rejected_drafts_out_unless_outputs_review_takes_them(lab
         monkeypatch.setenv("PRELABEL_LS_OUTPUTS_REVIEW", bad)
         with pytest.raises(ValueError, match="choose from auto_accept,needs_review,reject"):
             LsBackendSettings()
+
+
+def test_setup_answers_the_version_learned_last_when_the_router_cannot_answer_and_an_error_before_any():
+    """The router down is a fault the real one gives only when stopped: a double
+    (tests/integration/test_ls_backend_version.py has the real suite)."""
+    router = RouterDouble(failing=True)
+    backend = Backend(LsBackendSettings(), client=router)
+    clock = Clock()
+    backend.versions = Versions(clock)
+    setup = {"project": "3.1700000000", "schema": CONFIG_BOXES}
+    with pytest.raises(BackendError, match="cannot learn the router's served models: detect: UNAVAILABLE") as refused:
+        backend.setup(setup)
+    assert refused.value.status == 503
+    router.failing = False
+    version = backend.setup(setup)["model_version"]
+    assert version.startswith("coco_detector@1 #") and len(router.asked) == 2
+    clock.now += MAX_AGE_S - 1
+    assert backend.setup(setup)["model_version"] == version and len(router.asked) == 2  # learned: no probe
+    router.failing = True
+    clock.now += 2
+    assert backend.setup(setup)["model_version"] == version and len(router.asked) == 3  # probed, failed: the last
