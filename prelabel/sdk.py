@@ -2,6 +2,7 @@
 
     async with PreLabelClient("127.0.0.1:50051") as client:
         response = await client.prelabel(data, "img-1", ["detect", "segment"])
+        masks = await client.segment_click(click_request)       # Segmenter.SegmentClick
         async for response in client.stream(items, ["detect"], window=8):
             ...
 
@@ -187,6 +188,10 @@ class _ClientBase:
         #: The router's interactive segmentation (Segmenter.SegmentClick, ClickSession).
         self.segmenter = segmentation_pb2_grpc.SegmenterStub(self.channel)
 
+    def _call_options(self, timeout_s: float | None) -> dict[str, Any]:
+        """The deadline (`timeout_s`, else the client's) and metadata of one call."""
+        return {"timeout": timeout_s or self.timeout_s, "metadata": self.metadata}
+
 
 class PreLabelClient(_ClientBase):
     """asyncio client. `tls=True` uses the system roots unless `root_certificates` is
@@ -211,8 +216,13 @@ class PreLabelClient(_ClientBase):
         """One image, all requested tasks (None: all four). `request_options` are the
         keyword arguments of `build_request`. Raises grpc.aio.AioRpcError."""
         request = build_request(image_bytes, image_id, tasks, **request_options)
-        return await self.stub.PreLabel(
-            request, timeout=timeout_s or self.timeout_s, metadata=self.metadata)
+        return await self.stub.PreLabel(request, **self._call_options(timeout_s))
+
+    async def segment_click(self, request: segmentation_pb2.ClickRequest, *,
+                            timeout_s: float | None = None) -> segmentation_pb2.ClickResponse:
+        """One click prompt on an image (Segmenter.SegmentClick through the router): the
+        candidate masks, best first. Raises grpc.aio.AioRpcError."""
+        return await self.segmenter.SegmentClick(request, **self._call_options(timeout_s))
 
     async def stream(
         self,
@@ -330,13 +340,12 @@ class SyncPreLabelClient(_ClientBase):
     ) -> prelabel_pb2.PreLabelResponse:
         """As PreLabelClient.prelabel; raises grpc.RpcError."""
         request = build_request(image_bytes, image_id, tasks, **request_options)
-        return self.stub.PreLabel(request, timeout=timeout_s or self.timeout_s, metadata=self.metadata)
+        return self.stub.PreLabel(request, **self._call_options(timeout_s))
 
     def segment_click(self, request: segmentation_pb2.ClickRequest, *,
                       timeout_s: float | None = None) -> segmentation_pb2.ClickResponse:
-        """One click prompt on an image (Segmenter.SegmentClick through the router);
-        raises grpc.RpcError."""
-        return self.segmenter.SegmentClick(request, timeout=timeout_s or self.timeout_s, metadata=self.metadata)
+        """As PreLabelClient.segment_click; raises grpc.RpcError."""
+        return self.segmenter.SegmentClick(request, **self._call_options(timeout_s))
 
     def close(self) -> None:
         self.channel.close()

@@ -4,7 +4,8 @@
     GET  /health    {"status": "UP", "model_class": "PrelabelBackend"}
     POST /setup     {"project": "<id>.<ts>", "schema": "<View>..."} -> {"model_version": ...}
                     (502 when Label Studio refuses the backend's token: Label Studio then
-                    refuses the connection, or marks it "Error", with the reason)
+                    refuses the connection, or marks it "Error", with the reason; an error
+                    status too when the router cannot tell its served models yet)
     POST /predict   {"tasks": [...], "label_config": "<View>...", "project": ...}
                     -> {"results": [{"result": [...], "score": s, "model_version": v}, ...]}
                     one entry per task, in order; see below for tasks that fail.
@@ -12,8 +13,12 @@
                     rectangle in "params": {"context": ...}): the one brushlabels mask of
                     the clicked object, through the router's SegmentClick (smart.py)
     POST /webhook   accepted (200 {}): this backend does not train
-    GET  /versions  {"versions": [model_version]}
+    GET  /versions  {"versions": [the model_version of each project's drafts]}
     GET  /metrics   Prometheus metrics
+
+model_version is the same for every task of a project and across restarts: a function of
+the served models and of the settings that change the drafts (version.py), since Label
+Studio asks again, and stores a second prediction, for tasks whose predictions hold another.
 
 Label Studio stores every prediction it is given and never asks for that task again, so a
 task whose image cannot be read (Label Studio or the image host refused it, timed out, the
@@ -26,7 +31,9 @@ a failed task's entry is `{"error": ...}` without a "result", which Label Studio
 skips. Either way the task has no prediction and is asked for again once the cause is fixed.
 
 The project's labeling config (from /predict, else the one /setup received) decides the
-tasks asked of the router and the label names returned (project.py). Images are fetched
+tasks asked of the router and the label names returned (project.py); `outputs_review`
+decides which review decisions' drafts are returned (formats.common.output_labels, the
+rule of annotate's Label Studio output: by default no rejected draft). Images are fetched
 only from Label Studio or allow-listed prefixes, with a byte cap (fetch.py), with the token
 of tokens.py. Optional basic auth (`PRELABEL_LS_BASIC_AUTH_USER` / `_PASSWORD`, as Label
 Studio's "basic auth" of an ML backend connection).
@@ -50,14 +57,16 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from prelabel.formats.common import iter_labels, model_tag
-from prelabel.formats.labelstudio import PER_REGION_TYPES, results_of, run_model_version
+from prelabel.formats.common import model_tag
+from prelabel.formats.labelstudio import PER_REGION_TYPES, results_of
 from prelabel.ls_backend.fetch import FetchError, check_token, exchange_token, fetch_image
 from prelabel.ls_backend.project import ConfigError, Project, parse_config, relabel
 from prelabel.ls_backend.settings import LsBackendSettings
 from prelabel.ls_backend.smart import SmartPrompt, brush_label, brush_region, click_request, smart_prompt, upright_size
 from prelabel.ls_backend.tokens import LabelStudioToken, TokenError
+from prelabel.ls_backend.version import PROBE_IMAGE_ID, Asked, Versions, drafts_version, probe_image
 from prelabel.sdk import TASK_NAMES, SyncPreLabelClient
+from prelabel.v1 import prelabel_pb2
 
 log = logging.getLogger("prelabel.ls_backend")
 MODEL_CLASS = "PrelabelBackend"
@@ -123,7 +132,7 @@ class Backend:
         self.client = client or SyncPreLabelClient(settings.router, timeout_s=settings.timeout_s,
                                                    tls=settings.router_tls, root_certificates=ca, metadata=metadata)
         self.projects: dict[str, Project] = {}  # project id -> config set up
-        self.model_version = "prelabel"
+        self.versions = Versions()  # model_version of each Asked (version.py)
         self._lock = threading.Lock()
         self.in_flight = 0  # requests being handled (drained on SIGTERM)
         self.idle = threading.Condition(self._lock)
@@ -145,7 +154,8 @@ class Backend:
     def setup(self, body: dict) -> dict:
         """Label Studio calls this on connecting and before every batch of predictions: a
         token it refuses is said here, where Label Studio shows it (connection refused, or
-        the model marked "Error" with this reason)."""
+        the model marked "Error" with this reason). The model_version answered is the one
+        Label Studio skips the tasks of (version.py)."""
         project_id = str(body.get("project", "")).split(".", 1)[0]
         schema = body.get("schema") or body.get("label_config")
         project = parse_config(schema) if schema else None
@@ -157,7 +167,35 @@ class Backend:
         if project is not None:
             with self._lock:
                 self.projects[project_id] = project
-        return {"model_version": self.model_version}
+        return {"model_version": self.version_of(project or self._project(body))}
+
+    def version_of(self, project: Project) -> str:
+        """The model_version of `project`'s drafts: learned less than version.MAX_AGE_S
+        ago, else from the router's answer to the probe image; while the router cannot
+        answer, the one learned last (a BackendError when there is none)."""
+        asked = Asked.of(project)
+        version = self.versions.fresh(asked)
+        if version is not None:
+            return version
+        answer = self._probe(project)
+        if not isinstance(answer, TaskFailure):
+            version = drafts_version(answer, asked, self.settings)
+            self.versions.learned(asked, version)
+            return version
+        last = self.versions.last(asked)
+        if last is None:
+            raise BackendError(answer.status, f"cannot learn the router's served models: {answer.message}")
+        log.warning("router's served models not learned again (%s): still %s", answer.message, last)
+        return last
+
+    def _probe(self, project: Project) -> prelabel_pb2.PreLabelResponse | TaskFailure:
+        """The router's complete answer to the probe image for `project`'s tasks, or why
+        there is none."""
+        try:
+            response = self._ask_router(probe_image(), PROBE_IMAGE_ID, project)
+        except grpc.RpcError as exc:
+            return self._router_failure(None, exc)
+        return self._failed_tasks(None, response) or response
 
     def _project(self, body: dict) -> Project:
         if body.get("label_config"):
@@ -223,32 +261,44 @@ class Backend:
         return TaskFailure(task_id, _router_status(code), f"router: {code}: {details}",
                            "bad_task" if code == "INVALID_ARGUMENT" else "router_error")
 
+    def _ask_router(self, image: bytes, image_id: str, project: Project) -> prelabel_pb2.PreLabelResponse:
+        """The router's labels of `image` for `project`'s tasks; raises grpc.RpcError."""
+        return self.client.prelabel(image, image_id, project.tasks, include_polygons=project.masks == "polygon",
+                                    score_threshold=self.settings.score_threshold or None)
+
+    @staticmethod
+    def _failed_tasks(task_id: object, response: prelabel_pb2.PreLabelResponse) -> TaskFailure | None:
+        """Why the response is incomplete (a suite task failed), or None."""
+        failed = [r for r in response.task_results if r.code != "OK"]
+        if not failed:
+            return None
+        return TaskFailure(task_id, max(_router_status(r.code) for r in failed),
+                           "; ".join(f"{TASK_NAMES.get(r.task, r.task)}: {r.code}: {r.message}" for r in failed),
+                           "router_error")
+
     def _prediction(self, task: object, project: Project) -> dict | TaskFailure:
         task_id = task.get("id") if isinstance(task, dict) else None
         image = self._image(task, project)
         if isinstance(image, TaskFailure):
             return image
         try:
-            response = self.client.prelabel(
-                image, str(task_id or ""), project.tasks, include_polygons=project.masks == "polygon",
-                score_threshold=self.settings.score_threshold or None)
+            response = self._ask_router(image, str(task_id or ""), project)
         except grpc.RpcError as exc:
             return self._router_failure(task_id, exc)
-        failed = [r for r in response.task_results if r.code != "OK"]
-        if failed:  # a stored prediction without, say, its masks would never be completed
-            return TaskFailure(task_id, max(_router_status(r.code) for r in failed),
-                               "; ".join(f"{TASK_NAMES.get(r.task, r.task)}: {r.code}: {r.message}" for r in failed),
-                               "router_error")
-        tags = {model_tag(label.detection.provenance) for label in iter_labels(response)}
-        if tags:
-            self.model_version = run_model_version(tags)
+        failure = self._failed_tasks(task_id, response)
+        if failure is not None:  # a stored prediction without, say, its masks would never be completed
+            return failure
+        asked = Asked.of(project)
+        version = drafts_version(response, asked, self.settings)
+        self.versions.learned(asked, version)  # a model redeployed since the last /setup: its version now
         try:
-            raw, _ = results_of(response, project.masks, project.region_controls())
+            raw, _ = results_of(response, project.masks, project.region_controls(),
+                                review=self.settings.outputs_review)
         except ValueError as exc:  # an answer without the image's size
             return TaskFailure(task_id, 502, f"router: {exc}", "router_error")
         regions = relabel(raw, project, self.settings.score_threshold)
         scores = [r["score"] for r in regions if r["type"] != "keypointlabels" and "score" in r]
-        return {"result": regions, "model_version": self.model_version,
+        return {"result": regions, "model_version": version,
                 "score": round(sum(scores) / len(scores), 5) if scores else 0.0}
 
     def _click_prediction(self, task: object, project: Project, prompt: SmartPrompt) -> dict | TaskFailure:
@@ -275,7 +325,8 @@ class Backend:
         if region is None:
             return TaskFailure(task_id, 502, "router: no mask for the clicks (no candidate, or an empty one)",
                                "router_error")
-        return {"result": [region], "model_version": self.model_version, "score": region["score"]}
+        # a suggestion Label Studio does not store: the model that made the mask
+        return {"result": [region], "model_version": model_tag(response.provenance), "score": region["score"]}
 
 
 _NOT_IN_REASON = re.compile(r"[^\x20-\x7e]+")
@@ -332,7 +383,7 @@ def make_handler(backend: Backend):
             elif not self._authorized():
                 self._json(401, {"error": "unauthorized"})
             elif path == "/versions":
-                self._json(200, {"versions": [backend.model_version]})
+                self._json(200, {"versions": backend.versions.all()})
             else:
                 self._json(404, {"error": "not found"})
 

@@ -1,10 +1,13 @@
 """Settings of `prelabel ls-backend` (environment variables, prefix `PRELABEL_LS_`)."""
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from prelabel.core.limits import MAX_IMAGE_BYTES
+from prelabel.formats.common import DEFAULT_OUTPUTS_REVIEW, REVIEW_CHOICES
 
 
 class LsBackendSettings(BaseSettings):
@@ -40,6 +43,10 @@ class LsBackendSettings(BaseSettings):
     fetch_timeout_s: float = Field(default=15.0, gt=0)
     #: Regions below this score are not returned.
     score_threshold: float = Field(default=0.0, ge=0, le=1)
+    #: The review decisions whose drafts are returned, comma-separated, as `prelabel annotate
+    #: --outputs-review` (formats.common.output_labels): by default no rejected draft, even
+    #: when the router's review policy has include_rejected.
+    outputs_review: Annotated[tuple[str, ...], NoDecode] = DEFAULT_OUTPUTS_REVIEW
     #: Largest request body accepted (a /predict with many tasks), bytes.
     max_request_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
     #: Tasks per /predict call served at most (Label Studio batches "retrieve predictions").
@@ -52,3 +59,14 @@ class LsBackendSettings(BaseSettings):
     #: (the suite-wide PRELABEL_SHUTDOWN_GRACE_S when set, as the k8s ConfigMap does).
     shutdown_grace_s: float = Field(default=10.0, ge=0, validation_alias=AliasChoices(
         "PRELABEL_LS_SHUTDOWN_GRACE_S", "PRELABEL_SHUTDOWN_GRACE_S", "shutdown_grace_s"))
+
+    @field_validator("outputs_review", mode="before")
+    @classmethod
+    def _review_names(cls, value: object) -> object:
+        names = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+        if not isinstance(names, (list, tuple)):
+            return names  # pydantic says what is wrong with it
+        bad = [n for n in names if n not in REVIEW_CHOICES]
+        if bad or not names:
+            raise ValueError(f"choose from {','.join(REVIEW_CHOICES)} (got {value!r})")
+        return tuple(dict.fromkeys(names))

@@ -7,14 +7,11 @@ the mask of a clicked object."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +24,7 @@ from pycocotools import mask as coco_mask
 from prelabel.formats.labelstudio import PER_REGION_TYPES
 from prelabel.sdk import SyncPreLabelClient
 from prelabel.v1 import common_pb2, segmentation_pb2
+from tests.ls_backend_process import free_port, running_ls_backend
 from tests.photos import photo_path
 from tests.tools import samples as samples_mod
 
@@ -35,12 +33,6 @@ pytestmark = [pytest.mark.tools, pytest.mark.timeout(1500)]
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 400  # first start migrates a fresh SQLite database (26-115 s on 2 busy cores)
 USER, PASSWORD = "test@example.com", "prelabel-pass-1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass(frozen=True)
@@ -225,31 +217,10 @@ def test_label_studio_brush_masks_decode_to_the_mask_when_written_as_brush(label
 # ---------------------------------------------------------------------- live backend
 
 
-@contextlib.contextmanager
-def ls_backend(ls: LabelStudio, router: str, token: str, log_path: Path):
+def ls_backend(ls: LabelStudio, router: str, token: str, log_path: Path, port: int | None = None):
     """`prelabel ls-backend` as a user starts it (token in the environment); yields its URL."""
-    port = free_port()
-    env = {**os.environ, "PRELABEL_LS_ROUTER": router, "PRELABEL_LS_LABEL_STUDIO_URL": ls.base,
-           "PRELABEL_LS_LABEL_STUDIO_TOKEN": token}
-    url = f"http://127.0.0.1:{port}"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "prelabel.cli", "ls-backend", "--host", "127.0.0.1",
-                                 "--port", str(port), "-v"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                assert proc.poll() is None, log_path.read_text()[-4000:]
-                try:
-                    if requests.get(url + "/health", timeout=2).status_code == 200:
-                        break
-                except requests.RequestException:
-                    pass
-                assert time.monotonic() < deadline, "ls-backend did not start"
-                time.sleep(0.2)
-            yield url
-        finally:
-            proc.terminate()
-            proc.wait(30)
+    return running_ls_backend({"PRELABEL_LS_ROUTER": router, "PRELABEL_LS_LABEL_STUDIO_URL": ls.base,
+                               "PRELABEL_LS_LABEL_STUDIO_TOKEN": token}, log_path, port)
 
 
 def retrieve_predictions(ls: LabelStudio, pid: int, ids: list[int]) -> float:
@@ -333,6 +304,15 @@ def live_backend_scenario(ls: LabelStudio, config: str, document_root: Path, rou
         metrics = requests.get(url + "/metrics", timeout=10).text
         assert 'prelabel_ls_tasks_total{outcome="ok"} 2.0' in metrics
         assert 'prelabel_ls_tasks_total{outcome="fetch_error"} 3.0' in metrics
+    (version,) = {p["model_version"] for t in tasks_of(ls, pid) for p in t["predictions"]}
+
+    # The backend restarted (same address, models and settings): the same model version, so
+    # Label Studio asks it for no task again and stores no second prediction.
+    with ls_backend(ls, router, ls.pat, logs / "restarted.log", port=int(url.rsplit(":", 1)[1])) as url:
+        retrieve_predictions(ls, pid, [good, bad])
+        assert [len(t["predictions"]) for t in tasks_of(ls, pid)] == [1, 1]
+        assert requests.get(url + "/versions", timeout=10).json() == {"versions": [version]}  # /setup answered
+        assert 'endpoint="/predict"' not in requests.get(url + "/metrics", timeout=10).text  # never asked
     assert ls.pat not in (logs / "backend.log").read_text()  # the token is never logged
     assert ls.legacy_token not in (logs / "legacy.log").read_text()
 
@@ -343,7 +323,8 @@ async def test_label_studio_at_defaults_gets_predictions_from_real_suite_when_co
     """Label Studio at its defaults, a personal access token only, `prelabel ls-backend` in
     front of the real router (Triton, detection, segmentation, keypoints): a task on a real
     photo gets real labels; a task whose image cannot be read gets an error and no stored
-    prediction, and is retried once the image is there."""
+    prediction, and is retried once the image is there; the backend restarted, Label Studio
+    asks it for no task again (same model version: no second prediction)."""
     _, out, root = sample_run
     # blocking HTTP in a thread: the suite's servers run in this event loop
     await asyncio.to_thread(live_backend_scenario, label_studio, (out / "labelstudio.xml").read_text(),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
+from collections.abc import Callable, Sequence
 
 import grpc
 
@@ -92,9 +93,13 @@ class PreLabelerDouble(prelabel_pb2_grpc.PreLabelerServicer):
 
 
 @contextlib.asynccontextmanager
-async def serve(double: PreLabelerDouble, credentials: grpc.ServerCredentials | None = None):
+async def serve(double: PreLabelerDouble, credentials: grpc.ServerCredentials | None = None,
+                servicers: Sequence[Callable[[grpc.aio.Server], None]] = ()):
+    """`double` on a loopback port (and what each of `servicers` adds to the server)."""
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
     prelabel_pb2_grpc.add_PreLabelerServicer_to_server(double, server)
+    for add in servicers:
+        add(server)
     if credentials is None:
         port = server.add_insecure_port("127.0.0.1:0")
     else:

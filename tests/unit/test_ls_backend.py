@@ -16,9 +16,10 @@ import pytest
 from prelabel.formats.labelstudio import PER_REGION_TYPES, labeling_config, results_of
 from prelabel.ls_backend.fetch import FetchError, Source, fetch_image, resolve
 from prelabel.ls_backend.project import ConfigError, parse_config, relabel
-from prelabel.ls_backend.server import Backend, reason_phrase, serve
+from prelabel.ls_backend.server import Backend, BackendError, reason_phrase, serve
 from prelabel.ls_backend.settings import LsBackendSettings
 from prelabel.ls_backend.tokens import REFRESH_MARGIN_S, LabelStudioToken, TokenError
+from prelabel.ls_backend.version import MAX_AGE_S, Versions
 from prelabel.v1 import common_pb2, prelabel_pb2
 
 CONFIG = """<View>
@@ -282,21 +283,28 @@ CONFIG_BOXES = '<View><Image name="image" value="$image"/><RectangleLabels name=
 
 class RouterDouble:
     """The router's answers, in-process: a person box, or (`failing`) a failed suite task,
-    which the real router gives only when a service is down."""
+    which the real router gives only when a service is down; with `decisions`, one person
+    box per review decision (a rejected draft comes from the real router only under a
+    policy with include_rejected, on a photo whose scores fall in the reject band)."""
 
-    def __init__(self, failing: bool = False):
+    def __init__(self, failing: bool = False, decisions: tuple[int, ...] = (common_pb2.REVIEW_DECISION_UNSPECIFIED,)):
         self.failing = failing
+        self.decisions = decisions
+        self.asked: list[str] = []  # image ids
 
     def prelabel(self, image: bytes, image_id: str, tasks, **options) -> prelabel_pb2.PreLabelResponse:
+        self.asked.append(image_id)
         response = prelabel_pb2.PreLabelResponse(image_id=image_id)
         response.image_size.width, response.image_size.height = 40, 30
         if self.failing:
             response.task_results.add(task=prelabel_pb2.TASK_DETECT, code="UNAVAILABLE", message="detection down")
             return response
-        response.task_results.add(task=prelabel_pb2.TASK_DETECT, code="OK")
-        detection = response.detections.add(score=0.9)
-        detection.category.name = "person"
-        detection.box.x_min, detection.box.y_min, detection.box.x_max, detection.box.y_max = 1, 2, 20, 25
+        result = response.task_results.add(task=prelabel_pb2.TASK_DETECT, code="OK")
+        result.provenance.model_name, result.provenance.model_version = "coco_detector", "1"
+        for i, decision in enumerate(self.decisions):
+            detection = response.detections.add(score=0.9 - 0.1 * i, review=decision)
+            detection.category.name = "person"
+            detection.box.x_min, detection.box.y_min, detection.box.x_max, detection.box.y_max = 1 + i, 2, 20, 25
         return response
 
 
@@ -342,3 +350,57 @@ def test_predict_gives_no_prediction_for_a_task_whose_image_cannot_be_read_when_
 def test_reason_phrase_is_one_bounded_line_of_ascii_when_message_is_not():
     phrase = reason_phrase("cannot read /data/ph\u00f6to.png\r\nX-Injected: 1 " + "x" * 1000)
     assert "\r" not in phrase and "\n" not in phrase and phrase.isascii() and len(phrase) <= 400
+
+
+AUTO, REVIEW, REJECT = (common_pb2.REVIEW_DECISION_AUTO_ACCEPT, common_pb2.REVIEW_DECISION_NEEDS_REVIEW,
+                        common_pb2.REVIEW_DECISION_REJECT)
+
+
+@pytest.mark.timeout(60)
+def test_predict_leaves_rejected_drafts_out_unless_outputs_review_takes_them(label_studio_double, monkeypatch):
+    _, url = label_studio_double
+    task = {"id": 1, "data": {"image": "/data/a.png"}}
+    config = CONFIG_BOXES.replace("</View>", '<Choices name="review" toName="image" perRegion="true">'
+                                             '<Choice value="auto_accept"/><Choice value="needs_review"/>'
+                                             '<Choice value="reject"/></Choices></View>')  # each box's decision
+
+    def drafts(**settings) -> list[tuple[float, list[str]]]:
+        """(score, review choice) of each box the backend returns for the three drafts."""
+        settings = LsBackendSettings(label_studio_url=url, label_studio_token=PAT, **settings)
+        backend = Backend(settings, client=RouterDouble(decisions=(AUTO, REVIEW, REJECT)))
+        (prediction,) = backend.predict({"tasks": [task], "label_config": config})["results"]
+        choices = {r["id"]: r["value"]["choices"] for r in prediction["result"] if r["type"] == "choices"}
+        return [(r["score"], choices[r["id"]]) for r in prediction["result"] if r["type"] == "rectanglelabels"]
+
+    # the default is annotate's --outputs-review default: no rejected draft
+    assert drafts() == [(0.9, ["auto_accept"]), (0.8, ["needs_review"])]
+    assert drafts(outputs_review="auto_accept,needs_review,reject") == [
+        (0.9, ["auto_accept"]), (0.8, ["needs_review"]), (0.7, ["reject"])]
+    assert drafts(outputs_review="reject") == [(0.7, ["reject"])]
+    monkeypatch.setenv("PRELABEL_LS_OUTPUTS_REVIEW", " needs_review, needs_review,reject")  # as the flag takes it
+    assert LsBackendSettings().outputs_review == ("needs_review", "reject")
+    for bad in ("accept", "", "auto_accept,unspecified"):
+        monkeypatch.setenv("PRELABEL_LS_OUTPUTS_REVIEW", bad)
+        with pytest.raises(ValueError, match="choose from auto_accept,needs_review,reject"):
+            LsBackendSettings()
+
+
+def test_setup_answers_the_version_learned_last_when_the_router_cannot_answer_and_an_error_before_any():
+    """The router down is a fault the real one gives only when stopped: a double
+    (tests/integration/test_ls_backend_version.py has the real suite)."""
+    router = RouterDouble(failing=True)
+    backend = Backend(LsBackendSettings(), client=router)
+    clock = Clock()
+    backend.versions = Versions(clock)
+    setup = {"project": "3.1700000000", "schema": CONFIG_BOXES}
+    with pytest.raises(BackendError, match="cannot learn the router's served models: detect: UNAVAILABLE") as refused:
+        backend.setup(setup)
+    assert refused.value.status == 503
+    router.failing = False
+    version = backend.setup(setup)["model_version"]
+    assert version.startswith("coco_detector@1 #") and len(router.asked) == 2
+    clock.now += MAX_AGE_S - 1
+    assert backend.setup(setup)["model_version"] == version and len(router.asked) == 2  # learned: no probe
+    router.failing = True
+    clock.now += 2
+    assert backend.setup(setup)["model_version"] == version and len(router.asked) == 3  # probed, failed: the last

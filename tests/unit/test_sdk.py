@@ -17,7 +17,7 @@ from prelabel.sdk import (
     parse_tasks,
     response_to_dict,
 )
-from prelabel.v1 import prelabel_pb2
+from prelabel.v1 import common_pb2, prelabel_pb2, segmentation_pb2, segmentation_pb2_grpc
 from tests.unit.prelabeler_double import PreLabelerDouble, serve
 
 pytestmark = pytest.mark.timeout(60)
@@ -114,6 +114,48 @@ async def test_sync_client_returns_response_when_router_answers():
             response = await asyncio.to_thread(client.prelabel, b"x", "a", "detect,faces")
     assert [r.task for r in response.task_results] == [prelabel_pb2.TASK_DETECT, prelabel_pb2.TASK_FACES]
     assert double.unary_attempts["a"] == 2
+
+
+class SegmenterDouble(segmentation_pb2_grpc.SegmenterServicer):
+    """SegmentClick on loopback, recording what each call carried (image id, metadata,
+    seconds left to its deadline): the router's answers need the real segmentation service
+    over Triton, which tests/tools/test_labelstudio.py drives through the sync client."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, str], float]] = []
+
+    async def SegmentClick(self, request, context):
+        self.calls.append((request.image.image_id, dict(context.invocation_metadata()), context.time_remaining()))
+        reply = segmentation_pb2.ClickResponse(image_id=request.image.image_id,
+                                               image_size=common_pb2.ImageSize(width=4, height=3))
+        reply.candidates.add().instance.mask_quality = 0.75
+        return reply
+
+
+async def test_segment_click_is_the_same_call_when_made_by_the_async_or_the_sync_client():
+    segmenter = SegmenterDouble()
+
+    def add(server):
+        segmentation_pb2_grpc.add_SegmenterServicer_to_server(segmenter, server)
+
+    def request(image_id: str) -> segmentation_pb2.ClickRequest:
+        return segmentation_pb2.ClickRequest(image=common_pb2.Image(data=b"x", image_id=image_id), prompt=(
+            segmentation_pb2.ClickPrompt(points=[segmentation_pb2.PointPrompt(x=1, y=1)])))
+
+    options = {"timeout_s": 20, "token": "t-1", "metadata": [("x-trace", "7")]}
+    async with serve(PreLabelerDouble(), servicers=[add]) as address:
+        async with PreLabelClient(address, **options) as client:
+            replies = [await client.segment_click(request("async")),
+                       await client.segment_click(request("async, 5 s"), timeout_s=5)]
+        with SyncPreLabelClient(address, **options) as sync:
+            replies += [await asyncio.to_thread(sync.segment_click, request("sync")),
+                        await asyncio.to_thread(sync.segment_click, request("sync, 5 s"), timeout_s=5)]
+    assert [r.image_id for r in replies] == ["async", "async, 5 s", "sync", "sync, 5 s"]
+    assert all(r.candidates[0].instance.mask_quality == 0.75 for r in replies)
+    for image_id, metadata, left_s in segmenter.calls:
+        assert (metadata["authorization"], metadata["x-trace"]) == ("Bearer t-1", "7"), image_id
+        deadline_s = 5 if image_id.endswith("5 s") else 20  # as sent (gRPC rounds it up a little)
+        assert deadline_s - 2 < left_s < deadline_s + 0.5, (image_id, left_s)
 
 
 @pytest.fixture
