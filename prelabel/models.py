@@ -29,11 +29,9 @@ import sys
 import tarfile
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-from prelabel import opt_in_models, sam_checkpoints
+from prelabel import opt_in_models, published_files, sam_checkpoints
 from prelabel.core.models import catalog, store, user_models
 from prelabel.export_venv import ExportError
 
@@ -228,11 +226,11 @@ def pull_published(cache_dir: Path, base_url: str | None,
         _say(f"downloading {url}")
         tmp = target.with_name(f".{name}.part")
         try:
-            store.download(url, tmp, DOWNLOAD_TIMEOUT_S)
-        except (urllib.error.URLError, OSError) as exc:
+            published_files.download(url, tmp, DOWNLOAD_TIMEOUT_S)
+        except OSError as exc:  # DownloadError too
             tmp.unlink(missing_ok=True)
             raise PullError(
-                f"cannot download {name} from {url} ({getattr(exc, 'reason', exc)}). Without a network, "
+                f"cannot download {name} from {url} ({exc}). Without a network, "
                 f"fetch it elsewhere and put it at {target} (or in $PRELABEL_WEIGHTS_DIR).") from None
         actual = store.sha256_file(tmp)
         if not actual.startswith(f.sha256_prefix):

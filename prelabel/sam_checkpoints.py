@@ -26,9 +26,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import urllib.error
 from pathlib import Path
 
+from prelabel import published_files
 from prelabel.core.models import catalog, store, user_models
 from prelabel.export_venv import ExportError, export_venv
 
@@ -60,10 +60,10 @@ def ensure_checkpoint(checkpoint: catalog.SamCheckpoint, cache_dir: Path, base_u
     part = target.with_name(f".{target.name}.{os.getpid()}.part")
     _say(f"downloading {url}")
     try:
-        store.download(url, part, DOWNLOAD_TIMEOUT_S)
-    except (urllib.error.URLError, OSError) as exc:
+        published_files.download(url, part, DOWNLOAD_TIMEOUT_S)
+    except OSError as exc:  # DownloadError too
         part.unlink(missing_ok=True)
-        raise SamPullError(f"cannot download {checkpoint.file_name} from {url} ({getattr(exc, 'reason', exc)}). "
+        raise SamPullError(f"cannot download {checkpoint.file_name} from {url} ({exc}). "
                            f"Without a network, fetch it elsewhere and put it at {target}.") from None
     md5 = store.file_digest(part, "md5")
     if md5 != checkpoint.md5:

@@ -127,8 +127,8 @@ def _imports(path: Path) -> set[str]:
 
 #: The only modules allowed an HTTP client, and why.
 HTTP_CLIENTS = {
-    "prelabel/models.py": "`prelabel models pull`: the fixed published URLs of the catalog (or an "
-                          "operator's --base-url), never a URL that arrives in a request",
+    "prelabel/published_files.py": "`prelabel models pull`: the fixed published URLs of the catalog (or an "
+                                   "operator's --base-url), never a URL that arrives in a request",
     "prelabel/ls_backend/fetch.py": "Label Studio task images, only from allow-listed hosts, byte-capped",
 }
 

@@ -17,8 +17,6 @@ import base64
 import hashlib
 import json
 import os
-import shutil
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,12 +46,6 @@ def file_digest(path: Path, algorithm: str) -> str:
 
 def sha256_file(path: Path) -> str:
     return file_digest(path, "sha256")
-
-
-def download(url: str, dest: Path, timeout_s: float) -> None:
-    """`url` into `dest` (streamed; OSError / urllib.error.URLError for the caller to word)."""
-    with urllib.request.urlopen(url, timeout=timeout_s) as response, dest.open("wb") as out:
-        shutil.copyfileobj(response, out, 1 << 20)
 
 
 def sri_sha512(path: Path) -> str:
