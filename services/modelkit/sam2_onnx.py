@@ -1,14 +1,15 @@
 """SAM 2.1's ONNX interface (prelabel/core/models/convert/sam2_to_onnx.py, the layout of
 community SAM 2 exports): the image into the encoder, prompts into the decoder and its
 answer out (numpy, Pillow and OpenCV). Checked against Meta's SAM2ImagePredictor
-(set_image + predict) by tests/tools/test_sam2_reference.py. What differs from SAM
+(set_image + predict) by tests/tools/test_sam2_reference.py (onnxruntime) and
+tests/tools/test_sam2_clicks.py (Triton and the segmentation service). What differs from SAM
 (services.modelkit.sam_onnx) is said here; the prompt and answer types are SAM's.
 
 - The encoder's input [1, 3, 1024, 1024] float32: the RGB image resized to 1024 x 1024
   (both sides: SAM 2 does not keep the aspect ratio; Pillow bilinear), scaled to [0, 1]
   and normalised by ImageNet's mean and std. Its outputs image_embed [1, 256, 64, 64],
   high_res_feats_0 [1, 32, 256, 256] and high_res_feats_1 [1, 64, 128, 128] are what a
-  server keeps per image between clicks (10 MiB).
+  server keeps per image between clicks (16 MiB).
 - Points are scaled by 1024 / width and 1024 / height; every prompt gets the padding
   point (0, 0) labelled -1, a box too (SAM2ImagePredictor passes a box as two points);
   a box's corners come before the clicks.
@@ -44,8 +45,6 @@ MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
 STABILITY_DELTA, STABILITY_THRESHOLD = 0.05, 0.98
 LOGIT_CLAMP = 32.0
-
-__all__ = ["MASK_THRESHOLD", "SamCandidates", "SamPoints", "SamPrompt", "Sam2Features"]
 
 
 @dataclass(frozen=True)
