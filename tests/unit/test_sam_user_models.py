@@ -155,11 +155,12 @@ def test_the_cli_says_what_a_sam_pair_needs_and_why_a_file_is_refused(tmp_path, 
     assert f"{text}:" in capsys.readouterr().err
 
 
-def sam_pair(repo, pair: str) -> None:
+def sam_pair(repo, pair: str, family: str = "sam") -> None:
     for part, head in (("encoder", "image_encoder"), ("decoder", "mask_decoder")):
         name = f"{pair}_{part}"
         (repo / name).mkdir(parents=True)
-        model = UserModel(name, part, "sam", head, (), "a" * 64, "", f"/{part}.onnx", weights="random", pair=pair)
+        head = f"sam2_{head}" if family == "sam2" else head
+        model = UserModel(name, part, family, head, (), "a" * 64, "", f"/{part}.onnx", weights="random", pair=pair)
         (repo / name / INFO_FILE).write_text(json.dumps(asdict(model)))
 
 
@@ -192,3 +193,6 @@ def test_devstack_hands_the_click_model_to_the_segmentation_service(tmp_path):
     assert env["segmentation"] == {"PRELABEL_CLICK_MODEL": "tiny"}
     with pytest.raises(ValueError, match="no SAM pair of that name"):
         user_model_env(DevstackSettings(click_model="tiny_encoder"), tmp_path)
+    sam_pair(tmp_path, "tiny2", family="sam2")
+    assert user_model_env(DevstackSettings(click_model="tiny2"), tmp_path)["segmentation"] == {
+        "PRELABEL_CLICK_MODEL": "tiny2"}
