@@ -330,11 +330,11 @@ def read_names(path: Path) -> list[str]:
 
 def add_sam_pair(args: argparse.Namespace, repository: Path) -> None:
     if not args.name or not args.encoder or not args.decoder or args.file:
-        raise PullError("usage: prelabel models add NAME --family sam --encoder ENCODER.onnx --decoder DECODER.onnx "
-                        "[--license SPDX] [--weights pretrained|custom|random]")
+        raise PullError(f"usage: prelabel models add NAME --family {args.family} --encoder ENCODER.onnx "
+                        "--decoder DECODER.onnx [--license SPDX] [--weights pretrained|custom|random]")
     try:
         added = user_models.add_sam_model(args.name, args.encoder, args.decoder, license=args.license or "",
-                                          weights=args.weights, repository=repository)
+                                          weights=args.weights, repository=repository, family=args.family)
     except (ValueError, OSError) as exc:  # not ONNX, not SAM's interface, name taken, ...
         raise PullError(str(exc)) from exc
     for model in added:
@@ -345,11 +345,11 @@ def add_sam_pair(args: argparse.Namespace, repository: Path) -> None:
 
 
 def add_user_model(args: argparse.Namespace, repository: Path) -> None:
-    if args.family == "sam":
+    if args.family in ("sam", "sam2"):
         add_sam_pair(args, repository)
         return
     if args.encoder or args.decoder:
-        raise PullError("--encoder / --decoder are for --family sam")
+        raise PullError("--encoder / --decoder are for --family sam or sam2")
     if not args.name or not args.file:
         raise PullError("usage: prelabel models add NAME FILE.onnx [--task ...] [--names names.yaml] "
                         "[--license SPDX] [--input-size N]")
@@ -374,12 +374,13 @@ def add_parser(sub) -> None:
     p.add_argument("name", nargs="?", help="add / remove: the model's name (lowercase letters, digits, _; "
                                            "a SAM pair's name removes both its models)")
     p.add_argument("file", nargs="?", type=Path, help="add: an Ultralytics ONNX export")
-    p.add_argument("--family", choices=["ultralytics", "sam"], default="ultralytics",
-                   help="add: an Ultralytics export (FILE), or a SAM-interface encoder + decoder pair "
+    p.add_argument("--family", choices=["ultralytics", "sam", "sam2"], default="ultralytics",
+                   help="add: an Ultralytics export (FILE), or a SAM- or SAM 2-interface encoder + decoder pair "
                         "(--encoder, --decoder) for click-to-segment")
     p.add_argument("--encoder", type=Path, default=None, help="add --family sam: the image encoder ONNX file")
     p.add_argument("--decoder", type=Path, default=None,
-                   help="add --family sam: the mask decoder ONNX file (SamOnnxModel, return_single_mask=False)")
+                   help="add --family sam: the mask decoder ONNX file (SamOnnxModel, return_single_mask=False); "
+                        "--family sam2: prelabel/core/models/convert/sam2_to_onnx.py's decoder")
     p.add_argument("--weights", choices=list(user_models.WEIGHTS_KINDS), default="custom",
                    help="add --family sam: what the weights are, said in every answer's provenance")
     p.add_argument("--task", choices=["detect", "segment", "pose"], default=None,

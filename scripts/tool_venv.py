@@ -22,6 +22,7 @@ Directives in a list (comment lines):
   `# pip-args: ARGS`     extra `pip install` arguments (e.g. --no-deps);
   `# no-deps: REQ`       install REQ with --no-deps after the list (a package whose declared
                          deps cannot install here, the list standing in for them);
+  `# env: NAME=VALUE`    an environment variable for the install (e.g. a build switch);
   `# reuse-main-venv`    append the suite's .venv site-packages to the tool's path (a .pth
                          file, rewritten on every call) so that e.g. Ultralytics uses the
                          suite's torch instead of installing a second one (~5 GB).
@@ -60,6 +61,8 @@ def directives(text: str) -> dict[str, str]:
             out["pip-args"] = line.split(":", 1)[1].strip()
         elif line.strip() == "# reuse-main-venv":
             out["reuse-main-venv"] = ""
+        elif line.startswith("# env:"):
+            out["env"] = (out.get("env", "") + " " + line.split(":", 1)[1].strip()).strip()
         elif line.startswith("# no-deps:"):
             out["no-deps"] = (out.get("no-deps", "") + " " + line.split(":", 1)[1].strip()).strip()
     return out
@@ -114,7 +117,8 @@ def ensure(name: str, *, quiet: bool = True) -> Path:
             shutil.rmtree(venv, ignore_errors=True)
             subprocess.run([uv, "venv", "-q", "--python", base_python(), str(venv)], check=True)
             pip = [uv, "pip", "install", "--python", str(venv_python(venv))] + (["-q"] if quiet else [])
-            subprocess.run(pip + opts.get("pip-args", "").split() + ["-r", str(spec)], check=True)
+            env = {**os.environ, **dict(v.split("=", 1) for v in opts.get("env", "").split())}
+            subprocess.run(pip + opts.get("pip-args", "").split() + ["-r", str(spec)], check=True, env=env)
             if opts.get("no-deps"):
                 subprocess.run(pip + ["--no-deps", *opts["no-deps"].split()], check=True)
             (venv / MARKER).write_text(f"{time.monotonic() - started:.0f} s to install\n")

@@ -55,7 +55,7 @@ class DevstackSettings(BaseSettings):
     COCO's 17 keypoints)."""
 
     click_model: str = ""
-    """PRELABEL_DEV_CLICK_MODEL: the SAM pair (`models add --family sam NAME`) that answers
+    """PRELABEL_DEV_CLICK_MODEL: the SAM pair (`models add --family sam|sam2 NAME`) that answers
     the segmentation service's clicks instead of GrabCut."""
 
 
@@ -82,7 +82,7 @@ def user_model_env(settings: DevstackSettings, repository: Path) -> dict[str, di
                              f"the {service} service needs a {head} model (`prelabel models list`)")
         env[service][variable] = name
     if settings.click_model:
-        if settings.click_model not in {m.pair for m in listed if m.family == "sam"}:
+        if settings.click_model not in {m.pair for m in listed if m.family in ("sam", "sam2")}:
             raise ValueError(f"PRELABEL_DEV_CLICK_MODEL={settings.click_model!r}: no SAM pair of that name in "
                              f"{repository} (`prelabel models add --family sam NAME ...`, `prelabel models list`)")
         env["segmentation"]["PRELABEL_CLICK_MODEL"] = settings.click_model

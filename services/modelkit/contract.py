@@ -81,8 +81,12 @@ IMAGE_VALID = TensorSpec("IMAGE_VALID", "TYPE_INT32", (2,),
                          "(height, width) of the picture in IMAGE from its top-left corner; zeros pad the rest")
 IMAGE_EMBEDDINGS = TensorSpec("IMAGE_EMBEDDINGS", "TYPE_FP32", (256, 64, 64),
                               "an image encoder's output for one image (SAM's interface)")
+HIGH_RES_FEATS_0 = TensorSpec("HIGH_RES_FEATS_0", "TYPE_FP32", (32, 256, 256),
+                              "a SAM 2 image encoder's finest features for one image (high_res_feats_0)")
+HIGH_RES_FEATS_1 = TensorSpec("HIGH_RES_FEATS_1", "TYPE_FP32", (64, 128, 128),
+                              "a SAM 2 image encoder's middle features for one image (high_res_feats_1)")
 #: Inputs that carry the image or what a model made of it: neither prompts nor their count.
-IMAGE_INPUTS = (IMAGE, IMAGE_VALID, IMAGE_EMBEDDINGS)
+IMAGE_INPUTS = (IMAGE, IMAGE_VALID, IMAGE_EMBEDDINGS, HIGH_RES_FEATS_0, HIGH_RES_FEATS_1)
 
 # -- outputs --------------------------------------------------------------------------
 BOXES = TensorSpec("BOXES", "TYPE_FP32", ("N", 4), "x_min, y_min, x_max, y_max, model-input pixels", geometry=BOX)
@@ -192,9 +196,21 @@ MASK_DECODER_HEAD = Head("mask_decoder",
                          description="candidate masks for clicks, a box and a previous mask, on an "
                                      "image_encoder's embedding; points in the encoder's IMAGE pixels")
 
+# The same for SAM 2 (services.modelkit.sam_model): the encoder's three feature maps are
+# kept per image, the decoder reads all three.
+SAM2_IMAGE_ENCODER_HEAD = Head("sam2_image_encoder", (IMAGE,),
+                               (IMAGE_EMBEDDINGS, HIGH_RES_FEATS_0, HIGH_RES_FEATS_1, PROVENANCE),
+                               description="an image's SAM 2 features: the picture resized to S x S")
+SAM2_MASK_DECODER_HEAD = Head("sam2_mask_decoder",
+                              (IMAGE_EMBEDDINGS, HIGH_RES_FEATS_0, HIGH_RES_FEATS_1, PROMPT_POINTS,
+                               PROMPT_POINT_SIGNS, PROMPT_MASKS, PROMPT_MASK_GIVEN, PROMPT_COUNT),
+                              (LOW_RES_MASKS, PREDICTED_IOUS, PROVENANCE), prompts=(POINT_PROMPTS, MASK_PROMPTS),
+                              description="candidate masks for clicks, a box and a previous mask, on a "
+                                          "sam2_image_encoder's features; points in the encoder's IMAGE pixels")
+
 HEADS: dict[str, Head] = {
     h.name: h for h in (DETECTOR_HEAD, FACE_DETECTOR_HEAD, KEYPOINTS_HEAD, PROMPTABLE_MASKS_HEAD,
-                        IMAGE_ENCODER_HEAD, MASK_DECODER_HEAD)
+                        IMAGE_ENCODER_HEAD, MASK_DECODER_HEAD, SAM2_IMAGE_ENCODER_HEAD, SAM2_MASK_DECODER_HEAD)
 }
 
 

@@ -19,6 +19,12 @@ services.modelkit.sam_onnx's, proven equal to Meta's SamPredictor:
   masks with their predicted IoUs; the caller chooses (`sam_onnx.chosen`) and makes the
   source-size masks (`sam_onnx.upscaled`), so the outputs' shapes never depend on the image.
 
+A SAM 2 pair (`--family sam2`) is served the same way by Sam2Encoder (sam2_image_encoder:
+IMAGE is the picture resized to 1024 x 1024, `sam2_onnx.placed_image`; it answers
+IMAGE_EMBEDDINGS, HIGH_RES_FEATS_0 and HIGH_RES_FEATS_1) and Sam2Decoder (sam2_mask_decoder:
+the three feature maps and the same prompt tensors; every prompt gets SAM 2's padding
+point), with services.modelkit.sam2_onnx's arithmetic, proven equal to SAM2ImagePredictor.
+
 The weights kind the user gave at add time (`weights`: pretrained, custom or random) is the
 provenance's, so random weights are said in every answer.
 """
@@ -31,10 +37,12 @@ from typing import ClassVar
 import numpy as np
 
 from prelabel.core.models.onnx_graph import OnnxGraph, read_onnx_graph
-from prelabel.core.models.sam_interface import check_decoder, check_encoder
+from prelabel.core.models.sam_interface import SAM2, check_decoder, check_encoder
 from prelabel.core.models.user_models import WEIGHTS_KINDS
-from services.modelkit import sam_onnx
+from services.modelkit import sam2_onnx, sam_onnx
 from services.modelkit.contract import (
+    HIGH_RES_FEATS_0,
+    HIGH_RES_FEATS_1,
     IMAGE,
     IMAGE_EMBEDDINGS,
     IMAGE_VALID,
@@ -123,8 +131,13 @@ class SamDecoder(SamPart):
     def check(self, graph: OnnxGraph) -> None:
         check_decoder(graph)
 
+    def feed(self, inputs, b: int, points: sam_onnx.SamPoints, previous: np.ndarray | None) -> dict[str, np.ndarray]:
+        """The decoder file's inputs for batch item `b`'s prompt."""
+        # orig_im_size sizes only the export's `masks`, which is not read: the smallest.
+        return sam_onnx.onnx_inputs(points, inputs[IMAGE_EMBEDDINGS.name][b][None], previous,
+                                    (sam_onnx.LOW_RES, sam_onnx.LOW_RES))
+
     def infer(self, inputs):
-        embeddings = inputs[IMAGE_EMBEDDINGS.name]
         batch, rows = inputs[PROMPT_POINT_SIGNS.name].shape[:2]
         low_res = np.zeros((batch, rows, 4, sam_onnx.LOW_RES, sam_onnx.LOW_RES), np.float32)
         ious = np.zeros((batch, rows, 4), np.float32)
@@ -136,9 +149,34 @@ class SamDecoder(SamPart):
                 points = sam_onnx.SamPoints(inputs[PROMPT_POINTS.name][b, p][given].astype(np.float32),
                                             signs[given].astype(np.float32))
                 previous = inputs[PROMPT_MASKS.name][b, p] if inputs[PROMPT_MASK_GIVEN.name][b, p] else None
-                # orig_im_size sizes only the export's `masks`, which is not read: the smallest.
-                feed = sam_onnx.onnx_inputs(points, embeddings[b][None], previous,
-                                            (sam_onnx.LOW_RES, sam_onnx.LOW_RES))
-                iou, masks = self.session.run(["iou_predictions", "low_res_masks"], feed)
+                iou, masks = self.session.run(["iou_predictions", "low_res_masks"],
+                                              self.feed(inputs, b, points, previous))
                 ious[b, p], low_res[b, p] = iou[0], masks[0]
         return {LOW_RES_MASKS.name: low_res, PREDICTED_IOUS.name: ious}
+
+
+class Sam2Encoder(SamPart):
+    part = "encoder"
+
+    def check(self, graph: OnnxGraph) -> None:
+        check_encoder(graph, SAM2)
+
+    def infer(self, inputs):
+        outputs: tuple[list[np.ndarray], ...] = ([], [], [])
+        for placed in inputs[IMAGE.name]:
+            answer = self.session.run(["image_embed", "high_res_feats_0", "high_res_feats_1"],
+                                      {"image": sam2_onnx.normalized(placed)})
+            for out, value in zip(outputs, answer, strict=True):
+                out.append(value[0])
+        return {spec.name: np.stack(out).astype(np.float32)
+                for spec, out in zip((IMAGE_EMBEDDINGS, HIGH_RES_FEATS_0, HIGH_RES_FEATS_1), outputs, strict=True)}
+
+
+class Sam2Decoder(SamDecoder):
+    def check(self, graph: OnnxGraph) -> None:
+        check_decoder(graph, SAM2)
+
+    def feed(self, inputs, b: int, points: sam_onnx.SamPoints, previous: np.ndarray | None) -> dict[str, np.ndarray]:
+        features = sam2_onnx.Sam2Features(*(inputs[t.name][b][None]
+                                            for t in (IMAGE_EMBEDDINGS, HIGH_RES_FEATS_0, HIGH_RES_FEATS_1)))
+        return sam2_onnx.onnx_inputs(points, features, previous)

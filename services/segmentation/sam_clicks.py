@@ -23,6 +23,14 @@ float32 [256, 256] logits, which the next click may send back as previous_mask (
 shape or size is refused by services.segmentation.clicks.previous_mask). Provenance is
 the decoder's, from Triton (the weights kind given at add time: random weights are said).
 
+A SAM 2 pair (`--family sam2`: its encoder's config has the sam2_image_encoder head, read
+from Triton at the first image) is served the same way with SAM 2's arithmetic
+(services.modelkit.sam2_onnx): the image resized to 1024 x 1024, the three feature maps
+(16 MiB) held per image and sent to every decoder call, the box's corners before the
+clicks, and SAM2ImagePredictor's choice of masks (with one mask: mask 0 unless unstable,
+then the best multimask candidate), each upscaled straight to the source size; the low-res
+logits handed back clamped to [-32, 32] as SAM 2 hands them.
+
 Large JPEGs are decoded at a reduced scale no smaller than 1024 px on the long side (as the
 GrabCut engine does for its grid), so their embedding differs slightly from SamPredictor's
 on a full decode; other formats are decoded whole.
@@ -37,7 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from prelabel.core.errors import InvalidArgument
-from prelabel.core.models.user_models import SAM_PARTS, sam_model_name
+from prelabel.core.models.user_models import SAM_FAMILY_PARTS, sam_model_name
 from prelabel.core.review import ReviewPolicy
 from prelabel.v1 import common_pb2, segmentation_pb2
 from services.common.image_state import ImageStateCache, StateKey, image_digest_async, read_only
@@ -47,8 +55,10 @@ from services.common.masks import BinaryMask, encode_rle, outer_polygons
 from services.common.metrics import Metrics
 from services.common.triton_client import TritonClient
 from services.common.work import WorkBudget, run_bounded
-from services.modelkit import sam_onnx
+from services.modelkit import sam2_onnx, sam_onnx
 from services.modelkit.contract import (
+    HIGH_RES_FEATS_0,
+    HIGH_RES_FEATS_1,
     IMAGE,
     IMAGE_EMBEDDINGS,
     IMAGE_VALID,
@@ -59,6 +69,7 @@ from services.modelkit.contract import (
     PROMPT_MASKS,
     PROMPT_POINT_SIGNS,
     PROMPT_POINTS,
+    SAM2_IMAGE_ENCODER_HEAD,
 )
 from services.segmentation.clicks import Click, placed_click, previous_mask
 from services.segmentation.settings import SegmentationSettings
@@ -68,8 +79,9 @@ LOW_RES_DTYPE = np.dtype(np.float32)  # SAM's low-resolution logits
 
 
 def sam_model_heads(pair: str) -> dict[str, frozenset[str]]:
-    """The pair's two Triton models -> the contract head each must implement."""
-    return {sam_model_name(pair, part): frozenset({head}) for part, (_, head) in SAM_PARTS.items()}
+    """The pair's two Triton models -> the contract heads each may implement (SAM's or SAM 2's)."""
+    return {sam_model_name(pair, part): frozenset(parts[part][1] for parts in SAM_FAMILY_PARTS.values())
+            for part in ("encoder", "decoder")}
 
 
 @dataclass(frozen=True)
@@ -86,13 +98,18 @@ class PlacedImage:
 class SamImage:
     """An image as the SAM engine keeps it between clicks."""
 
-    embedding: np.ndarray  # float32 [1, 256, 64, 64], read-only
+    features: dict[str, np.ndarray]  # the encoder's outputs by tensor name, [1, ...] read-only:
+    # IMAGE_EMBEDDINGS (SAM), and HIGH_RES_FEATS_0 / _1 (SAM 2)
     width: int
     height: int
 
     @property
     def nbytes(self) -> int:
-        return int(self.embedding.nbytes)
+        return sum(int(f.nbytes) for f in self.features.values())
+
+    @property
+    def sam2(self) -> bool:
+        return HIGH_RES_FEATS_0.name in self.features
 
 
 @dataclass(frozen=True)
@@ -108,12 +125,16 @@ class DecoderAnswer:
     provenance: common_pb2.Provenance
 
 
-def place_image(data: bytes, settings: SegmentationSettings) -> PlacedImage:
-    """Decode and resize for the encoder. CPU-bound: runs in a worker thread."""
+def place_image(data: bytes, settings: SegmentationSettings, sam2: bool = False) -> PlacedImage:
+    """Decode and resize for the encoder (SAM 2's: to 1024 x 1024). CPU-bound: runs in a
+    worker thread."""
     side = sam_onnx.LONG_SIDE
     decoded = decode_image(data, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels,
                            target_size=(side, side))
     source = (decoded.height, decoded.width)
+    if sam2:
+        return PlacedImage(sam2_onnx.placed_image(np.asarray(decoded.image)), (side, side), decoded.width,
+                           decoded.height)
     pixels = sam_onnx.placed_image(np.asarray(decoded.image), source)
     return PlacedImage(pixels, sam_onnx.resized_size(*source), decoded.width, decoded.height)
 
@@ -131,12 +152,20 @@ class SamClicks:
         self.encoder, self.decoder = sam_model_name(pair, "encoder"), sam_model_name(pair, "decoder")
         self.kind = f"sam-embedding:{pair}"
 
+    async def is_sam2(self) -> bool:
+        """Whether the pair is SAM 2's (its encoder's head, from Triton's config; cached)."""
+        return (await self.triton.spec(self.encoder)).head == SAM2_IMAGE_ENCODER_HEAD.name
+
     async def _encode(self, data: bytes, deadline: float, priority: common_pb2.Priority) -> SamImage:
-        placed = await asyncio.to_thread(place_image, data, self.settings)
-        result = await self.triton.infer(
-            self.encoder, {IMAGE.name: placed.pixels[None], IMAGE_VALID.name: np.array([placed.valid], np.int32)},
-            timeout_s=deadline - time.monotonic(), priority=priority)
-        return SamImage(read_only(result.outputs[IMAGE_EMBEDDINGS.name]), placed.width, placed.height)
+        sam2 = await self.is_sam2()
+        placed = await asyncio.to_thread(place_image, data, self.settings, sam2)
+        inputs = {IMAGE.name: placed.pixels[None]}
+        if not sam2:
+            inputs[IMAGE_VALID.name] = np.array([placed.valid], np.int32)
+        result = await self.triton.infer(self.encoder, inputs, timeout_s=deadline - time.monotonic(),
+                                         priority=priority)
+        kept = (IMAGE_EMBEDDINGS, HIGH_RES_FEATS_0, HIGH_RES_FEATS_1) if sam2 else (IMAGE_EMBEDDINGS,)
+        return SamImage({t.name: read_only(result.outputs[t.name]) for t in kept}, placed.width, placed.height)
 
     async def prepare(self, data: bytes, deadline: float, priority: common_pb2.Priority) -> PreparedSamImage:
         """The image's embedding: held, or encoded now (and held if it fits)."""
@@ -154,9 +183,10 @@ class SamClicks:
         spec = await self.triton.spec(self.decoder)
         rows = spec.inputs[PROMPT_POINTS.name][1]
         labels = np.r_[np.full(len(click.positive), sam_onnx.POSITIVE), np.full(len(click.negative), sam_onnx.NEGATIVE)]
-        points = sam_onnx.prompt_points(sam_onnx.SamPrompt(np.concatenate([click.positive, click.negative]), labels,
-                                                           None if click.box is None else np.asarray(click.box),
-                                                           previous), image.height, image.width)
+        prompt_points = sam2_onnx.prompt_points if await self.is_sam2() else sam_onnx.prompt_points
+        points = prompt_points(sam_onnx.SamPrompt(np.concatenate([click.positive, click.negative]), labels,
+                                                  None if click.box is None else np.asarray(click.box), previous),
+                               image.height, image.width)
         k = len(points.labels)
         if k > rows:
             raise InvalidArgument(f"{click.field}.points", f"{self.decoder} takes at most {rows} points "
@@ -168,7 +198,7 @@ class SamClicks:
         if previous is not None:
             masks[0, 0] = previous
         result = await self.triton.infer(self.decoder, {
-            IMAGE_EMBEDDINGS.name: np.asarray(image.embedding), PROMPT_POINTS.name: coords,
+            **{name: np.asarray(feature) for name, feature in image.features.items()}, PROMPT_POINTS.name: coords,
             PROMPT_POINT_SIGNS.name: signs, PROMPT_MASKS.name: masks,
             PROMPT_MASK_GIVEN.name: np.array([[int(previous is not None)]], np.int32),
             PROMPT_COUNT.name: np.array([[1]], np.int32)}, timeout_s=deadline - time.monotonic(), priority=priority)
@@ -177,14 +207,19 @@ class SamClicks:
 
     def candidates(self, image: SamImage, click: Click, answer: DecoderAnswer, policy: ReviewPolicy,
                    budget: WorkBudget) -> list[segmentation_pb2.MaskCandidate]:
-        """SamPredictor's candidates, best first (worker thread)."""
-        which = sam_onnx.chosen(click.multimask)
+        """SamPredictor's (SAM2ImagePredictor's) candidates, best first (worker thread)."""
+        if image.sam2:
+            which: slice | list[int] = sam2_onnx.chosen(answer.low_res, answer.ious, click.multimask)
+            upscaled = sam2_onnx.upscaled
+        else:
+            which, upscaled = sam_onnx.chosen(click.multimask), sam_onnx.upscaled
         low_res, scores = answer.low_res[which], answer.ious[which]
+        handed_back = np.clip(low_res, -sam2_onnx.LOGIT_CLAMP, sam2_onnx.LOGIT_CLAMP) if image.sam2 else low_res
         cut = logit(click.mask_threshold)
         out = []
         for j in np.argsort(-scores, kind="stable"):
             budget.check()
-            binary = sam_onnx.upscaled(low_res[j:j + 1], image.height, image.width)[0] > cut
+            binary = upscaled(low_res[j:j + 1], image.height, image.width)[0] > cut
             mask = BinaryMask(binary, 0, 0, image.width, image.height)
             area = mask.area
             quality = float(np.clip(scores[j], 0.0, 1.0))
@@ -199,7 +234,7 @@ class SamClicks:
                 mask_quality=quality,
                 polygons=[common_pb2.Polygon(points=p) for p in polygons],
             )
-            low = segmentation_pb2.LowResMask(data=np.ascontiguousarray(low_res[j], LOW_RES_DTYPE).tobytes(),
+            low = segmentation_pb2.LowResMask(data=np.ascontiguousarray(handed_back[j], LOW_RES_DTYPE).tobytes(),
                                               shape=list(LOW_RES_SHAPE))
             out.append(segmentation_pb2.MaskCandidate(instance=instance, low_res_mask=low))
         return out

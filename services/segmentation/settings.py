@@ -23,7 +23,7 @@ class SegmentationSettings(ServiceSettings):
 
     click_model: str = ""
     """Interactive segmentation: the SAM-interface pair that answers clicks (PRELABEL_CLICK_MODEL;
-    the NAME of `prelabel models add --family sam NAME ...`, served as NAME_encoder and
+    the NAME of `prelabel models add --family sam (or sam2) NAME ...`, served as NAME_encoder and
     NAME_decoder); empty answers them with GrabCut."""
 
     sam_box_prompts: bool = True

@@ -199,7 +199,8 @@ def test_prompt_kinds_declare_boxes_points_masks_served_and_text_next():
         "boxes": True, "points": True, "masks": True, "text": False}
     assert {h.name: [k.name for k in h.prompts] for h in HEADS.values()} == {
         "detector": [], "face_detector": [], "keypoints": ["boxes"], "promptable_masks": ["boxes"],
-        "image_encoder": [], "mask_decoder": ["points", "masks"]}
+        "image_encoder": [], "mask_decoder": ["points", "masks"], "sam2_image_encoder": [],
+        "sam2_mask_decoder": ["points", "masks"]}
 
 
 @pytest.mark.parametrize("inputs,prompts,message", [

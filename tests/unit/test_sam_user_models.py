@@ -1,8 +1,9 @@
 """A SAM-interface pair in the user model repository, without the files' weights: the
-add-time interface checks (prelabel/core/models/sam_interface.py) on the edges a file
-declares, the two configs `models add --family sam` writes (their heads and parameters),
+add-time interface checks (prelabel/core/models/sam_interface.py, SAM's and SAM 2's) on the
+edges a file declares, the two configs `models add --family sam|sam2` writes (their heads
+and parameters),
 removing a pair, and the devstack's PRELABEL_DEV_CLICK_MODEL. (Real exports through
-Triton and the segmentation service: tests/tools/test_sam_clicks.py.)"""
+Triton and the segmentation service: tests/tools/test_sam_clicks.py, test_sam2_clicks.py.)"""
 from __future__ import annotations
 
 import json
@@ -16,6 +17,10 @@ from prelabel.core.models.onnx_graph import NotOnnxError, OnnxGraph, TensorInfo
 from prelabel.core.models.sam_interface import (
     DECODER_INPUTS,
     DECODER_OUTPUTS,
+    SAM2,
+    SAM2_DECODER_INPUTS,
+    SAM2_DECODER_OUTPUTS,
+    SAM2_ENCODER_OUTPUTS,
     SamInterfaceError,
     check_decoder,
     check_encoder,
@@ -44,6 +49,8 @@ def tensors(shapes: dict) -> tuple[TensorInfo, ...]:
 
 ENCODER = OnnxGraph(8, tensors({"image": (1, 3, 1024, 1024)}), tensors({"image_embeddings": (1, 256, 64, 64)}), {})
 DECODER = OnnxGraph(8, tensors(DECODER_INPUTS), tensors(DECODER_OUTPUTS), {})
+SAM2_ENCODER = OnnxGraph(8, tensors({"image": (1, 3, 1024, 1024)}), tensors(SAM2_ENCODER_OUTPUTS), {})
+SAM2_DECODER = OnnxGraph(8, tensors(SAM2_DECODER_INPUTS), tensors(SAM2_DECODER_OUTPUTS), {})
 
 
 def test_the_interfaces_of_meta_s_exports_pass():
@@ -80,6 +87,19 @@ def test_a_file_of_another_interface_is_refused_naming_the_tensor_and_what_sam_n
         check(graph)
 
 
+def test_sam2_s_interface_passes_its_exports_and_refuses_sam_s_naming_what_sam2_needs():
+    check_encoder(SAM2_ENCODER, SAM2)
+    check_decoder(SAM2_DECODER, SAM2)
+    with pytest.raises(SamInterfaceError, match=r"encoder has no output 'high_res_feats_0'.*SAM 2's interface needs"):
+        check_encoder(ENCODER, SAM2)
+    with pytest.raises(SamInterfaceError, match=r"decoder has inputs \['image_embeddings', 'orig_im_size'\] SAM 2's interface does not feed"):
+        check_decoder(DECODER, SAM2)
+    with pytest.raises(SamInterfaceError, match="decoder has inputs .*high_res_feats_0.* SAM's interface does not feed"):
+        check_decoder(SAM2_DECODER)
+    with pytest.raises(SamInterfaceError, match=r"high_res_feats_1 has shape \[1, 64, 64, 64\], SAM 2's interface"):
+        check_decoder(edited(SAM2_DECODER, "inputs", "high_res_feats_1", shape=(1, 64, 64, 64)), SAM2)
+
+
 def parsed(text: str) -> dict:
     return json_format.MessageToDict(text_format.Parse(text, model_config_pb2.ModelConfig()),
                                      preserving_proto_field_name=True)
@@ -98,6 +118,14 @@ def test_written_configs_fit_their_head_and_the_parameters(part, head, gpu):
         parse_parameters(SamParameters, config)
 
 
+@pytest.mark.parametrize(("part", "head"), [("encoder", "sam2_image_encoder"), ("decoder", "sam2_mask_decoder")])
+def test_written_sam2_configs_fit_their_head(part, head):
+    config = parsed(sam_model_config("tiny", part, "a" * 64, "Apache-2.0", "random", False, "sam2"))
+    assert check_config(config).name == head
+    assert config["parameters"]["implementation"]["string_value"] == f"services.modelkit.sam_model:Sam2{part.title()}"
+    assert parse_parameters(SamParameters, config).pair == "tiny"
+
+
 def test_add_refuses_a_bad_name_a_bad_weights_kind_and_a_file_that_is_not_onnx_naming_it(tmp_path):
     text = tmp_path / "encoder.onnx"
     text.write_text("not a model")
@@ -107,6 +135,8 @@ def test_add_refuses_a_bad_name_a_bad_weights_kind_and_a_file_that_is_not_onnx_n
         add_sam_model("tiny", text, text, weights="borrowed", repository=tmp_path)
     with pytest.raises(NotOnnxError, match="encoder.onnx"):
         add_sam_model("tiny", text, text, repository=tmp_path)
+    with pytest.raises(UserModelError, match="family 'sam3'"):
+        add_sam_model("tiny", text, text, repository=tmp_path, family="sam3")
     assert list(tmp_path.iterdir()) == [text]  # nothing written
 
 
@@ -125,11 +155,12 @@ def test_the_cli_says_what_a_sam_pair_needs_and_why_a_file_is_refused(tmp_path, 
     assert f"{text}:" in capsys.readouterr().err
 
 
-def sam_pair(repo, pair: str) -> None:
+def sam_pair(repo, pair: str, family: str = "sam") -> None:
     for part, head in (("encoder", "image_encoder"), ("decoder", "mask_decoder")):
         name = f"{pair}_{part}"
         (repo / name).mkdir(parents=True)
-        model = UserModel(name, part, "sam", head, (), "a" * 64, "", f"/{part}.onnx", weights="random", pair=pair)
+        head = f"sam2_{head}" if family == "sam2" else head
+        model = UserModel(name, part, family, head, (), "a" * 64, "", f"/{part}.onnx", weights="random", pair=pair)
         (repo / name / INFO_FILE).write_text(json.dumps(asdict(model)))
 
 
@@ -162,3 +193,6 @@ def test_devstack_hands_the_click_model_to_the_segmentation_service(tmp_path):
     assert env["segmentation"] == {"PRELABEL_CLICK_MODEL": "tiny"}
     with pytest.raises(ValueError, match="no SAM pair of that name"):
         user_model_env(DevstackSettings(click_model="tiny_encoder"), tmp_path)
+    sam_pair(tmp_path, "tiny2", family="sam2")
+    assert user_model_env(DevstackSettings(click_model="tiny2"), tmp_path)["segmentation"] == {
+        "PRELABEL_CLICK_MODEL": "tiny2"}

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from prelabel.core.models.sam_interface import read_sam_pair
+from prelabel.core.models.sam_interface import FAMILIES, read_sam_pair
 from prelabel.core.models.store import sha256_file
 from prelabel.core.models.ultralytics_layouts import UltralyticsLayout, read_layout
 
@@ -49,6 +49,12 @@ MASK_GRID = 64  # M: mask probabilities over each row's box
 SAM_IMPLEMENTATION = "services.modelkit.sam_model:{part}"
 #: A SAM pair's two Triton models: NAME_encoder and NAME_decoder.
 SAM_PARTS = {"encoder": ("SamEncoder", "image_encoder"), "decoder": ("SamDecoder", "mask_decoder")}
+#: Per family (`models add --family`): each part's implementation class and head.
+SAM_FAMILY_PARTS = {"sam": SAM_PARTS,
+                    "sam2": {"encoder": ("Sam2Encoder", "sam2_image_encoder"),
+                             "decoder": ("Sam2Decoder", "sam2_mask_decoder")}}
+SAM2_FEATURES = ['{ name: "HIGH_RES_FEATS_0" data_type: TYPE_FP32 dims: [ 32, 256, 256 ] }',
+                 '{ name: "HIGH_RES_FEATS_1" data_type: TYPE_FP32 dims: [ 64, 128, 128 ] }']
 SAM_POINT_ROWS = 66  # Q: the decoder model's point rows (64 clicks + a box's two corners)
 WEIGHTS_KINDS = ("pretrained", "custom", "random")  # services.modelkit.weights' kinds
 
@@ -178,16 +184,21 @@ def sam_model_name(pair: str, part: str) -> str:
     return f"{pair}_{part}"
 
 
-def sam_model_config(pair: str, part: str, sha256: str, license: str, weights: str, gpu: bool) -> str:
-    """The config.pbtxt (or configs/gpu.pbtxt) text of one part of a SAM pair."""
+def sam_model_config(pair: str, part: str, sha256: str, license: str, weights: str, gpu: bool,
+                     family: str = "sam") -> str:
+    """The config.pbtxt (or configs/gpu.pbtxt) text of one part of a SAM (or SAM 2) pair."""
     name = sam_model_name(pair, part)
+    sam2 = family == "sam2"  # SAM 2: the encoder's two feature maps more, no IMAGE_VALID (no padding)
     if part == "encoder":
-        inputs = ['{ name: "IMAGE" data_type: TYPE_UINT8 dims: [ 1024, 1024, 3 ] }',
-                  '{ name: "IMAGE_VALID" data_type: TYPE_INT32 dims: [ 2 ] }']
+        inputs = ['{ name: "IMAGE" data_type: TYPE_UINT8 dims: [ 1024, 1024, 3 ] }']
+        if not sam2:
+            inputs.append('{ name: "IMAGE_VALID" data_type: TYPE_INT32 dims: [ 2 ] }')
         outputs = ['{ name: "IMAGE_EMBEDDINGS" data_type: TYPE_FP32 dims: [ 256, 64, 64 ] }']
+        outputs += SAM2_FEATURES if sam2 else []
     else:
         q = SAM_POINT_ROWS
         inputs = ['{ name: "IMAGE_EMBEDDINGS" data_type: TYPE_FP32 dims: [ 256, 64, 64 ] }',
+                  *(SAM2_FEATURES if sam2 else []),
                   f'{{ name: "PROMPT_POINTS" data_type: TYPE_FP32 dims: [ 1, {q}, 2 ] }}',
                   f'{{ name: "PROMPT_POINT_SIGNS" data_type: TYPE_INT32 dims: [ 1, {q} ] }}',
                   '{ name: "PROMPT_MASKS" data_type: TYPE_FP32 dims: [ 1, 256, 256 ] }',
@@ -196,13 +207,14 @@ def sam_model_config(pair: str, part: str, sha256: str, license: str, weights: s
         outputs = ['{ name: "LOW_RES_MASKS" data_type: TYPE_FP32 dims: [ 1, 4, 256, 256 ] }',
                    '{ name: "PREDICTED_IOUS" data_type: TYPE_FP32 dims: [ 1, 4 ] }']
     outputs.append('{ name: "PROVENANCE" data_type: TYPE_STRING dims: [ 1 ] }')
-    implementation, head = SAM_PARTS[part]
+    implementation, head = SAM_FAMILY_PARTS[family][part]
     parameters = {"head": head, "implementation": SAM_IMPLEMENTATION.format(part=implementation),
                   "onnx_file": f"1/{MODEL_FILE}", "sha256": sha256, "pair": pair, "weights": weights,
                   "license": license, "num_threads": "0" if gpu else "1"}
     lines = [
-        f"# {name}: the {part} of a user's SAM-interface ONNX pair {pair!r}, {'GPU' if gpu else 'CPU'} profile.",
-        "# Written by `prelabel models add --family sam`; re-add the files rather than editing the sha256.",
+        f"# {name}: the {part} of a user's {FAMILIES[family].title}-interface ONNX pair {pair!r}, "
+        f"{'GPU' if gpu else 'CPU'} profile.",
+        f"# Written by `prelabel models add --family {family}`; re-add the files rather than editing the sha256.",
         f"name: {_string(name)}",
         'backend: "python"',
         "max_batch_size: 1",  # SAM's exports take one image / one prompt set
@@ -219,8 +231,9 @@ def sam_model_config(pair: str, part: str, sha256: str, license: str, weights: s
 
 
 def add_sam_model(name: str, encoder: Path, decoder: Path, *, license: str = "", weights: str = "custom",
-                  repository: Path | None = None) -> list[UserModel]:
-    """Check a SAM-interface encoder + decoder pair (prelabel.core.models.sam_interface) and
+                  repository: Path | None = None, family: str = "sam") -> list[UserModel]:
+    """Check a SAM-interface (or, `family` "sam2", SAM 2-interface) encoder + decoder pair
+    (prelabel.core.models.sam_interface) and
     write its two model folders, NAME_encoder and NAME_decoder, into the user model
     repository. Two Triton models, not one: the encoder runs once per image and the decoder
     once per click, so each has its own queue and instances (a click on a held image never
@@ -232,11 +245,13 @@ def add_sam_model(name: str, encoder: Path, decoder: Path, *, license: str = "",
                              "at most 56 characters (_encoder / _decoder are added)")
     if weights not in WEIGHTS_KINDS:
         raise UserModelError(f"weights {weights!r}: expected one of {list(WEIGHTS_KINDS)}")
+    if family not in FAMILIES:
+        raise UserModelError(f"family {family!r}: expected one of {list(FAMILIES)}")
     for part in SAM_PARTS:
         folder = sam_model_name(name, part)
         if folder in BUILT_IN_MODELS or (repository / folder).exists():
             raise UserModelError(f"{folder} is already in {repository} or built in: remove it or choose another name")
-    pair = read_sam_pair(encoder, decoder)
+    pair = read_sam_pair(encoder, decoder, FAMILIES[family])
     added, written = [], []
     for part, source in (("encoder", pair.encoder), ("decoder", pair.decoder)):
         folder = sam_model_name(name, part)
@@ -247,11 +262,10 @@ def add_sam_model(name: str, encoder: Path, decoder: Path, *, license: str = "",
         shutil.copyfile(source, part_dir / "1" / MODEL_FILE)
         sha256 = sha256_file(part_dir / "1" / MODEL_FILE)
         (part_dir / "1" / "model.py").write_text(ENTRY_POINT)
-        (part_dir / "config.pbtxt").write_text(sam_model_config(name, part, sha256, license, weights, gpu=False))
-        (part_dir / "configs" / "gpu.pbtxt").write_text(sam_model_config(name, part, sha256, license, weights,
-                                                                         gpu=True))
-        model = UserModel(folder, part, "sam", SAM_PARTS[part][1], (), sha256, license, str(Path(source).resolve()),
-                          weights=weights, pair=name)
+        for config, gpu in ((part_dir / "config.pbtxt", False), (part_dir / "configs" / "gpu.pbtxt", True)):
+            config.write_text(sam_model_config(name, part, sha256, license, weights, gpu, family))
+        model = UserModel(folder, part, family, SAM_FAMILY_PARTS[family][part][1], (), sha256, license,
+                          str(Path(source).resolve()), weights=weights, pair=name)
         (part_dir / INFO_FILE).write_text(json.dumps(asdict(model), indent=1, ensure_ascii=False) + "\n")
         written.append(part_dir)
         added.append(model)
