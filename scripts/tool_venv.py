@@ -25,7 +25,11 @@ Directives in a list (comment lines):
   `# env: NAME=VALUE`    an environment variable for the install (e.g. a build switch);
   `# reuse-main-venv`    append the suite's .venv site-packages to the tool's path (a .pth
                          file, rewritten on every call) so that e.g. Ultralytics uses the
-                         suite's torch instead of installing a second one (~5 GB).
+                         suite's torch instead of installing a second one (~5 GB);
+  `# build-with-main-venv`  with reuse-main-venv: the .pth is written first and sdists are
+                         built without isolation, against the suite's torch and setuptools
+                         (sam2's build requires torch: an isolated build would download a
+                         CUDA torch of several GB just to build a pure-Python package).
 """
 from __future__ import annotations
 
@@ -61,6 +65,8 @@ def directives(text: str) -> dict[str, str]:
             out["pip-args"] = line.split(":", 1)[1].strip()
         elif line.strip() == "# reuse-main-venv":
             out["reuse-main-venv"] = ""
+        elif line.strip() == "# build-with-main-venv":
+            out["build-with-main-venv"] = ""
         elif line.startswith("# env:"):
             out["env"] = (out.get("env", "") + " " + line.split(":", 1)[1].strip()).strip()
         elif line.startswith("# no-deps:"):
@@ -118,7 +124,11 @@ def ensure(name: str, *, quiet: bool = True) -> Path:
             subprocess.run([uv, "venv", "-q", "--python", base_python(), str(venv)], check=True)
             pip = [uv, "pip", "install", "--python", str(venv_python(venv))] + (["-q"] if quiet else [])
             env = {**os.environ, **dict(v.split("=", 1) for v in opts.get("env", "").split())}
-            subprocess.run(pip + opts.get("pip-args", "").split() + ["-r", str(spec)], check=True, env=env)
+            build = []
+            if "build-with-main-venv" in opts:
+                write_pth(venv)
+                build = ["--no-build-isolation"]
+            subprocess.run(pip + build + opts.get("pip-args", "").split() + ["-r", str(spec)], check=True, env=env)
             if opts.get("no-deps"):
                 subprocess.run(pip + ["--no-deps", *opts["no-deps"].split()], check=True)
             (venv / MARKER).write_text(f"{time.monotonic() - started:.0f} s to install\n")
