@@ -179,7 +179,7 @@ class SamClicks:
         return PreparedSamImage(image, reused)
 
     async def decode(self, image: SamImage, click: Click, previous: np.ndarray | None, deadline: float,
-                      priority: common_pb2.Priority) -> DecoderAnswer:
+                     priority: common_pb2.Priority) -> DecoderAnswer:
         spec = await self.triton.spec(self.decoder)
         rows = spec.inputs[PROMPT_POINTS.name][1]
         labels = np.r_[np.full(len(click.positive), sam_onnx.POSITIVE), np.full(len(click.negative), sam_onnx.NEGATIVE)]

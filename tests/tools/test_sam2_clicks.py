@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import importlib.metadata
-import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -44,7 +43,16 @@ from services.embedded_triton.settings import TritonSettings
 from services.segmentation.app import build_app
 from services.segmentation.settings import SegmentationSettings
 from tests.conftest import running
-from tests.tools.test_sam_clicks import box_prompt, click_request, coffee_png, iou, mask_of, point, segment_request
+from tests.tools.test_sam_clicks import (
+    box_prompt,
+    click_request,
+    coffee_png,
+    iou,
+    mask_of,
+    point,
+    segment_request,
+    suite_and_reference,
+)
 from tests.triton_server import running_triton
 
 pytestmark = [pytest.mark.tools, pytest.mark.integration, pytest.mark.timeout(900)]
@@ -139,37 +147,9 @@ CASES = [f"{name}/{mode}" for name in PROMPTS for mode in ("single", "multi")]
 @pytest.fixture(scope="module")
 async def answers(service, stack, run_probe, tmp_path_factory):
     """Per case, the suite's candidates (SegmentClick) and SAM2ImagePredictor's masks and scores."""
-    work = tmp_path_factory.mktemp("sam2-cases")
-    data = coffee_png(1)
-    (work / "coffee.png").write_bytes(data)
-    suite, cases = {}, {}
-    first = None
-    for case in CASES:
-        name, mode = case.split("/")
-        points, box = PROMPTS[name]
-        prompt = {"multimask_output": mode == "multi"}
-        if box is not None:
-            prompt["box"] = common_pb2.Box(x_min=box[0], y_min=box[1], x_max=box[2], y_max=box[3])
-        previous = None
-        if name == "refinement":
-            assert first is not None
-            prompt["previous_mask"] = first.candidates[0].low_res_mask
-            previous = work / "previous.npy"
-            np.save(previous, np.frombuffer(first.candidates[0].low_res_mask.data, np.float32).reshape(256, 256))
-        reply = await service.stub.SegmentClick(click_request(data, *(point(*p) for p in points), **prompt),
-                                                timeout=RPC_TIMEOUT_S)
-        if case == "points/single":
-            first = reply
-        suite[case] = reply
-        cases[case] = {"points": [p[:2] for p in points], "labels": [1 if p[2] == POSITIVE else 0 for p in points],
-                       "box": list(box) if box else None, "previous": str(previous) if previous else None,
-                       "multimask": mode == "multi"}
-    (work / "cases.json").write_text(json.dumps(cases))
     folder = next(f for f, pair in PAIRS.items() if pair == service.pair)
-    run_probe(TOOL, "sam2_predict.py", stack.pairs / folder / "sam2.pt", work / "coffee.png", work / "cases.json",
-              work / "reference.npz", timeout=600)
-    reference = np.load(work / "reference.npz")
-    return {case: (suite[case], reference[f"{case}/masks"], reference[f"{case}/scores"]) for case in CASES}
+    return await suite_and_reference(service.stub, PROMPTS, TOOL, stack.pairs / folder / "sam2.pt", run_probe,
+                                     tmp_path_factory.mktemp("sam2-cases"))
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -176,17 +176,19 @@ PROMPTS = {"points": (POINTS, None), "box": ([], BOX), "points+box": (POINTS, BO
 CASES = [f"{name}/{mode}" for name in PROMPTS for mode in ("single", "multi")]
 
 
-@pytest.fixture(scope="module")
-async def answers(service, stack, run_probe, tmp_path_factory):
-    """Per case, the suite's candidates (SegmentClick) and SamPredictor's masks and scores."""
-    work = tmp_path_factory.mktemp("sam-cases")
+async def suite_and_reference(stub, prompts: dict, tool: str, weights: Path, run_probe, work: Path) -> dict:
+    """Per case of `prompts` (name -> (points, box); each single and multimask, "refinement"
+    sending back the first "points/single" answer's low-res mask), the suite's SegmentClick
+    reply and the `tool` venv's Meta predictor's masks and scores on `weights`
+    (probes/sam_predict.py)."""
     data = coffee_png(1)
     (work / "coffee.png").write_bytes(data)
     suite, cases = {}, {}
     first = None
-    for case in CASES:
+    names = [f"{name}/{mode}" for name in prompts for mode in ("single", "multi")]
+    for case in names:
         name, mode = case.split("/")
-        points, box = PROMPTS[name]
+        points, box = prompts[name]
         prompt = {"multimask_output": mode == "multi"}
         if box is not None:
             prompt["box"] = common_pb2.Box(x_min=box[0], y_min=box[1], x_max=box[2], y_max=box[3])
@@ -196,8 +198,8 @@ async def answers(service, stack, run_probe, tmp_path_factory):
             prompt["previous_mask"] = first.candidates[0].low_res_mask
             previous = work / "previous.npy"
             np.save(previous, np.frombuffer(first.candidates[0].low_res_mask.data, np.float32).reshape(256, 256))
-        reply = await service.stub.SegmentClick(click_request(data, *(point(*p) for p in points), **prompt),
-                                                timeout=RPC_TIMEOUT_S)
+        reply = await stub.SegmentClick(click_request(data, *(point(*p) for p in points), **prompt),
+                                        timeout=RPC_TIMEOUT_S)
         if case == "points/single":
             first = reply
         suite[case] = reply
@@ -205,10 +207,17 @@ async def answers(service, stack, run_probe, tmp_path_factory):
                        "box": list(box) if box else None, "previous": str(previous) if previous else None,
                        "multimask": mode == "multi"}
     (work / "cases.json").write_text(json.dumps(cases))
-    run_probe(TOOL, "sam_predict.py", stack.pair / "sam.pt", work / "coffee.png", work / "cases.json",
+    run_probe(tool, "sam_predict.py", tool, weights, work / "coffee.png", work / "cases.json",
               work / "reference.npz", timeout=600)
     reference = np.load(work / "reference.npz")
-    return {case: (suite[case], reference[f"{case}/masks"], reference[f"{case}/scores"]) for case in CASES}
+    return {case: (suite[case], reference[f"{case}/masks"], reference[f"{case}/scores"]) for case in names}
+
+
+@pytest.fixture(scope="module")
+async def answers(service, stack, run_probe, tmp_path_factory):
+    """Per case, the suite's candidates (SegmentClick) and SamPredictor's masks and scores."""
+    return await suite_and_reference(service.stub, PROMPTS, TOOL, stack.pair / "sam.pt", run_probe,
+                                     tmp_path_factory.mktemp("sam-cases"))
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -1,7 +1,7 @@
 """Run with the `sam2` tool venv: the small random-initialised SAM 2.1 of sam2_reference.py
 (seed 0), and the same with mask 0 sharpened (sam2_reference.sharpened), each exported by
 prelabel/core/models/convert/sam2_to_onnx.py -- encoder.onnx, decoder.onnx -- with its
-weights, sam2.pt, for the reference (sam2_predict.py) to load, into OUT/base and OUT/sharp.
+weights, sam2.pt, for the reference (sam_predict.py sam2) to load, into OUT/base and OUT/sharp.
 Prints one JSON line: the files' sizes."""
 from __future__ import annotations
 

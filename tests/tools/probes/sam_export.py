@@ -1,6 +1,6 @@
 """Run with the `sam` tool venv: the small random-initialised SAM of sam_reference.py (seed
 0) exported as a SAM-interface pair -- encoder.onnx, decoder.onnx (Meta's SamOnnxModel,
-return_single_mask=False) -- and its weights, sam.pt, for the reference (sam_predict.py)
+return_single_mask=False) -- and its weights, sam.pt, for the reference (sam_predict.py sam)
 to load, into the folder given. The IoU head's output bias is raised by 0.5 so the
 predicted IoUs (random: about 0 +- 0.1) lie inside (0, 1), where the service reports them
 as they are (it clips to [0, 1]). Prints one JSON line: the files' sizes."""
