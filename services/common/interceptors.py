@@ -149,14 +149,16 @@ def _safe_deserializer(deserialize):
     return parse
 
 
-def _reject_malformed(request):
+def reject_malformed(request):
+    """INVALID_ARGUMENT for a message whose bytes did not parse (the MalformedRequest
+    stand-in); for servicers that read with `context.read()` rather than the iterator."""
     if isinstance(request, MalformedRequest):
         raise InvalidArgument("request", f"malformed {request.type_name}: not a valid protobuf message")
 
 
 async def _checked_stream(requests):
     async for request in requests:
-        _reject_malformed(request)
+        reject_malformed(request)
         yield request
 
 
@@ -195,7 +197,7 @@ class ErrorInterceptor(_WrappingInterceptor):
             try:
                 if hasattr(request, "__aiter__") and method not in self.per_item_streams:
                     request = _checked_stream(request)
-                _reject_malformed(request)
+                reject_malformed(request)
                 return await behavior(request, context)
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
@@ -209,7 +211,7 @@ class ErrorInterceptor(_WrappingInterceptor):
             try:
                 if hasattr(request, "__aiter__") and method not in self.per_item_streams:
                     request = _checked_stream(request)
-                _reject_malformed(request)
+                reject_malformed(request)
                 async for response in behavior(request, context):
                     yield response
                 return

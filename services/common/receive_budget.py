@@ -14,6 +14,11 @@ uploader's whole upload, at most its deadline), so a small call queued behind bi
 gets through shortly, where refusing would turn away every call that arrives during a
 burst of large ones.
 
+A stream's messages are read one at a time under the same budget (PreLabelStream, each
+read reserved like a unary call's): a stream waiting for its next message holds its
+reservation, so one that sends nothing while others wait is ended by its servicer
+(`waiting` says when), never left holding room others need.
+
 Chosen over gRPC's own options: `maximum_concurrent_rpcs` counts calls whatever their
 size and counts idle streams too (issue 21, item 1), and an HTTP/2 window opens to the
 whole message once its read starts, so windows cannot bound many calls at once; what
@@ -43,12 +48,15 @@ class ReceiveBudget:
         self.retry_after_ms = retry_after_ms
         self.slots = max(1, max_bytes // call_bytes)
         self.receiving_now = 0
+        self.waiting = 0  # calls waiting for room now: a stream holding room idle should give it up
         self._free = asyncio.Semaphore(self.slots)  # FIFO: a waiter is not overtaken
 
     @contextlib.asynccontextmanager
-    async def receiving(self, wait_s: float) -> AsyncIterator[None]:
-        """Reserve one call's worst case for the block, waiting up to `wait_s` for room;
-        RESOURCE_EXHAUSTED (overload, with a retry hint) when none came."""
+    async def receiving(self, wait_s: float | None) -> AsyncIterator[None]:
+        """Reserve one call's worst case for the block, waiting up to `wait_s` (None: as
+        long as it takes) for room; RESOURCE_EXHAUSTED (overload, with a retry hint) when
+        none came."""
+        self.waiting += 1
         try:
             async with asyncio.timeout(wait_s):
                 await self._free.acquire()
@@ -57,6 +65,8 @@ class ReceiveBudget:
                 f"server busy: {self.slots} large requests being received (limit "
                 f"{self.max_bytes >> 20} MiB of receive buffers); waited {wait_s:.1f} s",
                 retry_after_ms=self.retry_after_ms) from None
+        finally:
+            self.waiting -= 1
         self.receiving_now += 1
         try:
             yield

@@ -19,9 +19,9 @@ def build_app(settings: RouterSettings | None = None, metrics: Metrics | None = 
     metrics = metrics or Metrics("router")
     down = Downstream(settings)
     admission = Admission(settings.max_in_flight, settings.retry_after_ms)
-    servicer = PreLabelerServicer(settings, down, metrics, admission)
     receive_budget = ReceiveBudget(settings.max_receiving_bytes, settings.receive_limit_bytes * RECEIVE_COPIES,
                                    settings.receive_wait_s, settings.retry_after_ms)
+    servicer = PreLabelerServicer(settings, down, metrics, admission, receive_budget)
 
     def register(server) -> None:
         prelabel_pb2_grpc.add_PreLabelerServicer_to_server(servicer, server)

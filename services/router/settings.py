@@ -23,21 +23,33 @@ class RouterSettings(ServiceSettings):
     max_in_flight_image_bytes: int = 384 * 1024 * 1024
     """Image bytes held for the calls in flight, counted as the image plus three copies per
     task it fans out to (services.router.image_bytes); a call beyond gets RESOURCE_EXHAUSTED
-    with a retry hint. 384 MiB: with the parsed requests, inside the router pod's 1 GiB."""
+    with a retry hint. 384 MiB: with the requests being received and the click sessions,
+    inside the router pod's 1.5 GiB."""
 
     max_receiving_bytes: int = 192 * 1024 * 1024
-    """Memory for unary requests (PreLabel, SegmentClick) being received and parsed. No
-    size is known before gRPC reads a request, so each call reserves the worst case, the
+    """Memory for requests being received and parsed (PreLabel, SegmentClick, each image
+    of a PreLabelStream). No size is known before gRPC reads a message, so each read reserves the worst case, the
     receive limit x 3 copies (~61 MiB), before its message is read, and gives it back
     once the message is parsed (max_in_flight_image_bytes then counts the image); a call
     that finds no room waits (HTTP/2 flow control holds its bytes back) up to
     receive_wait_s, then RESOURCE_EXHAUSTED with a retry hint. 192 MiB: three calls
-    received at once (services.common.receive_budget); with max_in_flight_image_bytes and
-    the process itself, inside the router pod's 1 GiB (tests/reliability/test_router_memory.py)."""
+    received at once (services.common.receive_budget); with max_in_flight_image_bytes,
+    max_click_sessions and the process itself, inside the router pod's 1.5 GiB
+    (tests/reliability/test_router_memory.py)."""
 
     receive_wait_s: float = 5.0
     """How long a unary call waits for room in max_receiving_bytes (at most its deadline)
     before RESOURCE_EXHAUSTED with a retry hint."""
+
+    max_click_sessions: int = 8
+    """ClickSessions the router forwards at once; more get RESOURCE_EXHAUSTED with a retry
+    hint before anything of theirs is read. Each open session may be receiving and
+    forwarding an image at any moment (~65 MB for a 20 MiB one: gRPC's buffer, the parsed
+    message, the downstream send), and a session is idle between clicks by nature, so it
+    cannot wait its turn in max_receiving_bytes the way a bulk stream's read does. 8 of
+    them with the budgets above: 1.14-1.17 GB with every kind of 20 MB call at once,
+    inside the router pod's 1.5 GiB (tests/reliability/test_router_memory.py); raise the
+    pod limit ~65 MB per session added. SegmentClick (one call per click) needs no session."""
 
     stream_window: int = 8
     """PreLabelStream: images in flight per stream. The router reads the next image
@@ -46,6 +58,13 @@ class RouterSettings(ServiceSettings):
 
     stream_item_timeout_s: float = 120.0
     """PreLabelStream: deadline of each image's fan-out (bounded by the stream's)."""
+
+    stream_yield_idle_s: float = 2.0
+    """PreLabelStream: a stream waiting for its next image holds a share of
+    max_receiving_bytes (the image may come at any moment). With nothing in flight and no
+    image for this long while other calls wait for that room, it ends UNAVAILABLE (the
+    client opens a new one when it has work), so idle streams cannot lock out the
+    calls that have images to send; below receive_wait_s, which those calls wait."""
 
     stream_idle_timeout_s: float = 300.0
     """PreLabelStream: a stream with no image in flight that sends none for this long ends

@@ -296,6 +296,39 @@ async def test_the_router_relays_a_bad_click_with_its_field(router_clicks):
     assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT and bad_request_field(exc.value) == "click"
 
 
+async def test_the_router_refuses_a_session_beyond_max_click_sessions_with_a_retry_hint(service):
+    """Each open session may receive a 20 MB image at any moment, so the router forwards
+    at most max_click_sessions; one more is refused before its first message is read, and
+    once a session ends a new one opens."""
+    data = coffee_png(9)
+    release = asyncio.Event()
+
+    async def messages():
+        yield segmentation_pb2.ClickSessionRequest(start=segmentation_pb2.ClickSessionStart(
+            image=common_pb2.Image(data=data, image_id="held")))
+        yield segmentation_pb2.ClickSessionRequest(click=segmentation_pb2.ClickPrompt(points=[point(300, 200)]))
+        await release.wait()
+
+    async with serving("router", "RouterSettings", segmentation_addr=service.address, max_click_sessions=1,
+                       detection_addr="127.0.0.1:9", keypoints_addr="127.0.0.1:9") as address, \
+            grpc.aio.insecure_channel(address) as channel:
+        stub = segmentation_pb2_grpc.SegmenterStub(channel)
+        held = stub.ClickSession(messages(), timeout=RPC_TIMEOUT_S)
+        assert (await held.read()).image_id == "held"  # open, its click answered
+        # Nothing written: a client still writing when the refusal comes is told INTERNAL
+        # ("Internal error from Core") by gRPC's client instead (its failed write marks the
+        # call so before the status arrives), which is what this refusal reads around.
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.ClickSession(timeout=RPC_TIMEOUT_S).read()
+        release.set()
+        assert await held.read() is grpc.aio.EOF
+        again = [r async for r in stub.ClickSession(messages(), timeout=RPC_TIMEOUT_S)]
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, refused.value
+    assert "click sessions open (limit 1)" in refused.value.details()
+    assert dict(refused.value.trailing_metadata())["retry-after-ms"]
+    assert [r.image_id for r in again] == ["held"]
+
+
 class RecordingSegmenter(segmentation_pb2_grpc.SegmenterServicer):
     """Stands for the proxy in front of the segmentation replicas, the only reader of the
     image key (the segmentation service ignores it), so a test double records it."""

@@ -40,6 +40,11 @@ class Received:
             self.in_flight -= 1
         return b""  # the empty message: a valid reply of every method
 
+    async def answer_each(self, requests, context):
+        """A bidirectional stream (ClickSession): one empty reply per message."""
+        async for request in requests:
+            yield await self.answer(request, context)
+
 
 @contextlib.asynccontextmanager
 async def recording_services(delay_s: float = 0.0):
@@ -50,7 +55,9 @@ async def recording_services(delay_s: float = 0.0):
         ("grpc.max_receive_message_length", ServiceSettings().receive_limit_bytes)])
     for service in SERVICES:
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, {
-            method.name: grpc.unary_unary_rpc_method_handler(received.answer) for method in service.methods}),))
+            method.name: grpc.stream_stream_rpc_method_handler(received.answer_each)
+            if method.client_streaming else grpc.unary_unary_rpc_method_handler(received.answer)
+            for method in service.methods}),))
     health = HealthServicer()
     await health.set("", health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

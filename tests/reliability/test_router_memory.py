@@ -14,7 +14,7 @@ import yaml
 
 from prelabel.core.limits import MAX_IMAGE_BYTES
 from prelabel.core.status import RETRY_AFTER_KEY
-from prelabel.v1 import common_pb2, prelabel_pb2, segmentation_pb2
+from prelabel.v1 import common_pb2, prelabel_pb2, prelabel_pb2_grpc, segmentation_pb2
 from tests.conftest import REPO_ROOT
 from tests.reliability.conftest import service_process
 from tests.reliability.recording_services import recording_services
@@ -230,3 +230,147 @@ async def test_a_call_that_never_sends_its_request_gives_its_room_back_at_the_de
                 await asyncio.wait_for(call, timeout=10)
             assert ended.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED, ended.value
         assert await raw_call(channel, small) == grpc.StatusCode.OK
+
+
+async def one_item_stream(stub, request: prelabel_pb2.PreLabelRequest) -> tuple[grpc.StatusCode, list[str]]:
+    """One PreLabelStream that sends `request` and closes: the stream's own status and
+    each task's code in the one answer (an overloaded item comes back as a failed item)."""
+    async def items():
+        yield request
+    try:
+        codes = []
+        async for response in stub.PreLabelStream(items(), timeout=60):
+            codes += [result.code for result in response.task_results]
+        return grpc.StatusCode.OK, codes
+    except grpc.aio.AioRpcError as err:
+        return err.code(), []
+
+
+@pytest.mark.timeout(180)
+async def test_router_stays_under_its_pod_limit_when_32_streams_each_send_a_20mb_image_at_once(tmp_path, record):
+    """Stream items were read as they came, outside the receive budget: 32 streams with one
+    20 MB image each took the router to 1,417 MB. Each read now waits for room in the
+    receive budget like a unary call (the stream's other images keep flowing meanwhile)."""
+    limit = pod_memory_limit_bytes("router.yaml", "router")
+    big = prelabel_pb2.PreLabelRequest(image=common_pb2.Image(data=bytes(MAX_IMAGE_BYTES), image_id="big"),
+                                       tasks=[prelabel_pb2.TASK_DETECT])
+    async with recording_services(delay_s=1.0) as (services, received), \
+            service_process("router", tmp_path, PRELABEL_DETECTION_ADDR=services,
+                            PRELABEL_SEGMENTATION_ADDR=services, PRELABEL_KEYPOINTS_ADDR=services) as router, \
+            grpc.aio.insecure_channel(router.address, options=[
+                ("grpc.max_send_message_length", 64 * 2**20)]) as channel:
+        stub = prelabel_pb2_grpc.PreLabelerStub(channel)
+        before = peak_rss_bytes(router.process.pid)
+        results = await asyncio.gather(*(one_item_stream(stub, big) for _ in range(RECEIVED_CALLS)))
+        peak = peak_rss_bytes(router.process.pid)
+    answered = sum(codes == ["OK"] for _, codes in results)
+    record("router_memory", stream_20mb_items_peak_rss_mb=figure(
+        peak / 2**20, "MB", f"< pod limit {limit >> 20} MiB", peak < limit,
+        note=f"{RECEIVED_CALLS} concurrent PreLabelStream calls, one 20 MB image each; {answered} answered, the "
+             f"rest RESOURCE_EXHAUSTED items; {before / 2**20:.0f} MB before; 1,417 MB peak before the change"))
+    assert {code for code, _ in results} == {grpc.StatusCode.OK}, results
+    assert answered >= 1 and len(received.sizes) == answered, results
+    assert all(codes in (["OK"], ["RESOURCE_EXHAUSTED"]) for _, codes in results), results
+    assert peak < limit, f"router peak RSS {peak / 2**20:.0f} MB (pod limit {limit >> 20} MiB)"
+
+
+SESSIONS = 32
+MAX_CLICK_SESSIONS = 8  # RouterSettings.max_click_sessions
+
+
+async def held_session(channel, start: bytes, hold: asyncio.Event) -> tuple[grpc.StatusCode, str | None, int]:
+    """A ClickSession that sends `start` and stays open, idle, until `hold` is set: its
+    code, retry hint and replies."""
+    call = channel.stream_stream("/prelabel.v1.Segmenter/ClickSession", request_serializer=lambda b: b,
+                                 response_deserializer=lambda b: b)
+
+    async def messages():
+        yield start
+        await hold.wait()
+    session = call(messages(), timeout=60)
+    replies = 0
+    try:
+        async for _ in session:
+            replies += 1
+        return grpc.StatusCode.OK, None, replies
+    except grpc.aio.AioRpcError as err:
+        return err.code(), dict(err.trailing_metadata() or ()).get(RETRY_AFTER_KEY), replies
+
+
+@pytest.mark.timeout(180)
+async def test_router_stays_under_its_pod_limit_when_32_click_sessions_each_open_with_a_20mb_image(
+        tmp_path, record):
+    """A session is idle between clicks by nature, so it cannot wait its turn in the receive
+    budget the way a bulk stream's read does (it would hold the room while the annotator
+    thinks); the router forwards at most `max_click_sessions` at once instead, refusing more
+    before reading anything, and keeps no message it has forwarded. Before: every session's
+    start image was read, and the last message of each open session stayed referenced."""
+    limit = pod_memory_limit_bytes("router.yaml", "router")
+    start = segmentation_pb2.ClickSessionRequest(start=segmentation_pb2.ClickSessionStart(
+        image=common_pb2.Image(data=bytes(MAX_IMAGE_BYTES), image_id="big"))).SerializeToString()
+    hold = asyncio.Event()
+    async with recording_services() as (services, received), \
+            service_process("router", tmp_path, PRELABEL_DETECTION_ADDR=services,
+                            PRELABEL_SEGMENTATION_ADDR=services, PRELABEL_KEYPOINTS_ADDR=services) as router, \
+            grpc.aio.insecure_channel(router.address, options=[
+                ("grpc.max_send_message_length", 64 * 2**20)]) as channel:
+        before = peak_rss_bytes(router.process.pid)
+        sessions = [asyncio.ensure_future(held_session(channel, start, hold)) for _ in range(SESSIONS)]
+        await until(lambda: sum(s.done() for s in sessions) + len(received.sizes) >= SESSIONS, timeout_s=60)
+        await asyncio.sleep(1.0)  # the open sessions idle, holding what they hold
+        peak = peak_rss_bytes(router.process.pid)
+        hold.set()
+        results = await asyncio.gather(*sessions)
+    forwarded = len(received.sizes)
+    record("router_memory", click_sessions_20mb_peak_rss_mb=figure(
+        peak / 2**20, "MB", f"< pod limit {limit >> 20} MiB", peak < limit,
+        note=f"{SESSIONS} concurrent ClickSessions opening with a 20 MB image; {forwarded} forwarded, the rest "
+             f"RESOURCE_EXHAUSTED with a retry hint; {before / 2**20:.0f} MB before"))
+    # A refused session's client is still writing its 20 MB start (the router never reads
+    # it), and gRPC's client then reports INTERNAL ("Internal error from Core") rather than
+    # the RESOURCE_EXHAUSTED the router answered, as for any stream refused before its
+    # first large message is read; a small first message sees RESOURCE_EXHAUSTED with the
+    # retry hint (tests/integration/test_interactive_segmentation.py).
+    for code, hint, replies in results:
+        assert (code, replies) == (grpc.StatusCode.OK, 1) or (
+            (code == grpc.StatusCode.INTERNAL or (code == grpc.StatusCode.RESOURCE_EXHAUSTED and hint))
+            and not replies), results
+    assert 1 <= forwarded <= MAX_CLICK_SESSIONS, results
+    assert forwarded == sum(code == grpc.StatusCode.OK for code, _, _ in results), results
+    assert peak < limit, f"router peak RSS {peak / 2**20:.0f} MB (pod limit {limit >> 20} MiB)"
+
+
+@pytest.mark.timeout(180)
+async def test_router_stays_under_its_pod_limit_when_every_kind_of_20mb_call_arrives_at_once(tmp_path, record):
+    """The caps together: 32 unary PreLabel, 32 PreLabelStream items, 32 SegmentClick and 32
+    ClickSession starts, all 20 MB and at once, against one router at its default settings."""
+    limit = pod_memory_limit_bytes("router.yaml", "router")
+    big = prelabel_pb2.PreLabelRequest(image=common_pb2.Image(data=bytes(MAX_IMAGE_BYTES), image_id="big"),
+                                       tasks=[prelabel_pb2.TASK_DETECT])
+    click = segmentation_pb2.ClickRequest(image=common_pb2.Image(data=bytes(MAX_IMAGE_BYTES), image_id="big"),
+                                          ).SerializeToString()
+    start = segmentation_pb2.ClickSessionRequest(start=segmentation_pb2.ClickSessionStart(
+        image=common_pb2.Image(data=bytes(MAX_IMAGE_BYTES), image_id="big"))).SerializeToString()
+    hold = asyncio.Event()
+    async with recording_services(delay_s=1.0) as (services, received), \
+            service_process("router", tmp_path, PRELABEL_DETECTION_ADDR=services,
+                            PRELABEL_SEGMENTATION_ADDR=services, PRELABEL_KEYPOINTS_ADDR=services) as router, \
+            grpc.aio.insecure_channel(router.address, options=[
+                ("grpc.max_send_message_length", 64 * 2**20)]) as channel:
+        stub = prelabel_pb2_grpc.PreLabelerStub(channel)
+        before = peak_rss_bytes(router.process.pid)
+        sessions = [asyncio.ensure_future(held_session(channel, start, hold)) for _ in range(RECEIVED_CALLS)]
+        calls = await asyncio.gather(
+            *(hinted_call(channel, big.SerializeToString()) for _ in range(RECEIVED_CALLS)),
+            *(one_item_stream(stub, big) for _ in range(RECEIVED_CALLS)),
+            *(hinted_call(channel, click, "/prelabel.v1.Segmenter/SegmentClick") for _ in range(RECEIVED_CALLS)))
+        await asyncio.sleep(1.0)
+        peak = peak_rss_bytes(router.process.pid)
+        hold.set()
+        await asyncio.gather(*sessions)
+    record("router_memory", every_kind_20mb_peak_rss_mb=figure(
+        peak / 2**20, "MB", f"< pod limit {limit >> 20} MiB", peak < limit,
+        note=f"{4 * RECEIVED_CALLS} concurrent calls, 32 of each kind; {len(received.sizes)} forwarded; "
+             f"{before / 2**20:.0f} MB before"))
+    assert len(received.sizes) >= 4, calls
+    assert peak < limit, f"router peak RSS {peak / 2**20:.0f} MB (pod limit {limit >> 20} MiB)"

@@ -76,6 +76,45 @@ async def test_router_admits_prelabel_and_ends_idle_streams_when_idle_streams_ou
     assert lived_s < IDLE_TIMEOUT_S + 5
 
 
+YIELD_IDLE_S = 1.0
+RECEIVE_SLOTS = 3  # RouterSettings: max_receiving_bytes // (receive limit x 3)
+
+
+@pytest.mark.timeout(60)
+async def test_idle_streams_holding_receive_room_give_it_up_when_a_call_waits_for_it(tmp_path, record):
+    """Each stream's next image is read under the receive budget (three reads at once by
+    default), so a stream waiting for an image holds room. Three idle streams (no deadline,
+    long idle timeout) keep it while nobody waits; once a PreLabel call waits, a holder
+    with nothing in flight ends UNAVAILABLE after `stream_yield_idle_s` and the call is
+    answered, instead of being refused after receive_wait_s (5 s)."""
+    async with recording_services() as (services, _), \
+            router_process(tmp_path, services, PRELABEL_MAX_IN_FLIGHT=64, PRELABEL_STREAM_IDLE_TIMEOUT_S=300,
+                           PRELABEL_STREAM_YIELD_IDLE_S=YIELD_IDLE_S) as router, \
+            grpc.aio.insecure_channel(router.address) as channel:
+        stub = prelabel_pb2_grpc.PreLabelerStub(channel)
+        idle = [stub.PreLabelStream() for _ in range(RECEIVE_SLOTS)]
+        ends = [asyncio.ensure_future(stream_code(call)) for call in idle]
+        await until(lambda: router.metric("prelabel_rpc_in_flight", method="PreLabelStream") == len(idle),
+                    timeout_s=10)
+        await asyncio.sleep(YIELD_IDLE_S + 0.5)
+        kept = not any(end.done() for end in ends)  # nobody waited: the idle holders keep their room
+        asked = time.perf_counter()
+        code, _ = await unary_code(stub)
+        waited_s = time.perf_counter() - asked
+        await asyncio.sleep(0.5)
+        ended = [end.result() for end in ends if end.done()]
+        for call in idle:
+            call.cancel()
+    record("router_streams", prelabel_beside_idle_streams_holding_receive_room=figure(
+               code.name, "", "OK", code == grpc.StatusCode.OK, note=f"answered in {waited_s:.2f} s; "
+               f"stream_yield_idle_s {YIELD_IDLE_S:g}, receive_wait_s 5"),
+           idle_streams_ended_to_free_receive_room=figure(len(ended), "streams", note=f"of {RECEIVE_SLOTS}"))
+    assert kept, "idle streams ended while nobody waited for their room"
+    assert code == grpc.StatusCode.OK, "idle streams held the receive budget"
+    assert waited_s < 4, f"waited {waited_s:.1f} s"
+    assert ended and set(ended) == {grpc.StatusCode.UNAVAILABLE}, ended
+
+
 @pytest.mark.timeout(60)
 async def test_router_counts_each_stream_image_in_flight_when_admitting_prelabel(tmp_path):
     async with recording_services(delay_s=3.0) as (services, received), \
