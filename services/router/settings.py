@@ -47,7 +47,7 @@ class RouterSettings(ServiceSettings):
     forwarding an image at any moment (~65 MB for a 20 MiB one: gRPC's buffer, the parsed
     message, the downstream send), and a session is idle between clicks by nature, so it
     cannot wait its turn in max_receiving_bytes the way a bulk stream's read does. 8 of
-    them with the budgets above: 1.14-1.17 GB with every kind of 20 MB call at once,
+    them with the budgets above: 1.14-1.23 GB with every kind of 20 MB call at once,
     inside the router pod's 1.5 GiB (tests/reliability/test_router_memory.py); raise the
     pod limit ~65 MB per session added. SegmentClick (one call per click) needs no session."""
 

@@ -267,7 +267,7 @@ async def test_router_stays_under_its_pod_limit_when_32_streams_each_send_a_20mb
     record("router_memory", stream_20mb_items_peak_rss_mb=figure(
         peak / 2**20, "MB", f"< pod limit {limit >> 20} MiB", peak < limit,
         note=f"{RECEIVED_CALLS} concurrent PreLabelStream calls, one 20 MB image each; {answered} answered, the "
-             f"rest RESOURCE_EXHAUSTED items; {before / 2**20:.0f} MB before; 1,417 MB peak before the change"))
+             f"rest RESOURCE_EXHAUSTED items; {before / 2**20:.0f} MB before; 1,276-1,417 MB peak before the change"))
     assert {code for code, _ in results} == {grpc.StatusCode.OK}, results
     assert answered >= 1 and len(received.sizes) == answered, results
     assert all(codes in (["OK"], ["RESOURCE_EXHAUSTED"]) for _, codes in results), results
