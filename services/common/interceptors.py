@@ -21,6 +21,7 @@ from prelabel.core.errors import (
     Unauthenticated,
 )
 from prelabel.core.status import EXPECTED_ERRORS, code_from_value, status_of
+from services.common.image_bytes import ImageBytesBudget
 from services.common.metrics import Metrics
 from services.common.receive_budget import ReceiveBudget
 
@@ -340,6 +341,27 @@ class ReceiveBudgetInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or _is_probe(handler_call_details.method) or handler.request_streaming:
             return handler
         return _read_in(handler, self.budget, self.read_timeout_s)
+
+
+class ImageBytesInterceptor(_WrappingInterceptor):
+    """A model service's unary calls hold their request's image bytes in `budget`
+    (services.common.image_bytes) from the moment the request is parsed until the call
+    ends: a request waiting for the decode budget keeps its 20 MB. Innermost, under the
+    receive budget's read, so it sees the parsed request. Streams (ClickSession) are
+    bounded by their own session limit."""
+
+    def __init__(self, budget: ImageBytesBudget):
+        self.budget = budget
+
+    def around_unary(self, behavior, method):
+        async def wrapped(request, context):
+            image = getattr(request, "image", None)
+            with self.budget.hold(len(image.data) if image is not None else 0):
+                return await behavior(request, context)
+        return wrapped
+
+    def around_stream(self, behavior, method):
+        return behavior
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):

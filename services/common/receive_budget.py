@@ -31,6 +31,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from prelabel.core.errors import ResourceExhausted
+from services.common.settings import ServiceSettings
 
 #: Copies of a request alive at once while it is received: gRPC's buffer, Python's bytes
 #: of it, the parsed message (measured ~2.3x; the reservation takes the structural 3).
@@ -50,6 +51,13 @@ class ReceiveBudget:
         self.receiving_now = 0
         self.waiting = 0  # calls waiting for room now: a stream holding room idle should give it up
         self._free = asyncio.Semaphore(self.slots)  # FIFO: a waiter is not overtaken
+
+    @classmethod
+    def for_settings(cls, settings: ServiceSettings) -> ReceiveBudget:
+        """The process's budget: max_receiving_bytes in reservations of the receive limit x
+        RECEIVE_COPIES."""
+        return cls(settings.max_receiving_bytes, settings.receive_limit_bytes * RECEIVE_COPIES,
+                   settings.receive_wait_s, settings.retry_after_ms)
 
     @contextlib.asynccontextmanager
     async def receiving(self, wait_s: float | None) -> AsyncIterator[None]:

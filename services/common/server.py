@@ -14,11 +14,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from services.common.image_bytes import ImageBytesBudget
 from services.common.interceptors import (
     Admission,
     AdmissionInterceptor,
     AuthInterceptor,
     ErrorInterceptor,
+    ImageBytesInterceptor,
     MetricsInterceptor,
     ReceiveBudgetInterceptor,
 )
@@ -100,6 +102,7 @@ class GrpcApp:
         admission: Admission | None = None,
         draining: Callable[[], None] | None = None,
         receive_budget: ReceiveBudget | None = None,
+        image_bytes: ImageBytesBudget | None = None,
     ):
         self.settings = settings
         self.metrics = metrics
@@ -120,8 +123,12 @@ class GrpcApp:
         if settings.auth_tokens:
             interceptors.append(AuthInterceptor(settings.auth_tokens))
         interceptors.append(AdmissionInterceptor(self.admission, per_item_streams))
-        if receive_budget is not None:  # innermost: calls refused on metadata never reserve
-            interceptors.append(ReceiveBudgetInterceptor(receive_budget, settings.default_timeout_s))
+        # Every process reads big requests a few at a time; the router passes its own budget
+        # (its PreLabelStream reads under it too). Inner: calls refused on metadata never reserve.
+        self.receive_budget = receive_budget or ReceiveBudget.for_settings(settings)
+        interceptors.append(ReceiveBudgetInterceptor(self.receive_budget, settings.default_timeout_s))
+        if image_bytes is not None:  # innermost: holds the parsed request's image (a model service)
+            interceptors.append(ImageBytesInterceptor(image_bytes))
         self.server = grpc.aio.server(
             interceptors=interceptors,
             options=server_options(settings),

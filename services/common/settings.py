@@ -83,6 +83,28 @@ class ServiceSettings(BaseSettings):
     """Admission control, counted in images: a unary call is one, a stream one per image
     it has in flight (an idle stream none). Beyond this, RESOURCE_EXHAUSTED."""
 
+    max_receiving_bytes: int = 192 * 1024 * 1024
+    """Memory for requests being received and parsed (unary requests; on the router also
+    each image of a PreLabelStream). No size is known before gRPC reads a message, so each
+    read reserves the worst case, the receive limit x 3 copies (~61 MiB: gRPC's buffer,
+    Python's bytes, the parsed message), before the message is read, and gives it back
+    once parsed (max_in_flight_image_bytes then counts the image); a call that finds no
+    room waits (HTTP/2 flow control holds its bytes back) up to receive_wait_s, then
+    RESOURCE_EXHAUSTED with a retry hint. 192 MiB: three received at once
+    (services.common.receive_budget)."""
+
+    receive_wait_s: float = 5.0
+    """How long a unary call waits for room in max_receiving_bytes (at most its deadline)
+    before RESOURCE_EXHAUSTED with a retry hint."""
+
+    max_in_flight_image_bytes: int = 384 * 1024 * 1024
+    """Encoded image bytes held by the calls in flight (services.common.image_bytes): a
+    model service counts each request's image until the call ends, the router the image
+    plus three copies per task it fans out to. A call beyond gets RESOURCE_EXHAUSTED with a
+    retry hint (a call alone always runs). With max_receiving_bytes and the decode budget,
+    each process stays inside its pod's memory limit at the caps (64 calls of 20 MiB at
+    once: tests/reliability/test_router_memory.py, test_service_memory.py)."""
+
     keepalive_time_s: float = 60.0
     """HTTP/2 keepalive: the server pings a connection that has been silent this long."""
 

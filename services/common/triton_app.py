@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from services.common.image_bytes import ImageBytesBudget
 from services.common.metrics import Metrics
 from services.common.server import GrpcApp
 from services.common.startup import check_model_heads, wait_for_models, warm_up
@@ -39,4 +40,5 @@ def triton_backed_app(
         ready_check=lambda: triton.ready(models),
         startup=startup,
         shutdown=triton.close,
+        image_bytes=ImageBytesBudget(settings.max_in_flight_image_bytes, settings.retry_after_ms),
     )

@@ -3,7 +3,7 @@ from __future__ import annotations
 from prelabel.v1 import prelabel_pb2, prelabel_pb2_grpc, segmentation_pb2_grpc
 from services.common.interceptors import Admission
 from services.common.metrics import Metrics
-from services.common.receive_budget import RECEIVE_COPIES, ReceiveBudget
+from services.common.receive_budget import ReceiveBudget
 from services.common.server import GrpcApp
 from services.router.clicks import SERVICE_NAME as CLICKS_SERVICE_NAME
 from services.router.clicks import ClickForwarder
@@ -19,8 +19,7 @@ def build_app(settings: RouterSettings | None = None, metrics: Metrics | None = 
     metrics = metrics or Metrics("router")
     down = Downstream(settings)
     admission = Admission(settings.max_in_flight, settings.retry_after_ms)
-    receive_budget = ReceiveBudget(settings.max_receiving_bytes, settings.receive_limit_bytes * RECEIVE_COPIES,
-                                   settings.receive_wait_s, settings.retry_after_ms)
+    receive_budget = ReceiveBudget.for_settings(settings)  # shared: the servicer reads stream images under it
     servicer = PreLabelerServicer(settings, down, metrics, admission, receive_budget)
 
     def register(server) -> None:

@@ -8,7 +8,7 @@ hash by image and every click on one image reaches the replica that holds its st
 (docs/operating.md, "Interactive segmentation").
 
 A forwarded SegmentClick holds its image's copies in PreLabel's image-bytes budget
-(services.router.image_bytes) until the service answers: 32 concurrent 20 MB clicks took
+(services.common.image_bytes) until the service answers: 32 concurrent 20 MB clicks took
 the router to 1.2-1.4 GB without it. ClickSessions are bounded in number instead
 (`max_click_sessions`: a session lives for minutes of clicking, idle between clicks), and
 the router keeps no session message once forwarded: 32 sessions opening with 20 MB images
@@ -22,10 +22,10 @@ import grpc
 
 from prelabel.core.errors import InvalidArgument, ResourceExhausted
 from prelabel.v1 import segmentation_pb2, segmentation_pb2_grpc
+from services.common.image_bytes import ImageBytesBudget, image_cost
 from services.common.image_state import image_digest_async
 from services.common.interceptors import reject_malformed, time_left
 from services.router.downstream import Downstream
-from services.router.image_bytes import ImageBytesBudget, image_cost
 from services.router.settings import RouterSettings
 
 SERVICE_NAME = segmentation_pb2.DESCRIPTOR.services_by_name["Segmenter"].full_name

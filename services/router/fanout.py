@@ -11,10 +11,10 @@ from prelabel.core.review import ReviewPolicy, image_uncertainty
 from prelabel.core.status import OK, status_of
 from prelabel.core.tasks import DETECT, TASKS, TaskSpec
 from prelabel.v1 import common_pb2, prelabel_pb2
+from services.common.image_bytes import ImageBytesBudget, image_cost
 from services.common.metrics import Metrics
 from services.router.disagreement import disagreement
 from services.router.downstream import Downstream
-from services.router.image_bytes import ImageBytesBudget, image_cost
 from services.router.plan import Plan, plan
 from services.router.routes import ROUTES, Outcome, attempt
 

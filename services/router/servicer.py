@@ -10,13 +10,13 @@ from prelabel.core.errors import InvalidArgument, PrelabelError, Unavailable
 from prelabel.core.review import ReviewPolicy
 from prelabel.core.status import status_of
 from prelabel.v1 import common_pb2, prelabel_pb2, prelabel_pb2_grpc
+from services.common.image_bytes import ImageBytesBudget
 from services.common.interceptors import Admission, MalformedRequest, time_left
 from services.common.metrics import Metrics
 from services.common.receive_budget import ReceiveBudget
 from services.common.served_policy import ServedPolicy
 from services.router.downstream import Downstream
 from services.router.fanout import prelabel
-from services.router.image_bytes import ImageBytesBudget
 from services.router.plan import ALL_TASKS
 from services.router.settings import RouterSettings
 

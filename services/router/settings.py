@@ -20,27 +20,6 @@ class RouterSettings(ServiceSettings):
     keypoints_addr: str = "127.0.0.1:50054"
     """Keypoint service, host:port."""
 
-    max_in_flight_image_bytes: int = 384 * 1024 * 1024
-    """Image bytes held for the calls in flight, counted as the image plus three copies per
-    task it fans out to (services.router.image_bytes); a call beyond gets RESOURCE_EXHAUSTED
-    with a retry hint. 384 MiB: with the requests being received and the click sessions,
-    inside the router pod's 1.5 GiB."""
-
-    max_receiving_bytes: int = 192 * 1024 * 1024
-    """Memory for requests being received and parsed (PreLabel, SegmentClick, each image
-    of a PreLabelStream). No size is known before gRPC reads a message, so each read reserves the worst case, the
-    receive limit x 3 copies (~61 MiB), before its message is read, and gives it back
-    once the message is parsed (max_in_flight_image_bytes then counts the image); a call
-    that finds no room waits (HTTP/2 flow control holds its bytes back) up to
-    receive_wait_s, then RESOURCE_EXHAUSTED with a retry hint. 192 MiB: three calls
-    received at once (services.common.receive_budget); with max_in_flight_image_bytes,
-    max_click_sessions and the process itself, inside the router pod's 1.5 GiB
-    (tests/reliability/test_router_memory.py)."""
-
-    receive_wait_s: float = 5.0
-    """How long a unary call waits for room in max_receiving_bytes (at most its deadline)
-    before RESOURCE_EXHAUSTED with a retry hint."""
-
     max_click_sessions: int = 8
     """ClickSessions the router forwards at once; more get RESOURCE_EXHAUSTED with a retry
     hint before anything of theirs is read. Each open session may be receiving and

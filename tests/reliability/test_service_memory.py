@@ -8,10 +8,12 @@ import asyncio
 import time
 
 import grpc
+import numpy as np
 import pytest
 import yaml
 from PIL import Image
 
+from prelabel.core.limits import MAX_IMAGE_BYTES
 from prelabel.v1 import common_pb2, detection_pb2, detection_pb2_grpc
 from tests.conftest import REPO_ROOT
 from tests.reliability import corpus
@@ -62,3 +64,49 @@ async def test_detection_process_stays_under_its_pod_limit_when_8_images_at_the_
     assert all(r.image_size.width == SIDE for r in replies)
     assert peak < limit / 2, f"peak RSS {peak / 2**20:.0f} MB (pod limit {limit >> 20} MiB)"
     assert after < before + 256 * 2**20, f"RSS {after / 2**20:.0f} MB after the burst ({before / 2**20:.0f} before)"
+
+
+IN_FLIGHT = 64  # ServiceSettings.max_in_flight
+
+
+def noise_jpeg_near_the_byte_cap() -> bytes:
+    """A valid JPEG just under max_image_bytes (20 MiB) and far under the pixel cap: noise
+    at quality 100 (~1.9 bytes a pixel), the largest encoded image a service accepts."""
+    rng = np.random.default_rng(21)
+    data = corpus.encode(Image.fromarray(rng.integers(0, 256, (2800, 3700, 3), dtype=np.uint8)), "JPEG", quality=100)
+    assert 19 * 2**20 < len(data) < MAX_IMAGE_BYTES, len(data)
+    return data
+
+
+@pytest.mark.timeout(300)
+async def test_detection_process_stays_under_its_pod_limit_when_64_images_at_the_byte_cap_arrive_at_once(
+        triton, tmp_path, record):
+    """Every admission slot (64) filled with a 20 MB image at once: the caps multiplied. Each
+    request is received (gRPC's buffer, Python's copy, the parse: ~47 MB at its peak) and
+    then held while it waits for the decode budget."""
+    limit = pod_memory_limit_bytes("detection.yaml", "detection")
+    data = noise_jpeg_near_the_byte_cap()
+    request = detection_pb2.DetectRequest(image=common_pb2.Image(data=data, image_id="bytes"), model="coco_detector")
+    async with detection_process(triton.grpc_url, tmp_path, PRELABEL_MODELS='["coco_detector"]',
+                                 PRELABEL_DEFAULT_MODEL="coco_detector", **manifest_malloc_env()) as proc, \
+            grpc.aio.insecure_channel(proc.address, options=[("grpc.max_send_message_length", 64 * 2**20)]) as channel:
+        stub = detection_pb2_grpc.DetectorStub(channel)
+        await stub.Detect(request, timeout=120)  # warm
+        before = proc.rss_bytes()
+        results = await asyncio.gather(*(code_of(stub.Detect(request, timeout=240)) for _ in range(IN_FLIGHT)))
+        peak = peak_rss_bytes(proc.process.pid)
+    answered = results.count(grpc.StatusCode.OK)
+    record("service_memory", images_at_byte_cap_peak_rss_mb=figure(
+        peak / 2**20, "MB", f"< pod limit {limit >> 20} MiB", peak < limit,
+        note=f"{IN_FLIGHT} concurrent {len(data) / 2**20:.1f} MiB JPEGs; {answered} answered, the rest "
+             f"RESOURCE_EXHAUSTED with a retry hint; {before / 2**20:.0f} MB before"))
+    assert answered >= 1 and set(results) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}, results
+    assert peak < limit, f"peak RSS {peak / 2**20:.0f} MB (pod limit {limit >> 20} MiB)"
+
+
+async def code_of(call) -> grpc.StatusCode:
+    try:
+        await call
+        return grpc.StatusCode.OK
+    except grpc.aio.AioRpcError as err:
+        return err.code()

@@ -1,8 +1,10 @@
-"""The image bytes the router holds for the calls in flight. A call costs its image once
-parsed plus about three copies per task it fans out to (the downstream request, its
-serialized form, gRPC's send buffer): a 20 MB image asking for four tasks holds ~260 MB
-until the services answer, so the admission count alone (64 calls) would let a handful
-of large images take the router past its pod's memory limit."""
+"""The image bytes a process holds for the calls in flight, so that the admission count
+alone (64 calls) cannot let a handful of large images take it past its pod's memory
+limit. A model service counts each request's image, from the moment it is parsed until
+the call ends (it waits for the decode budget, then decodes, holding it). The router
+counts an image once parsed plus about three copies per task it fans out to (the
+downstream request, its serialized form, gRPC's send buffer): a 20 MB image asking for
+four tasks holds ~260 MB until the services answer."""
 from __future__ import annotations
 
 import contextlib
@@ -15,6 +17,7 @@ COPIES_PER_TASK = 3
 
 
 def image_cost(image_bytes: int, tasks: int) -> int:
+    """The router's cost of an image fanned out to `tasks` services."""
     return image_bytes * (1 + COPIES_PER_TASK * tasks)
 
 
