@@ -157,6 +157,18 @@ def reject_malformed(request):
         raise InvalidArgument("request", f"malformed {request.type_name}: not a valid protobuf message")
 
 
+async def next_message(context):
+    """A stream's next request message, None at its end; INVALID_ARGUMENT when its bytes
+    did not parse. For servicers that read with `context.read()`: gRPC's request iterator
+    keeps the message it gave out referenced while it waits for the next, which in an idle
+    stream (an annotator thinking between clicks) is its last 20 MB image."""
+    message = await context.read()
+    if message is grpc.aio.EOF:
+        return None
+    reject_malformed(message)
+    return message
+
+
 async def _checked_stream(requests):
     async for request in requests:
         reject_malformed(request)

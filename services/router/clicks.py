@@ -18,13 +18,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 
-import grpc
-
 from prelabel.core.errors import InvalidArgument, ResourceExhausted
 from prelabel.v1 import segmentation_pb2, segmentation_pb2_grpc
 from services.common.image_bytes import ImageBytesBudget, image_cost
 from services.common.image_state import image_digest_async
-from services.common.interceptors import reject_malformed, time_left
+from services.common.interceptors import next_message, time_left
 from services.router.downstream import Downstream
 from services.router.settings import RouterSettings
 
@@ -52,12 +50,10 @@ class ClickForwarder(segmentation_pb2_grpc.SegmenterServicer):
     async def ClickSession(self, request_iterator: AsyncIterator[segmentation_pb2.ClickSessionRequest],  # noqa: ARG002
                            context) -> AsyncIterator[segmentation_pb2.ClickResponse]:
         """The first message (which must be the start: its image names the session) opens
-        the downstream session; the rest follow as they come. Messages are read with
-        `context.read()`: gRPC's request iterator keeps the message it gave out referenced
-        while it waits for the next, which in a session is the whole time the annotator
-        thinks (a 20 MB start image per open session)."""
+        the downstream session; the rest follow as they come, read with `context.read()`
+        (services.common.interceptors.next_message says why)."""
         with self.sessions.open():
-            first = await read_message(context)
+            first = await next_message(context)
             if first is None:
                 return
             if first.WhichOneof("message") != "start":
@@ -70,7 +66,7 @@ class ClickForwarder(segmentation_pb2_grpc.SegmenterServicer):
                 while message is not None:
                     yield message
                     del message  # not held while the next is awaited
-                    message = await read_message(context)
+                    message = await next_message(context)
 
             call = self.stub.ClickSession(forwarded(), timeout=context.time_remaining(), metadata=metadata)
             try:
@@ -78,15 +74,6 @@ class ClickForwarder(segmentation_pb2_grpc.SegmenterServicer):
                     yield reply
             finally:
                 call.cancel()
-
-
-async def read_message(context) -> segmentation_pb2.ClickSessionRequest | None:
-    """The session's next message, None at its end."""
-    message = await context.read()
-    if message is grpc.aio.EOF:
-        return None
-    reject_malformed(message)
-    return message
 
 
 class OpenSessions:

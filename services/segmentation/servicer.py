@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator
 
 from prelabel.core.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted
 from prelabel.core.review import policy_from_proto
-from prelabel.v1 import segmentation_pb2, segmentation_pb2_grpc
+from prelabel.v1 import common_pb2, segmentation_pb2, segmentation_pb2_grpc
 from services.common import requests as fields
 from services.common.image_state import ImageStateCache
-from services.common.interceptors import time_left
+from services.common.interceptors import next_message, time_left
 from services.common.task import TaskServicer
 from services.modelkit.grabcut_clicks import DEFAULT_ITERATIONS, DEFAULT_PROBABILITY
 from services.segmentation.clicks import read_click
@@ -65,7 +65,7 @@ class SegmenterServicer(TaskServicer, segmentation_pb2_grpc.SegmenterServicer):
                                         policy=policy_from_proto(request.review_policy), deadline=deadline,
                                         priority=request.priority)
 
-    async def ClickSession(self, request_iterator: AsyncIterator[segmentation_pb2.ClickSessionRequest],
+    async def ClickSession(self, request_iterator: AsyncIterator[segmentation_pb2.ClickSessionRequest],  # noqa: ARG002
                            context) -> AsyncIterator[segmentation_pb2.ClickResponse]:
         """At most click_max_sessions at once; one image at a time (held by the session
         itself, so eviction from the shared state never touches it), each click answered
@@ -76,28 +76,26 @@ class SegmenterServicer(TaskServicer, segmentation_pb2_grpc.SegmenterServicer):
                                     retry_after_ms=settings.retry_after_ms)
         self.open_sessions += 1
         try:
-            async for reply in self._session(request_iterator, context):
+            async for reply in self._session(context):
                 yield reply
         finally:
             self.open_sessions -= 1
 
-    async def _session(self, request_iterator: AsyncIterator[segmentation_pb2.ClickSessionRequest],
-                       context) -> AsyncIterator[segmentation_pb2.ClickResponse]:
+    async def _session(self, context) -> AsyncIterator[segmentation_pb2.ClickResponse]:
         settings = self.settings
         session_end = time.monotonic() + time_left(context, settings.click_session_max_s, settings.min_time_left_s)
         current: tuple[segmentation_pb2.ClickSessionStart, PreparedImage] | None = None
-        messages = aiter(request_iterator)
         while True:
             left = session_end - time.monotonic()
-            try:
-                message = await asyncio.wait_for(anext(messages), min(settings.click_session_idle_s, left))
-            except StopAsyncIteration:
-                return
+            try:  # context.read(), not the iterator: see next_message
+                message = await asyncio.wait_for(next_message(context), min(settings.click_session_idle_s, left))
             except asyncio.TimeoutError:  # (not the builtin before Python 3.11)
                 if left <= settings.click_session_idle_s:
                     raise DeadlineExceeded("the session's deadline passed") from None
                 raise DeadlineExceeded(f"no message for {settings.click_session_idle_s:g} s; "
                                        "session closed") from None
+            if message is None:
+                return
             which = message.WhichOneof("message")
             if which == "start":
                 start = self.policy.apply(message.start)
@@ -106,7 +104,14 @@ class SegmenterServicer(TaskServicer, segmentation_pb2_grpc.SegmenterServicer):
                 current = None  # the old image is let go before the new one is decoded
                 deadline = min(session_end, time.monotonic() + settings.default_timeout_s)
                 with self.metrics.timed("decode"):
-                    current = (start, await self.clicks.prepare(start.image.data, deadline, start.priority))
+                    prepared = await self.clicks.prepare(start.image.data, deadline, start.priority)
+                # What the clicks need of the start, without its image: the session holds the
+                # prepared state, and the start's 20 MB would stay with it (a protobuf
+                # message frees its bytes only with the whole message).
+                current = (segmentation_pb2.ClickSessionStart(
+                    image=common_pb2.Image(image_id=start.image.image_id), review_policy=start.review_policy,
+                    priority=start.priority), prepared)
+                del start, message, prepared
             elif which == "click":
                 if current is None:
                     raise InvalidArgument("click", "arrived before any image: send a start message first")

@@ -14,13 +14,14 @@ import yaml
 from PIL import Image
 
 from prelabel.core.limits import MAX_IMAGE_BYTES
-from prelabel.v1 import common_pb2, detection_pb2, detection_pb2_grpc
+from prelabel.v1 import common_pb2, detection_pb2, detection_pb2_grpc, segmentation_pb2, segmentation_pb2_grpc
 from tests.conftest import REPO_ROOT
 from tests.reliability import corpus
-from tests.reliability.conftest import detection_process
+from tests.reliability.conftest import detection_process, service_process
 from tests.reliability.report import figure
 from tests.reliability.test_payload_abuse import peak_rss_bytes
 from tests.reliability.test_router_memory import pod_memory_limit_bytes
+from tests.waiting import until
 
 pytestmark = [pytest.mark.integration]
 
@@ -110,3 +111,55 @@ async def code_of(call) -> grpc.StatusCode:
         return grpc.StatusCode.OK
     except grpc.aio.AioRpcError as err:
         return err.code()
+
+
+SESSIONS = 32  # SegmentationSettings.click_max_sessions
+
+
+@pytest.mark.timeout(300)
+async def test_segmentation_process_stays_under_its_pod_limit_when_every_click_session_opens_with_a_20mb_image(
+        triton, tmp_path, record):
+    """Every session the process serves (32), each opening with an image at the byte cap
+    and then idle, as an annotator between clicks: the sessions' images are read, decoded
+    and held together."""
+    limit = pod_memory_limit_bytes("segmentation.yaml", "segmentation")
+    start = segmentation_pb2.ClickSessionRequest(start=segmentation_pb2.ClickSessionStart(
+        image=common_pb2.Image(data=noise_jpeg_near_the_byte_cap(), image_id="bytes")))
+    click = segmentation_pb2.ClickSessionRequest(click=segmentation_pb2.ClickPrompt(
+        points=[segmentation_pb2.PointPrompt(x=100, y=100, label=segmentation_pb2.POINT_LABEL_POSITIVE)]))
+    release = asyncio.Event()
+    answered = 0
+
+    async def session(stub) -> grpc.StatusCode:
+        nonlocal answered
+
+        async def messages():
+            yield start
+            yield click
+            await release.wait()
+        try:
+            async for _ in stub.ClickSession(messages(), timeout=240):
+                answered += 1
+            return grpc.StatusCode.OK
+        except grpc.aio.AioRpcError as err:
+            return err.code()
+
+    async with service_process("segmentation", tmp_path, PRELABEL_TRITON_URL=triton.grpc_url,
+                               **manifest_malloc_env()) as proc, \
+            grpc.aio.insecure_channel(proc.address, options=[("grpc.max_send_message_length", 64 * 2**20)]) as channel:
+        stub = segmentation_pb2_grpc.SegmenterStub(channel)
+        before = peak_rss_bytes(proc.process.pid)
+        sessions = [asyncio.ensure_future(session(stub)) for _ in range(SESSIONS)]
+        await until(lambda: answered == SESSIONS or any(s.done() for s in sessions), timeout_s=180)
+        await asyncio.sleep(1.0)  # every session idle now, holding what it holds
+        peak = peak_rss_bytes(proc.process.pid)
+        idle = proc.rss_bytes()
+        release.set()
+        codes = await asyncio.gather(*sessions)
+    record("service_memory", click_sessions_at_byte_cap_peak_rss_mb=figure(
+        peak / 2**20, "MB", f"< pod limit {limit >> 20} MiB", peak < limit,
+        note=f"segmentation process, {SESSIONS} ClickSessions each opening with a 19.6 MiB JPEG and one click; "
+             f"{before / 2**20:.0f} MB before"),
+        click_sessions_idle_rss_mb=figure(idle / 2**20, "MB", note="the 32 sessions open and idle after their click"))
+    assert codes == [grpc.StatusCode.OK] * SESSIONS and answered == SESSIONS, codes
+    assert peak < limit, f"peak RSS {peak / 2**20:.0f} MB (pod limit {limit >> 20} MiB)"
