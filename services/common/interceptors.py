@@ -340,9 +340,10 @@ class ReceiveBudgetInterceptor(grpc.aio.ServerInterceptor):
     (services.common.receive_budget) before gRPC reads the message, and give it back once
     it is parsed. Innermost: auth and admission refuse on metadata first, and such a call
     neither waits nor reserves; an admitted call holds its admission slot while it waits
-    and is read (so waiting calls stay bounded too). Streamed requests (PreLabelStream,
-    ClickSession) are read by their servicers, message by message, and are not counted
-    here: a stream waiting for its next message may be idle, and must not hold room."""
+    and is read (so waiting calls stay bounded too). Streamed requests are read by their
+    servicers, message by message: the router's PreLabelStream reserves before each read
+    itself (and gives its room up when idle while others wait); ClickSessions, idle
+    between clicks by nature, are bounded in number instead."""
 
     def __init__(self, budget: ReceiveBudget, read_timeout_s: float):
         self.budget = budget
