@@ -41,7 +41,7 @@ SECTIONS = {
     "prompted_work": "Prompted segmentation work (segmentation process)",
     "router_streams": "PreLabelStream admission, idle timeout and SIGTERM (router process)",
     "router_memory": "Router memory under 20 MB calls (router process)",
-    "service_memory": "Images at the pixel cap (detection process)",
+    "service_memory": "Model services at their caps (detection and segmentation processes)",
     "cancelled_decode": "Cancelled decoding (detection process)",
 }
 
