@@ -25,7 +25,7 @@ the decoder's, from Triton (the weights kind given at add time: random weights a
 
 A SAM 2 pair (`--family sam2`: its encoder's config has the sam2_image_encoder head, read
 from Triton at the first image) is served the same way with SAM 2's arithmetic
-(services.modelkit.sam2_onnx): the image resized to 1024 x 1024, the three feature maps
+(services.modelkit.sam2_onnx, chosen once per pair: services.segmentation.sam_families): the image resized to 1024 x 1024, the three feature maps
 (16 MiB) held per image and sent to every decoder call, the box's corners before the
 clicks, and SAM2ImagePredictor's choice of masks (with one mask: mask 0 unless unstable,
 then the best multimask candidate), each upscaled straight to the source size; the low-res
@@ -55,13 +55,8 @@ from services.common.masks import BinaryMask, encode_rle, outer_polygons
 from services.common.metrics import Metrics
 from services.common.triton_client import TritonClient
 from services.common.work import WorkBudget, run_bounded
-from services.modelkit import sam2_onnx, sam_onnx
+from services.modelkit import sam_onnx
 from services.modelkit.contract import (
-    HIGH_RES_FEATS_0,
-    HIGH_RES_FEATS_1,
-    IMAGE,
-    IMAGE_EMBEDDINGS,
-    IMAGE_VALID,
     LOW_RES_MASKS,
     PREDICTED_IOUS,
     PROMPT_COUNT,
@@ -69,9 +64,9 @@ from services.modelkit.contract import (
     PROMPT_MASKS,
     PROMPT_POINT_SIGNS,
     PROMPT_POINTS,
-    SAM2_IMAGE_ENCODER_HEAD,
 )
 from services.segmentation.clicks import Click, placed_click, previous_mask
+from services.segmentation.sam_families import SamFamily, family_of
 from services.segmentation.settings import SegmentationSettings
 
 LOW_RES_SHAPE = (sam_onnx.LOW_RES, sam_onnx.LOW_RES)
@@ -85,11 +80,10 @@ def sam_model_heads(pair: str) -> dict[str, frozenset[str]]:
 
 
 @dataclass(frozen=True)
-class PlacedImage:
+class EncoderImage:
     """An image as the encoder model takes it."""
 
-    pixels: np.ndarray  # uint8 [1024, 1024, 3]: resized, at the top-left
-    valid: tuple[int, int]  # (height, width) of the resized picture in `pixels`
+    inputs: dict[str, np.ndarray]  # the encoder's inputs (the family's placement)
     width: int  # source size, after EXIF orientation
     height: int
 
@@ -98,18 +92,14 @@ class PlacedImage:
 class SamImage:
     """An image as the SAM engine keeps it between clicks."""
 
-    features: dict[str, np.ndarray]  # the encoder's outputs by tensor name, [1, ...] read-only:
-    # IMAGE_EMBEDDINGS (SAM), and HIGH_RES_FEATS_0 / _1 (SAM 2)
+    family: SamFamily
+    features: dict[str, np.ndarray]  # the encoder's outputs the family keeps, by tensor name, [1, ...] read-only
     width: int
     height: int
 
     @property
     def nbytes(self) -> int:
         return sum(int(f.nbytes) for f in self.features.values())
-
-    @property
-    def sam2(self) -> bool:
-        return HIGH_RES_FEATS_0.name in self.features
 
 
 @dataclass(frozen=True)
@@ -125,18 +115,12 @@ class DecoderAnswer:
     provenance: common_pb2.Provenance
 
 
-def place_image(data: bytes, settings: SegmentationSettings, sam2: bool = False) -> PlacedImage:
-    """Decode and resize for the encoder (SAM 2's: to 1024 x 1024). CPU-bound: runs in a
-    worker thread."""
+def encoder_image(data: bytes, settings: SegmentationSettings, family: SamFamily) -> EncoderImage:
+    """Decode and place for the family's encoder. CPU-bound: runs in a worker thread."""
     side = sam_onnx.LONG_SIDE
     decoded = decode_image(data, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels,
                            target_size=(side, side))
-    source = (decoded.height, decoded.width)
-    if sam2:
-        return PlacedImage(sam2_onnx.placed_image(np.asarray(decoded.image)), (side, side), decoded.width,
-                           decoded.height)
-    pixels = sam_onnx.placed_image(np.asarray(decoded.image), source)
-    return PlacedImage(pixels, sam_onnx.resized_size(*source), decoded.width, decoded.height)
+    return EncoderImage(family.encoder_inputs(np.asarray(decoded.image)), decoded.width, decoded.height)
 
 
 def logit(probability: float) -> float:
@@ -152,20 +136,17 @@ class SamClicks:
         self.encoder, self.decoder = sam_model_name(pair, "encoder"), sam_model_name(pair, "decoder")
         self.kind = f"sam-embedding:{pair}"
 
-    async def is_sam2(self) -> bool:
-        """Whether the pair is SAM 2's (its encoder's head, from Triton's config; cached)."""
-        return (await self.triton.spec(self.encoder)).head == SAM2_IMAGE_ENCODER_HEAD.name
+    async def family(self) -> SamFamily:
+        """SAM's or SAM 2's, by the pair's encoder head (Triton's config; cached)."""
+        return family_of((await self.triton.spec(self.encoder)).head)
 
     async def _encode(self, data: bytes, deadline: float, priority: common_pb2.Priority) -> SamImage:
-        sam2 = await self.is_sam2()
-        placed = await asyncio.to_thread(place_image, data, self.settings, sam2)
-        inputs = {IMAGE.name: placed.pixels[None]}
-        if not sam2:
-            inputs[IMAGE_VALID.name] = np.array([placed.valid], np.int32)
-        result = await self.triton.infer(self.encoder, inputs, timeout_s=deadline - time.monotonic(),
+        family = await self.family()
+        placed = await asyncio.to_thread(encoder_image, data, self.settings, family)
+        result = await self.triton.infer(self.encoder, placed.inputs, timeout_s=deadline - time.monotonic(),
                                          priority=priority)
-        kept = (IMAGE_EMBEDDINGS, HIGH_RES_FEATS_0, HIGH_RES_FEATS_1) if sam2 else (IMAGE_EMBEDDINGS,)
-        return SamImage({t.name: read_only(result.outputs[t.name]) for t in kept}, placed.width, placed.height)
+        return SamImage(family, {t.name: read_only(result.outputs[t.name]) for t in family.features},
+                        placed.width, placed.height)
 
     async def prepare(self, data: bytes, deadline: float, priority: common_pb2.Priority) -> PreparedSamImage:
         """The image's embedding: held, or encoded now (and held if it fits)."""
@@ -183,8 +164,7 @@ class SamClicks:
         spec = await self.triton.spec(self.decoder)
         rows = spec.inputs[PROMPT_POINTS.name][1]
         labels = np.r_[np.full(len(click.positive), sam_onnx.POSITIVE), np.full(len(click.negative), sam_onnx.NEGATIVE)]
-        prompt_points = sam2_onnx.prompt_points if await self.is_sam2() else sam_onnx.prompt_points
-        points = prompt_points(sam_onnx.SamPrompt(np.concatenate([click.positive, click.negative]), labels,
+        points = image.family.prompt_points(sam_onnx.SamPrompt(np.concatenate([click.positive, click.negative]), labels,
                                                   None if click.box is None else np.asarray(click.box), previous),
                                image.height, image.width)
         k = len(points.labels)
@@ -208,18 +188,15 @@ class SamClicks:
     def candidates(self, image: SamImage, click: Click, answer: DecoderAnswer, policy: ReviewPolicy,
                    budget: WorkBudget) -> list[segmentation_pb2.MaskCandidate]:
         """SamPredictor's (SAM2ImagePredictor's) candidates, best first (worker thread)."""
-        if image.sam2:
-            which: slice | list[int] = sam2_onnx.chosen(answer.low_res, answer.ious, click.multimask)
-            upscaled = sam2_onnx.upscaled
-        else:
-            which, upscaled = sam_onnx.chosen(click.multimask), sam_onnx.upscaled
+        family = image.family
+        which = family.chosen(answer.low_res, answer.ious, click.multimask)
         low_res, scores = answer.low_res[which], answer.ious[which]
-        handed_back = np.clip(low_res, -sam2_onnx.LOGIT_CLAMP, sam2_onnx.LOGIT_CLAMP) if image.sam2 else low_res
+        handed_back = family.handed_back(low_res)
         cut = logit(click.mask_threshold)
         out = []
         for j in np.argsort(-scores, kind="stable"):
             budget.check()
-            binary = upscaled(low_res[j:j + 1], image.height, image.width)[0] > cut
+            binary = family.upscaled(low_res[j:j + 1], image.height, image.width)[0] > cut
             mask = BinaryMask(binary, 0, 0, image.width, image.height)
             area = mask.area
             quality = float(np.clip(scores[j], 0.0, 1.0))
