@@ -212,10 +212,17 @@ class TaskServicer:
         self.policy = ServedPolicy.from_settings(head.settings, metrics)
         self.image_state = ImageStateCache(head.settings.image_state_max_bytes, metrics)
 
-    async def serve(self, request, context):
+    def accept(self, request, context) -> tuple[Any, float]:
+        """What every RPC of a task does first: its deadline (time.monotonic(); the
+        caller's, else default_timeout_s), the request with its effective review policy,
+        its priority checked."""
         settings = self.head.settings
-        timeout_s = time_left(context, settings.default_timeout_s, settings.min_time_left_s)
+        deadline = time.monotonic() + time_left(context, settings.default_timeout_s, settings.min_time_left_s)
         request = self.policy.apply(request)
         fields.priority(request.priority)
+        return request, deadline
+
+    async def serve(self, request, context):
+        request, deadline = self.accept(request, context)
         return await run_task(self.head, request, triton=self.triton, metrics=self.metrics,
-                              timeout_s=timeout_s, image_state=self.image_state)
+                              timeout_s=deadline - time.monotonic(), image_state=self.image_state)

@@ -36,12 +36,9 @@ class SegmenterServicer(TaskServicer, segmentation_pb2_grpc.SegmenterServicer):
         self.open_sessions = 0
 
     async def Segment(self, request: segmentation_pb2.SegmentRequest, context) -> segmentation_pb2.SegmentResponse:
-        settings = self.settings
-        if request.prompts and isinstance(self.clicks, SamClicks) and settings.sam_box_prompts:
-            deadline = time.monotonic() + time_left(context, settings.default_timeout_s, settings.min_time_left_s)
-            request = self.policy.apply(request)
-            fields.priority(request.priority)
-            return await segment_boxes(self.clicks, request, settings, self.metrics, deadline)
+        if request.prompts and isinstance(self.clicks, SamClicks) and self.settings.sam_box_prompts:
+            request, deadline = self.accept(request, context)
+            return await segment_boxes(self.clicks, request, self.settings, self.metrics, deadline)
         return await self.serve(request, context)
 
     async def grabcut_settings(self) -> GrabCutSettings:
@@ -53,12 +50,9 @@ class SegmenterServicer(TaskServicer, segmentation_pb2_grpc.SegmenterServicer):
             iterations=int(spec.parameters.get("grabcut_iterations", DEFAULT_ITERATIONS)))
 
     async def SegmentClick(self, request: segmentation_pb2.ClickRequest, context) -> segmentation_pb2.ClickResponse:
-        settings = self.settings
-        deadline = time.monotonic() + time_left(context, settings.default_timeout_s, settings.min_time_left_s)
-        request = self.policy.apply(request)
-        fields.priority(request.priority)
+        request, deadline = self.accept(request, context)
         image_id = fields.image_id(request.image.image_id)
-        click = read_click(request.prompt, "prompt", settings.click_max_points)
+        click = read_click(request.prompt, "prompt", self.settings.click_max_points)
         with self.metrics.timed("decode"):
             prepared = await self.clicks.prepare(request.image.data, deadline, request.priority)
         return await self.clicks.answer(prepared, click, image_id=image_id,
