@@ -1,7 +1,8 @@
 """The `model_version` ls-backend reports: a function of what decides a project's drafts --
 each asked task's served model (its provenance: name, Triton version, architecture, weights
-and their SHA-256), the router's review bands (their policy id) and the settings that change
-what is returned (score threshold, review filter, masks as polygons or brush) -- never of
+and their SHA-256), the router's review bands (their policy id), the project's labeling config (its
+names and labels) and the settings that change what is returned (score threshold, review
+filter, masks as polygons or brush) -- never of
 the process, or of which labels the last task happened to get.
 
 Why: Label Studio 1.23 (ml/models.py, MLBackend.predict_tasks) calls /setup before every
@@ -47,10 +48,13 @@ class Asked:
 
     tasks: tuple[str, ...]
     masks: str  # polygon | brush
+    #: Digest of the parsed labeling config: its tag names and label values are written into
+    #: every region, so renaming a label makes other drafts (Label Studio should ask again).
+    config: str
 
     @classmethod
     def of(cls, project: Project) -> Asked:
-        return cls(tuple(project.tasks), project.masks)
+        return cls(tuple(project.tasks), project.masks, hashlib.sha256(repr(project).encode()).hexdigest()[:12])
 
 
 @functools.cache
@@ -72,6 +76,7 @@ def drafts_version(response: prelabel_pb2.PreLabelResponse, asked: Asked, settin
         "score_threshold": settings.score_threshold,
         "outputs_review": sorted(settings.outputs_review),
         "masks": asked.masks,
+        "labeling_config": asked.config,
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
     tags = sorted({model_tag(r.provenance) for r in response.task_results})

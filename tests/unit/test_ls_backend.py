@@ -19,7 +19,7 @@ from prelabel.ls_backend.project import ConfigError, parse_config, relabel
 from prelabel.ls_backend.server import Backend, BackendError, reason_phrase, serve
 from prelabel.ls_backend.settings import LsBackendSettings
 from prelabel.ls_backend.tokens import REFRESH_MARGIN_S, LabelStudioToken, TokenError
-from prelabel.ls_backend.version import MAX_AGE_S, Versions
+from prelabel.ls_backend.version import MAX_AGE_S, Asked, Versions
 from prelabel.v1 import common_pb2, prelabel_pb2
 
 CONFIG = """<View>
@@ -404,3 +404,14 @@ def test_setup_answers_the_version_learned_last_when_the_router_cannot_answer_an
     router.failing = True
     clock.now += 2
     assert backend.setup(setup)["model_version"] == version and len(router.asked) == 3  # probed, failed: the last
+
+
+def test_a_renamed_label_is_another_asked_and_the_same_config_parsed_again_is_the_same():
+    """model_version digests the parsed labeling config: its names and labels are written into
+    every region, so a project that renames a label gets other drafts (Label Studio asks
+    again), while the same config parsed in another process keeps the version."""
+    config = labeling_config(["detect"])
+    renamed = config.replace('value="cup"', 'value="mug"')
+    assert renamed != config
+    assert Asked.of(parse_config(config)) == Asked.of(parse_config(config))
+    assert Asked.of(parse_config(renamed)).config != Asked.of(parse_config(config)).config
