@@ -199,8 +199,8 @@ class ErrorInterceptor(_WrappingInterceptor):
         would chain it, with the frames of its traceback and the parsed request they hold
         (a 20 MB image), until the cyclic GC runs. Router, 32 concurrent 20 MB calls most
         refused at the image-bytes budget: 1,041 MB peak chained, 606 MB not. (A handler
-        that takes its request whole still holds it in these wrappers' frames; the router's
-        unary calls take theirs through the receive budget, as a stream.)"""
+        that takes its request whole would still hold it in these wrappers' frames; unary
+        calls take theirs through the receive budget, as a stream, in every process.)"""
         if not isinstance(exc, EXPECTED_ERRORS):
             log.exception("unhandled error in %s", method, exc_info=exc)
         return status_of(exc, self.retry_after_ms).to_grpc()
