@@ -165,6 +165,8 @@ async def test_router_stays_under_its_pod_limit_when_32_admitted_20mb_calls_arri
             smalls.append(asyncio.ensure_future(hinted_call(channel, small)))
         big_results, small_results = await asyncio.gather(asyncio.gather(*calls), asyncio.gather(*smalls))
         peak = peak_rss_bytes(router.process.pid)
+        await asyncio.sleep(1.0)
+        after = router.rss_bytes()
     answered = [code for code, _ in big_results].count(grpc.StatusCode.OK)
     record("router_memory", admitted_20mb_calls=figure(RECEIVED_CALLS, "concurrent calls",
                                                        note=f"{answered} answered, the rest RESOURCE_EXHAUSTED "
@@ -173,12 +175,16 @@ async def test_router_stays_under_its_pod_limit_when_32_admitted_20mb_calls_arri
                                                   note=f"{before / 2**20:.0f} MB before"),
            admitted_20mb_calls_100kb_calls_among_them_answered=figure(
                [code for code, _ in small_results].count(grpc.StatusCode.OK), f"of {SMALL_CALLS}",
-               f"{SMALL_CALLS}", all(code == grpc.StatusCode.OK for code, _ in small_results)))
+               f"{SMALL_CALLS}", all(code == grpc.StatusCode.OK for code, _ in small_results)),
+           admitted_20mb_calls_rss_after_mb=figure(after / 2**20, "MB", "< before + 128",
+                                                   after < before + 128 * 2**20,
+                                                   note="1 s after the burst; 257-515 MB kept without the trim"))
     assert answered >= 1, big_results
     for code, hint in big_results:
         assert code == grpc.StatusCode.OK or (code == grpc.StatusCode.RESOURCE_EXHAUSTED and hint), big_results
     assert [code for code, _ in small_results] == [grpc.StatusCode.OK] * SMALL_CALLS, small_results
     assert peak < limit, f"router peak RSS {peak / 2**20:.0f} MB (pod limit {limit >> 20} MiB)"
+    assert after < before + 128 * 2**20, f"RSS {after / 2**20:.0f} MB after the burst ({before / 2**20:.0f} before)"
 
 
 @pytest.mark.timeout(180)
