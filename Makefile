@@ -43,7 +43,7 @@ tool-venvs: venv ## Virtualenvs of the annotation tools the tests load outputs i
 lint: venv ## ruff (pyflakes + pycodestyle errors)
 	$(VENV)/bin/ruff check .
 
-typecheck: venv ## mypy over prelabel/ and services/
+typecheck: venv ## mypy over prelabel/, services/ and bench/
 	$(VENV)/bin/mypy
 
 test: venv system-deps check-protos lint typecheck models tool-venvs ## Run the whole test suite (unit, integration with a real Triton, manifests, rules)

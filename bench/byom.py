@@ -300,7 +300,7 @@ def _measure_on_stack(r: Rounds, found: ByomExports, logs: Path | None) -> dict:
         load.STAGES = lambda: scrape_stages(stack.detection_metrics_url)
 
         async def go() -> dict:
-            async with Clients(stack.detection_address, stack.triton.grpc_url) as c:
+            async with Clients(stack.detection_address, stack.triton_url) as c:
                 return {"byom_throughput": await _guarded("byom throughput", _throughput(c, found, r)),
                         "byom_batching": await _guarded("byom batching", _batching(c, found, r))}
 

@@ -202,7 +202,7 @@ async def measure(stack: Stack, plan: Plan, deadline: Deadline, router: str | No
     load.PROBES.update(stack.cpu_probes())
     load.STAGES = lambda: scrape_stages(stack.detection_metrics_url)
 
-    async with Clients(stack.detection_address, stack.triton.grpc_url, stack.echo_address) as c:
+    async with Clients(stack.detection_address, stack.triton_url, stack.echo_address) as c:
         det_outputs = await c.outputs_of(DET)
         id_outputs = await c.outputs_of(IDENTITY)
         det_requests = [detect_request(p.data, DET) for p in photos]

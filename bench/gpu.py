@@ -158,7 +158,7 @@ async def measure(stack: Stack, plan: GpuPlan, deadline: Deadline) -> dict:
     comps: dict[str, dict] = {}
     load.PROBES.clear()
     load.PROBES.update(stack.cpu_probes())
-    async with Clients(stack.detection_address, stack.triton.grpc_url) as c:
+    async with Clients(stack.detection_address, stack.triton_url) as c:
         for model in plan.models:
             dims = [int(d) for d in config_for(model, plan.profile).input[0].dims]
             tensors = [prepare_image(p.data, (dims[1], dims[0]), settings).tensor for p in photos]

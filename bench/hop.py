@@ -17,6 +17,7 @@ import time
 from bench import images
 from bench.cli import IDENTITY, image_size
 from bench.clients import Clients, detect_request
+from bench.load import Call
 from bench.servers import Stack
 from services.common.preprocess import prepare_image
 from services.common.settings import ServiceSettings
@@ -25,15 +26,16 @@ from services.common.settings import ServiceSettings
 async def measure(stack: Stack, rounds: int, calls: int) -> dict[str, float]:
     tiny = images.tiny_jpeg()
     tensor = prepare_image(tiny.data, image_size(IDENTITY), ServiceSettings()).tensor
-    async with Clients(stack.detection_address, stack.triton.grpc_url, stack.echo_address) as c:
+    async with Clients(stack.detection_address, stack.triton_url, stack.echo_address) as c:
         bare = c.bare_triton(IDENTITY, await c.outputs_of(IDENTITY))
         request = detect_request(tiny.data, IDENTITY)
         for _ in range(50):  # warm both paths (first calls allocate and connect)
             await c.detect(request)
             await bare(tensor)
         samples: dict[str, list[float]] = {"suite": [], "bare": []}
+        paths: tuple[tuple[str, Call, object], ...] = (("suite", c.detect, request), ("bare", bare, tensor))
         for _ in range(rounds):
-            for name, call, arg in (("suite", c.detect, request), ("bare", bare, tensor)):
+            for name, call, arg in paths:
                 for _ in range(calls):
                     started = time.perf_counter()
                     await call(arg)

@@ -82,11 +82,11 @@ def big_jpeg(target_bytes: int = BIG_TARGET_BYTES) -> Photo:
     strip = Image.new("RGB", (sum(widths), h))
     x = 0
     for im, w in zip(ims, widths, strict=False):
-        strip.paste(im.resize((w, h), Image.BICUBIC), (x, 0))
+        strip.paste(im.resize((w, h), Image.Resampling.BICUBIC), (x, 0))
         x += w
     scale, best = 2.0, None
     for _ in range(6):  # file size ~ pixel count: rescale by sqrt(target / size)
-        im = strip.resize((round(strip.width * scale), round(strip.height * scale)), Image.BICUBIC)
+        im = strip.resize((round(strip.width * scale), round(strip.height * scale)), Image.Resampling.BICUBIC)
         noise = np.random.default_rng(0).normal(0, 3, (im.height, im.width, 3)).round().astype(np.int16)
         im = Image.fromarray(np.clip(np.asarray(im, dtype=np.int16) + noise, 0, 255).astype(np.uint8))
         data = _encode(im, quality=92)
@@ -95,6 +95,7 @@ def big_jpeg(target_bytes: int = BIG_TARGET_BYTES) -> Photo:
         if abs(len(data) - target_bytes) < 0.03 * target_bytes:
             break
         scale *= (target_bytes / len(data)) ** 0.5
+    assert best is not None  # the loop runs at least once, and its first try is kept
     im, data = best
     return _photo(f"big_{im.width}x{im.height}.jpg", im, data)
 
@@ -103,5 +104,5 @@ def big_jpeg(target_bytes: int = BIG_TARGET_BYTES) -> Photo:
 def tiny_jpeg() -> Photo:
     """A tiny JPEG (chelsea at 96x64): transport and decode close to nothing."""
     with Image.open(skimage_data() / "chelsea.png") as im:
-        small = im.convert("RGB").resize((96, 64), Image.BILINEAR)
+        small = im.convert("RGB").resize((96, 64), Image.Resampling.BILINEAR)
     return _photo("tiny_96x64.jpg", small, _encode(small, quality=JPEG_QUALITY))

@@ -13,8 +13,12 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-Call = Callable[[object], Awaitable[object]]
+# One request: a payload in, the result discarded. The payload is Any, not object: each
+# variant's call takes its own kind (a DetectRequest, a tensor, bytes) and gets only
+# its own payloads, while one comparison's variants share a list.
+Call = Callable[[Any], Awaitable[object]]
 
 
 @dataclass

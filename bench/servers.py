@@ -15,11 +15,15 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.repo import REPO_ROOT, build_repository
+
+if TYPE_CHECKING:  # imported when a stack starts, not when bench is imported
+    from services.embedded_triton.launcher import EmbeddedTriton
 
 log = logging.getLogger("bench")
 
@@ -44,7 +48,7 @@ def _bench_triton_class():
     return BenchTriton
 
 
-def _BenchTriton(*args, **kwargs):
+def _BenchTriton(*args, **kwargs) -> EmbeddedTriton:
     return _bench_triton_class()(*args, **kwargs)
 
 
@@ -106,9 +110,10 @@ class Stack:
         self.startup_timeout_s = startup_timeout_s
         self.keep_logs = keep_logs
         self.workdir = Path(tempfile.mkdtemp(prefix="prelabel-bench-"))
-        self.triton = None
+        self.triton: EmbeddedTriton | None = None
         self.detection: subprocess.Popen | None = None
         self.echo_proc: subprocess.Popen | None = None
+        self.triton_url = ""  # Triton's gRPC address, once started
         self.detection_address = ""
         self.detection_metrics_url = ""
         self.echo_address = ""
@@ -145,12 +150,13 @@ class Stack:
             grpc_port=0, http_port=0, metrics_port=0, startup_timeout_s=self.startup_timeout_s,
             allow_random_weights=True,
         )
-        self.triton = _BenchTriton(settings, log_path=self.workdir / "tritonserver.log")
+        self.triton = triton = _BenchTriton(settings, log_path=self.workdir / "tritonserver.log")
         try:
-            self.triton.start()
+            triton.start()
         except Exception:
             print(self.log_tail("tritonserver.log"), file=sys.stderr)
             raise
+        self.triton_url = triton.grpc_url
         self.startup_s["triton"] = time.monotonic() - started
 
         if self.echo:
@@ -169,7 +175,7 @@ class Stack:
             "PRELABEL_GRPC_PORT": str(port),
             "PRELABEL_METRICS_HOST": "127.0.0.1",
             "PRELABEL_METRICS_PORT": str(metrics_port),
-            "PRELABEL_TRITON_URL": self.triton.grpc_url,
+            "PRELABEL_TRITON_URL": self.triton_url,
             "PRELABEL_MODELS": json.dumps(self.service_models),
             "PRELABEL_DEFAULT_MODEL": self.service_models[0],
             "PRELABEL_PROFILE": self.profile,
@@ -189,14 +195,14 @@ class Stack:
             raise
         self.startup_s["detection"] = time.monotonic() - started
         if self.echo_proc is not None:
-            self._wait_echo()
+            self._wait_echo(self.echo_proc)
 
-    def _wait_echo(self, timeout_s: float = 30.0) -> None:
+    def _wait_echo(self, proc: subprocess.Popen, timeout_s: float = 30.0) -> None:
         deadline = time.monotonic() + timeout_s
         with grpc.insecure_channel(self.echo_address) as channel:
             call = channel.unary_unary("/bench.Echo/Echo")
             while True:
-                if self.echo_proc.poll() is not None:
+                if proc.poll() is not None:
                     raise RuntimeError(f"echo server exited: {self.log_tail('echo.log')}")
                 try:
                     call(b"x", timeout=1)
