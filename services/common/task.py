@@ -25,6 +25,7 @@ import numpy as np
 from prelabel.core.review import ReviewPolicy
 from prelabel.v1 import common_pb2
 from services.common import requests as fields
+from services.common.image_bytes import ImageBytesBudget
 from services.common.image_state import ImageStateCache
 from services.common.interceptors import time_left
 from services.common.labeling import count_labels, keep_reviewed, make_detection, uncertainty_of
@@ -207,8 +208,11 @@ class TaskServicer:
     file and the priority check, then `run_task`. A task's servicer subclasses this and
     its generated base, and its RPC method calls `serve`."""
 
-    def __init__(self, head: TaskHead, triton: TritonClient, metrics: Metrics):
+    def __init__(self, head: TaskHead, triton: TritonClient, metrics: Metrics, image_bytes: ImageBytesBudget):
         self.head, self.triton, self.metrics = head, triton, metrics
+        # The process's (its unary calls hold their images through the app's interceptor);
+        # for what a servicer reads itself, e.g. a click session's images.
+        self.image_bytes = image_bytes
         self.policy = ServedPolicy.from_settings(head.settings, metrics)
         self.image_state = ImageStateCache(head.settings.image_state_max_bytes, metrics)
 

@@ -34,11 +34,12 @@ def triton_backed_app(
         await check_model_heads(triton, model_heads)
         await warm_up(triton, models, require_pretrained=settings.require_pretrained)
 
+    image_bytes = ImageBytesBudget(settings.max_in_flight_image_bytes, settings.retry_after_ms)
     return GrpcApp(
         settings, metrics, [service_name],
-        register=lambda server: add_servicer(servicer(head, triton, metrics), server),
+        register=lambda server: add_servicer(servicer(head, triton, metrics, image_bytes), server),
         ready_check=lambda: triton.ready(models),
         startup=startup,
         shutdown=triton.close,
-        image_bytes=ImageBytesBudget(settings.max_in_flight_image_bytes, settings.retry_after_ms),
+        image_bytes=image_bytes,
     )

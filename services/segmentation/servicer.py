@@ -25,8 +25,8 @@ from services.segmentation.settings import SegmentationSettings
 
 
 class SegmenterServicer(TaskServicer, segmentation_pb2_grpc.SegmenterServicer):
-    def __init__(self, head, triton, metrics):
-        super().__init__(head, triton, metrics)
+    def __init__(self, head, triton, metrics, image_bytes):
+        super().__init__(head, triton, metrics, image_bytes)
         self.settings: SegmentationSettings = head.settings
         settings = self.settings
         state = ImageStateCache(settings.click_state_max_bytes, metrics)
@@ -97,7 +97,9 @@ class SegmenterServicer(TaskServicer, segmentation_pb2_grpc.SegmenterServicer):
                 fields.image_id(start.image.image_id, "start.image.image_id")
                 current = None  # the old image is let go before the new one is decoded
                 deadline = min(session_end, time.monotonic() + settings.default_timeout_s)
-                with self.metrics.timed("decode"):
+                # Held like a unary call's image while it is prepared (RESOURCE_EXHAUSTED with a
+                # retry hint when the process holds too much; the budget trims after a burst).
+                with self.image_bytes.hold(len(start.image.data)), self.metrics.timed("decode"):
                     prepared = await self.clicks.prepare(start.image.data, deadline, start.priority)
                 # What the clicks need of the start, without its image: the session holds the
                 # prepared state, and the start's 20 MB would stay with it (a protobuf

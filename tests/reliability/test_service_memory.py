@@ -120,8 +120,9 @@ SESSIONS = 32  # SegmentationSettings.click_max_sessions
 async def test_segmentation_process_stays_under_its_pod_limit_when_every_click_session_opens_with_a_20mb_image(
         triton, tmp_path, record):
     """Every session the process serves (32), each opening with an image at the byte cap
-    and then idle, as an annotator between clicks: the sessions' images are read, decoded
-    and held together."""
+    and then idle, as an annotator between clicks: a start's image is held in the process's
+    image-bytes budget while it is prepared (beyond it: RESOURCE_EXHAUSTED with a retry
+    hint), and the session keeps the prepared state, not the bytes."""
     limit = pod_memory_limit_bytes("segmentation.yaml", "segmentation")
     start = segmentation_pb2.ClickSessionRequest(start=segmentation_pb2.ClickSessionStart(
         image=common_pb2.Image(data=noise_jpeg_near_the_byte_cap(), image_id="bytes")))
@@ -150,7 +151,7 @@ async def test_segmentation_process_stays_under_its_pod_limit_when_every_click_s
         stub = segmentation_pb2_grpc.SegmenterStub(channel)
         before = peak_rss_bytes(proc.process.pid)
         sessions = [asyncio.ensure_future(session(stub)) for _ in range(SESSIONS)]
-        await until(lambda: answered == SESSIONS or any(s.done() for s in sessions), timeout_s=180)
+        await until(lambda: answered + sum(s.done() for s in sessions) >= SESSIONS, timeout_s=180)
         await asyncio.sleep(1.0)  # every session idle now, holding what it holds
         peak = peak_rss_bytes(proc.process.pid)
         idle = proc.rss_bytes()
@@ -159,7 +160,8 @@ async def test_segmentation_process_stays_under_its_pod_limit_when_every_click_s
     record("service_memory", click_sessions_at_byte_cap_peak_rss_mb=figure(
         peak / 2**20, "MB", f"< pod limit {limit >> 20} MiB", peak < limit,
         note=f"segmentation process, {SESSIONS} ClickSessions each opening with a 19.6 MiB JPEG and one click; "
-             f"{before / 2**20:.0f} MB before"),
-        click_sessions_idle_rss_mb=figure(idle / 2**20, "MB", note="the 32 sessions open and idle after their click"))
-    assert codes == [grpc.StatusCode.OK] * SESSIONS and answered == SESSIONS, codes
+             f"{answered} answered, the rest RESOURCE_EXHAUSTED with a retry hint; {before / 2**20:.0f} MB before"),
+        click_sessions_idle_rss_mb=figure(idle / 2**20, "MB", note="the answered sessions open and idle"))
+    assert answered >= 1 and set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}, codes
+    assert codes.count(grpc.StatusCode.OK) == answered, codes  # each open session answered its click
     assert peak < limit, f"peak RSS {peak / 2**20:.0f} MB (pod limit {limit >> 20} MiB)"
