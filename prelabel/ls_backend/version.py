@@ -1,9 +1,9 @@
 """The `model_version` ls-backend reports: a function of what decides a project's drafts --
 each asked task's served model (its provenance: name, Triton version, architecture, weights
-and their SHA-256), the router's review bands (their policy id), the project's labeling config (its
-names and labels) and the settings that change what is returned (score threshold, review
-filter, masks as polygons or brush) -- never of
-the process, or of which labels the last task happened to get.
+and their SHA-256), the router's review bands (their policy id), the project's labeling
+config (its names and labels) and the settings that change what is returned (score
+threshold, review filter, masks as polygons or brush) -- never of the process, or of which
+labels the last task happened to get.
 
 Why: Label Studio 1.23 (ml/models.py, MLBackend.predict_tasks) calls /setup before every
 batch of predictions, takes the model_version it answers, sends /predict only the tasks

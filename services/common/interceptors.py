@@ -360,8 +360,8 @@ class ImageBytesInterceptor(_WrappingInterceptor):
     """A model service's unary calls hold their request's image bytes in `budget`
     (services.common.image_bytes) from the moment the request is parsed until the call
     ends: a request waiting for the decode budget keeps its 20 MB. Innermost, under the
-    receive budget's read, so it sees the parsed request. Streams (ClickSession) are
-    bounded by their own session limit."""
+    receive budget's read, so it sees the parsed request. A stream's servicer holds what
+    it reads itself (a click session's start while it is prepared)."""
 
     def __init__(self, budget: ImageBytesBudget):
         self.budget = budget

@@ -99,7 +99,8 @@ class ServiceSettings(BaseSettings):
 
     max_in_flight_image_bytes: int = 384 * 1024 * 1024
     """Encoded image bytes held by the calls in flight (services.common.image_bytes): a
-    model service counts each request's image until the call ends, the router the image
+    model service counts each request's image until the call ends (a click session's start
+    while it is prepared), the router the image
     plus three copies per task it fans out to. A call beyond gets RESOURCE_EXHAUSTED with a
     retry hint (a call alone always runs). With max_receiving_bytes and the decode budget,
     each process stays inside its pod's memory limit at the caps (64 calls of 20 MiB at

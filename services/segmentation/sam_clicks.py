@@ -25,7 +25,8 @@ the decoder's, from Triton (the weights kind given at add time: random weights a
 
 A SAM 2 pair (`--family sam2`: its encoder's config has the sam2_image_encoder head, read
 from Triton at the first image) is served the same way with SAM 2's arithmetic
-(services.modelkit.sam2_onnx, chosen once per pair: services.segmentation.sam_families): the image resized to 1024 x 1024, the three feature maps
+(services.modelkit.sam2_onnx; what differs is one family object per pair,
+services.segmentation.sam_families): the image resized to 1024 x 1024, the three feature maps
 (16 MiB) held per image and sent to every decoder call, the box's corners before the
 clicks, and SAM2ImagePredictor's choice of masks (with one mask: mask 0 unless unstable,
 then the best multimask candidate), each upscaled straight to the source size; the low-res
@@ -164,9 +165,9 @@ class SamClicks:
         spec = await self.triton.spec(self.decoder)
         rows = spec.inputs[PROMPT_POINTS.name][1]
         labels = np.r_[np.full(len(click.positive), sam_onnx.POSITIVE), np.full(len(click.negative), sam_onnx.NEGATIVE)]
-        points = image.family.prompt_points(sam_onnx.SamPrompt(np.concatenate([click.positive, click.negative]), labels,
-                                                  None if click.box is None else np.asarray(click.box), previous),
-                               image.height, image.width)
+        prompt = sam_onnx.SamPrompt(np.concatenate([click.positive, click.negative]), labels,
+                                    None if click.box is None else np.asarray(click.box), previous)
+        points = image.family.prompt_points(prompt, image.height, image.width)
         k = len(points.labels)
         if k > rows:
             raise InvalidArgument(f"{click.field}.points", f"{self.decoder} takes at most {rows} points "
